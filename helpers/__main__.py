@@ -1,0 +1,227 @@
+"""Command line: `python -m helpers <command> ...` runs the same functions as the notebooks.
+
+    prepare   fetch, catalog and split a dataset; print the summary and the problems found
+    pretrain  Phase 1: self-supervised autoencoder -> my_pretrained_encoder.pth
+    finetune  Phase 2: multimodal U-Net -> best_model.pth
+    evaluate  score a checkpoint on a split (per-case CSV + summary with 95% intervals)
+    ablate    train and evaluate the ablation variants, print the table
+    predict   mask and overlay for one image and one text
+    bench     throughput of the data pipeline and training steps (images/s)
+    notebooks execute the numbered notebooks headless (used by `make demo`)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import MODES
+
+
+def _settings_args(parser: argparse.ArgumentParser, fields: dict[str, type]) -> None:
+    for name, kind in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type=kind, default=None)
+
+
+def _apply(cfg, args: argparse.Namespace, fields: dict[str, type]):
+    changes = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+PRETRAIN_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
+                  "objective": str, "encoder": str, "max_images": int, "frontal_only": bool,
+                  "num_workers": int, "device": str, "seed": int}
+FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
+                  "encoder_lr": float, "encoder": str, "text_model": str, "fusion": str,
+                  "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
+                  "patience": int, "concordant_flip": float, "num_workers": int, "device": str,
+                  "seed": int}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="demo", help="dataset: demo, a folder, a .zip, a Drive link")
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
+                             "data, real otherwise)")
+
+
+def cmd_prepare(args) -> None:
+    from .pipeline import prepare
+
+    prep = prepare(args.data, args.mode, out_dir=args.out)
+    print(json.dumps(prep.catalog.summary(), indent=1))
+    print(prep.cases["split"].value_counts().to_string())
+    if len(prep.catalog.problems):
+        print(f"{len(prep.catalog.problems)} problem(s):")
+        print(prep.catalog.problems.to_string(index=False))
+    print(f"split saved to {prep.paths.splits}")
+
+
+def cmd_pretrain(args) -> None:
+    from .pipeline import prepare
+    from .train import pretrain
+
+    prep = prepare(args.data, args.mode, out_dir=args.out)
+    cfg = _apply(prep.preset.pretrain, args, PRETRAIN_FLAGS)
+    paths = prep.catalog.unlabeled_paths(frontal_only=cfg.frontal_only)
+    result = pretrain(cfg, paths, prep.paths.phase1(cfg.objective), cache_dir=prep.paths.cache,
+                      resume=args.resume)
+    print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
+          f"{result.images_per_second:.1f} images/s; saved {result.best_path}")
+
+
+def cmd_finetune(args) -> None:
+    from .pipeline import prepare
+    from .train import finetune
+
+    prep = prepare(args.data, args.mode, out_dir=args.out)
+    cfg = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
+    result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
+                      text_cache_dir=prep.paths.text_models, resume=args.resume)
+    print(f"best val_dice {result.best_value:.4f} at epoch {result.best_epoch}; saved {result.best_path}")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluation import counterfactual_sides, evaluate
+    from .inference import Segmenter
+    from .pipeline import prepare
+
+    prep = prepare(args.data, args.mode, out_dir=args.out_dir)
+    seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
+    cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
+    mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
+    per_case, summary = evaluate(seg, cases, text_mode=mode, cache_dir=prep.paths.cache)
+    summary["counterfactual"] = counterfactual_sides(seg, cases, cache_dir=prep.paths.cache)[1]
+    print(f"model: {seg.describe()}")
+    print(json.dumps(summary, indent=1, default=float))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        per_case.to_csv(args.out, index=False)
+        print(f"per-case results: {args.out}")
+
+
+def cmd_ablate(args) -> None:
+    from .evaluation import run_ablations
+    from .pipeline import prepare
+
+    prep = prepare(args.data, args.mode, out_dir=args.out)
+    base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
+    encoders = {o: str(prep.paths.phase1(o) / "my_pretrained_encoder.pth")
+                for o in ("masked", "reconstruct") if (prep.paths.phase1(o) / "my_pretrained_encoder.pth").exists()}
+    table, _ = run_ablations(prep.cases, prep.paths.ablations, base, prep.preset.ablation,
+                             phase1_encoders=encoders, cache_dir=prep.paths.cache,
+                             text_cache_dir=prep.paths.text_models)
+    print(table.round(3).to_string(index=False))
+    table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
+
+
+def cmd_predict(args) -> None:
+    from PIL import Image
+
+    from .inference import Segmenter, to_gray
+    from .viz import save_overlay_png
+
+    seg = Segmenter.from_checkpoint(args.checkpoint)
+    image = to_gray(args.image)
+    prob = seg.predict(image, args.text)
+    threshold = seg.threshold if args.threshold is None else args.threshold
+    save_overlay_png(args.out, image, prob, threshold=threshold)
+    print(f"model: {seg.describe()}\noverlay: {args.out}")
+    if args.mask_out:
+        Path(args.mask_out).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((prob >= threshold) * 255).astype("uint8")).save(args.mask_out)
+        print(f"mask: {args.mask_out}")
+    print(f"predicted area: {(prob >= threshold).mean():.2%} of the image")
+
+
+def cmd_bench(args) -> None:
+    from .bench import run_bench
+
+    run_bench(image_size=args.image_size, batch_size=args.batch_size, device=args.device,
+              text_model=args.text_model, n_images=args.n_images, steps=args.steps)
+
+
+def cmd_notebooks(args) -> None:
+    from .notebooks import run_notebooks
+
+    run_notebooks(args.out, mode=args.mode, names=args.only)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="fetch, catalog and split a dataset")
+    _common(p)
+    p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="Phase 1: self-supervised autoencoder")
+    _common(p)
+    p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
+    p.add_argument("--resume", action="store_true", help="continue from last.pth")
+    _settings_args(p, PRETRAIN_FLAGS)
+    p.set_defaults(func=cmd_pretrain)
+
+    for name, func, text in (("finetune", cmd_finetune, "Phase 2: multimodal U-Net"),
+                             ("ablate", cmd_ablate, "ablation table on the test split")):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
+        p.add_argument("--resume", action="store_true", help="continue from last.pth")
+        _settings_args(p, FINETUNE_FLAGS)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a split")
+    _common(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--shuffle-text", action="store_true", help="texts permuted across cases")
+    p.add_argument("--swap-sides", action="store_true", help="left and right swapped in each text")
+    p.add_argument("--out", default=None, help="per-case CSV")
+    p.add_argument("--out-dir", default=None, help="run folder holding splits.csv (default runs/<mode>)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="mask and overlay for one image and one text")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="overlay PNG")
+    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255)")
+    p.add_argument("--threshold", type=float, default=None)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="throughput in images/s")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--text-model", default=None,
+                   help="text encoder for the text-cost rows (default: a CLIP of ViT-B/32 size)")
+    p.add_argument("--n-images", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("notebooks", help="execute the notebooks headless")
+    p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")
+    p.add_argument("--mode", choices=MODES, default=None)
+    p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
+    p.set_defaults(func=cmd_notebooks)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, RuntimeError) as err:  # our errors say what to do: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Glue shared by the notebooks and the command line: where a run's files go, and the data step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import Preset, preset
+from .data import Catalog, fetch_dataset, load_catalog, split_cases
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunPaths:
+    """The files of one run under `root` (default `runs/<mode>/`)."""
+
+    root: Path
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.csv"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def phase1(self, objective: str) -> Path:
+        return self.root / "phase1" / objective
+
+    @property
+    def phase2(self) -> Path:
+        return self.root / "phase2"
+
+    @property
+    def ablations(self) -> Path:
+        return self.root / "ablations"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def text_models(self) -> Path:
+        """Where the tiny offline text model is built (shared by all runs)."""
+        return REPO_ROOT / "data" / "text-models"
+
+
+@dataclass
+class Prepared:
+    preset: Preset
+    paths: RunPaths
+    catalog: Catalog
+    cases: pd.DataFrame  # labeled cases with a `split` column
+
+
+def prepare(source: str = "demo", mode: str | None = None, *, data_dir: str | Path | None = None,
+            out_dir: str | Path | None = None) -> Prepared:
+    """Fetch the dataset, catalog it and split its labeled cases by patient (saved, then reused).
+
+    mode: "real" | "demo" | "smoke", or None to choose from `CXR_SMOKE` and the source.
+    """
+    settings = preset(mode, source)
+    data_dir = Path(data_dir) if data_dir else REPO_ROOT / "data" / settings.mode
+    paths = RunPaths(Path(out_dir) if out_dir else REPO_ROOT / "runs" / settings.mode)
+    demo_kwargs = {"n_reports": settings.demo.n_reports, "n_masks": settings.demo.n_masks,
+                   "image_size": settings.demo.image_size, "seed": settings.demo.seed}
+    root = fetch_dataset(source, data_dir, demo_kwargs=demo_kwargs)
+    catalog = load_catalog(root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    cases = split_cases(catalog.cases, paths.splits, val_fraction=settings.split.val_fraction,
+                        test_fraction=settings.split.test_fraction, seed=settings.split.seed)
+    return Prepared(settings, paths, catalog, cases)
+
+
+def relative(path: str | Path) -> str:
+    """A path relative to the repository root when inside it (stable notebook outputs)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
