@@ -172,3 +172,9 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
 def runs_dir(mode: str) -> Path:
     """Default output folder of a mode: `runs/<mode>` at the repository root."""
     return Path(__file__).resolve().parent.parent / "runs" / mode
+
+
+def override(cfg, **changes):
+    """A copy of the settings dataclass `cfg` with the fields whose new value is not None replaced
+    (notebook parameters left at None keep the preset's value)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import Preset, preset
-from .data import Catalog, fetch_dataset, load_catalog, split_cases
+from .data import Catalog, fetch_dataset, load_catalog, load_mask, split_cases
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +82,16 @@ def relative(path: str | Path) -> str:
         return str(path.relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
+
+
+def mask_geometry(mask_paths: list[str], size: int = 128) -> pd.DataFrame:
+    """Area (share of the image) and centroid (x, y in [0, 1], image coordinates) of each mask,
+    measured at `size` x `size`. Empty masks get NaN centroids."""
+    rows = []
+    for path in mask_paths:
+        mask = load_mask(path, size).astype(bool)
+        ys, xs = np.nonzero(mask)
+        rows.append({"area": mask.mean(),
+                     "cx": (xs.mean() + 0.5) / size if len(xs) else np.nan,
+                     "cy": (ys.mean() + 0.5) / size if len(ys) else np.nan})
+    return pd.DataFrame(rows, columns=["area", "cx", "cy"])

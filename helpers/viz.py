@@ -95,10 +95,10 @@ def _contour(ax: Axes, mask: np.ndarray, color: str) -> None:
         ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.2)
 
 
-def _heat(ax: Axes, prob: np.ndarray, threshold: float, alpha: float):
+def _heat(ax: Axes, prob: np.ndarray, threshold: float, alpha: float) -> None:
     """Heat map drawn over the image where `prob >= threshold / 2` (the same rule as `overlay`)."""
     shown = np.ma.masked_less(np.asarray(prob, dtype=np.float32), threshold / 2)
-    return ax.imshow(shown, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
+    ax.imshow(shown, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
 
 
 def _check_same_shape(image: np.ndarray, other: np.ndarray, name: str) -> None:
@@ -232,7 +232,7 @@ def plot_case_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | No
     if not len(images) == len(masks) == len(texts):
         raise ValueError(f"got {len(images)} images, {len(masks)} masks and {len(texts)} texts; "
                          "pass one of each per case")
-    fig, axes = _grid(len(images), ncols, panel=(3.0, 4.0))
+    fig, axes = _grid(len(images), ncols, panel=(3.0, 3.6))
     for i, ax in enumerate(axes):
         _draw_case(ax, images[i], texts[i], wrap, mask=masks[i], title=titles[i] if titles else None)
     return fig
@@ -319,7 +319,7 @@ def plot_prediction_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
     if not len(images) == len(masks) == len(probs) == len(texts):
         raise ValueError(f"got {len(images)} images, {len(masks)} masks, {len(probs)} probability "
                          f"maps and {len(texts)} texts; pass one of each per case")
-    fig, axes = _grid(min(n, len(images)), ncols, panel=(3.0, 4.0))
+    fig, axes = _grid(min(n, len(images)), ncols, panel=(3.0, 3.6))
     for i, ax in enumerate(axes):
         if dices is not None:
             title = f"Dice {dices[i]:.2f}"

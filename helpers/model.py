@@ -1,0 +1,269 @@
+"""Phase-1 autoencoder and the Phase-2 multimodal U-Net (image encoder + text fusion + decoder).
+
+Both phases build the image encoder the same way (`build_encoder`), so the encoder weights that
+Phase 1 saves load strictly into Phase 2. Images are 1-channel float tensors normalised as
+`(uint8 / 255 - 0.5) / 0.5`; text embeddings come from `helpers.text.TextEncoder`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, load_checkpoint
+
+FUSIONS = ("concat", "film", "film_multi", "none")
+UPSAMPLINGS = ("interp", "transpose")
+ENCODER_DEPTH = 5
+SIZE_DIVISOR = 2 ** ENCODER_DEPTH
+
+
+def build_encoder(name: str = "resnet34", in_channels: int = 1,
+                  weights: str | None = None) -> nn.Module:
+    """An smp encoder of depth 5; `forward(x)` returns 6 feature maps (the first is `x`)."""
+    return smp.encoders.get_encoder(name, in_channels=in_channels, depth=ENCODER_DEPTH,
+                                    weights=weights)
+
+
+def build_autoencoder(encoder: str = "resnet34", in_channels: int = 1,
+                      encoder_weights: str | None = None) -> smp.Unet:
+    """Phase 1: a U-Net reconstructing its input ([B, C, H, W] -> [B, C, H, W], no activation)."""
+    return smp.Unet(encoder, encoder_weights=encoder_weights, in_channels=in_channels,
+                    classes=in_channels, activation=None)
+
+
+def encoder_checkpoint(model: nn.Module, encoder_name: str, **extra) -> dict:
+    """Payload of `my_pretrained_encoder.pth`: `model.encoder`'s weights, how to rebuild it, and
+    `extra` (settings, metrics)."""
+    return {"encoder": model.encoder.state_dict(), "encoder_name": encoder_name,
+            "in_channels": model.encoder.out_channels[0], **extra}
+
+
+def load_pretrained_encoder(encoder: nn.Module, path_or_payload: str | Path | dict,
+                            encoder_name: str) -> dict:
+    """Load Phase-1 encoder weights strictly into `encoder`.
+
+    Returns:
+        The checkpoint's other entries (settings, metrics) for logging.
+
+    Raises:
+        CheckpointError: the checkpoint holds no encoder, another encoder architecture, or any
+            missing, unexpected or differently shaped weight.
+    """
+    if isinstance(path_or_payload, dict):
+        payload, source = path_or_payload, "the encoder checkpoint"
+    else:
+        payload, source = load_checkpoint(path_or_payload), str(path_or_payload)
+    if "encoder" not in payload:
+        raise CheckpointError(f"{source} holds no 'encoder' weights: give the Phase-1 checkpoint "
+                              "(my_pretrained_encoder.pth).")
+    saved_name = payload.get("encoder_name")
+    if saved_name is not None and saved_name != encoder_name:
+        raise CheckpointError(f"{source} holds a {saved_name} encoder, but the model expects "
+                              f"{encoder_name}: set the encoder to {saved_name} or pre-train a "
+                              f"{encoder_name}.")
+    try:
+        encoder.load_state_dict(payload["encoder"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{source} (encoder {saved_name or 'unknown'}) does not fit the "
+                              f"expected {encoder_name} encoder: {err}") from err
+    return {k: v for k, v in payload.items() if k != "encoder"}
+
+
+class ConcatFusion(nn.Module):
+    """The text embedding tiled over the deepest feature map, concatenated to it and fused back
+    to its channels by Conv3x3 + BatchNorm + ReLU, which replaces the deepest feature."""
+
+    def __init__(self, channels: int, text_dim: int):
+        super().__init__()
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + text_dim, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+        deepest = features[-1]
+        tiled = text[:, :, None, None].expand(-1, -1, *deepest.shape[2:])
+        return [*features[:-1], self.fuse(torch.cat([deepest, tiled.to(deepest.dtype)], dim=1))]
+
+
+class FiLM(nn.Module):
+    """Feature-wise modulation `x * (1 + dgamma(t)) + beta(t)`, zero-initialised to the identity
+    so that a pre-trained U-Net starts undisturbed."""
+
+    def __init__(self, channels: int, text_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(text_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, text: Tensor) -> Tensor:
+        dgamma, beta = self.proj(text).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + dgamma) + beta
+
+
+class FiLMFusion(nn.Module):
+    """FiLM on the encoder features at `levels` (indices into the feature list)."""
+
+    def __init__(self, channels: Sequence[int], text_dim: int, levels: Sequence[int]):
+        super().__init__()
+        self.levels = list(levels)
+        self.films = nn.ModuleList(FiLM(channels[i], text_dim) for i in self.levels)
+
+    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+        features = list(features)
+        for level, film in zip(self.levels, self.films):
+            features[level] = film(features[level], text)
+        return features
+
+
+class NoFusion(nn.Module):
+    """Image-only baseline: the text is ignored."""
+
+    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+        return features
+
+
+def build_fusion(fusion: str, channels: Sequence[int], text_dim: int) -> nn.Module:
+    """`channels`: the encoder's out_channels, e.g. (1, 64, 64, 128, 256, 512) for resnet34."""
+    if fusion == "concat":
+        return ConcatFusion(channels[-1], text_dim)
+    if fusion == "film":
+        return FiLMFusion(channels, text_dim, levels=[len(channels) - 1])
+    if fusion == "film_multi":
+        # every map the decoder reads: the skips at all scales and the bottleneck (not the input)
+        return FiLMFusion(channels, text_dim, levels=range(1, len(channels)))
+    if fusion == "none":
+        return NoFusion()
+    raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+
+
+class TransposeUpsample(nn.Module):
+    """A U-Net decoder block whose upsampling is a learned ConvTranspose2d (kernel 2, stride 2).
+
+    The transposed convolution starts as nearest-neighbour upsampling (identity kernel), so the
+    wrapped block's own interpolation to the skip's size becomes a no-op.
+    """
+
+    def __init__(self, block: nn.Module, in_channels: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
+        with torch.no_grad():
+            self.up.weight.zero_()
+            self.up.weight[range(in_channels), range(in_channels)] = 1.0
+            self.up.bias.zero_()
+        self.block = block
+
+    def forward(self, feature_map: Tensor, *args, **kwargs) -> Tensor:
+        return self.block(self.up(feature_map), *args, **kwargs)
+
+
+class MultimodalUnet(nn.Module):
+    """U-Net segmenter conditioned on a text embedding.
+
+    Image encoder (`build_encoder`) -> text fusion (`fusion`) -> smp `UnetDecoder` ->
+    `SegmentationHead` -> 1-channel mask logits. Text embeddings are standardised with the
+    buffers `text_mean` / `text_std` (see `set_text_norm`).
+
+    Args:
+        encoder_name: smp encoder name.
+        text_dim: size D of the text embeddings.
+        fusion: "concat" (the default design), "film" (deepest map), "film_multi" (every map the
+            decoder reads) or "none" (image-only baseline).
+        upsampling: "interp" (smp's nearest interpolation) or "transpose" (ConvTranspose2d).
+        in_channels: image channels.
+        decoder_channels: output channels of the 5 decoder blocks.
+    """
+
+    def __init__(self, encoder_name: str = "resnet34", text_dim: int = 512,
+                 fusion: str = "concat", upsampling: str = "interp", in_channels: int = 1,
+                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)):
+        super().__init__()
+        if upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
+        self._config = {"encoder_name": encoder_name, "text_dim": int(text_dim),
+                        "fusion": fusion, "upsampling": upsampling,
+                        "in_channels": int(in_channels),
+                        "decoder_channels": [int(c) for c in decoder_channels]}
+        self.encoder_frozen = False
+        self.encoder = build_encoder(encoder_name, in_channels)
+        channels = list(self.encoder.out_channels)
+        self.fusion = build_fusion(fusion, channels, text_dim)
+        self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=decoder_channels,
+                                   n_blocks=ENCODER_DEPTH, use_norm="batchnorm",
+                                   interpolation_mode="nearest")
+        if upsampling == "transpose":
+            block_in = [channels[-1], *decoder_channels[:-1]]
+            self.decoder.blocks = nn.ModuleList(
+                TransposeUpsample(block, c) for block, c in zip(self.decoder.blocks, block_in))
+        self.segmentation_head = SegmentationHead(decoder_channels[-1], 1, kernel_size=3)
+        self.register_buffer("text_mean", torch.zeros(text_dim))
+        self.register_buffer("text_std", torch.ones(text_dim))
+        initialize_decoder(self.decoder)
+        initialize_head(self.segmentation_head)
+        if isinstance(self.fusion, ConcatFusion):
+            initialize_decoder(self.fusion)
+
+    def config(self) -> dict:
+        """Plain values that rebuild this model: `MultimodalUnet(**model.config())`."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
+
+    def set_text_norm(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise text embeddings with these statistics [D] of the training texts.
+
+        Reports' embeddings share a large common component; standardising makes the differences
+        that carry the place visible to the fusion.
+        """
+        dim = self.text_mean.shape[0]
+        if mean.shape != (dim,) or std.shape != (dim,):
+            raise ValueError(f"text mean and std must have shape [{dim}], got "
+                             f"{list(mean.shape)} and {list(std.shape)}")
+        self.text_mean.copy_(mean)
+        self.text_std.copy_(std.clamp_min(1e-6))  # constant dimensions would divide by zero
+
+    def train(self, mode: bool = True) -> MultimodalUnet:
+        super().train(mode)
+        if self.encoder_frozen:  # frozen BatchNorm keeps its running statistics
+            self.encoder.eval()
+        return self
+
+    def forward(self, images: Tensor, text_emb: Tensor) -> Tensor:
+        """images float [B, C, H, W] (H, W multiples of 32), text_emb float [B, D] ->
+        mask logits float [B, 1, H, W]."""
+        self._check_inputs(images, text_emb)
+        features = self.encoder(images)
+        text = (text_emb.float() - self.text_mean) / self.text_std
+        features = self.fusion(features, text)
+        return self.segmentation_head(self.decoder(features))
+
+    def _check_inputs(self, images: Tensor, text_emb: Tensor) -> None:
+        cfg = self._config
+        if images.ndim != 4 or images.shape[1] != cfg["in_channels"]:
+            raise ValueError(f"images must have shape [B, {cfg['in_channels']}, H, W], got "
+                             f"{list(images.shape)}")
+        height, width = images.shape[2:]
+        if height % SIZE_DIVISOR or width % SIZE_DIVISOR:
+            raise ValueError(f"image height and width must be multiples of {SIZE_DIVISOR}, got "
+                             f"{height}x{width}: resize the images (the image_size setting)")
+        if text_emb.shape != (images.shape[0], cfg["text_dim"]):
+            raise ValueError(f"text_emb must have shape [{images.shape[0]}, {cfg['text_dim']}] "
+                             f"(one embedding per image), got {list(text_emb.shape)}: use the "
+                             "text encoder the model was built for")
+
+
+def from_config(cfg: dict) -> MultimodalUnet:
+    """Rebuild a `MultimodalUnet` from `model.config()` (weights not included)."""
+    return MultimodalUnet(**cfg)
+
+
+def freeze_encoder(model: MultimodalUnet, frozen: bool) -> None:
+    """Stop (or restart) training the image encoder; while frozen its BatchNorm stays in eval
+    mode, also after `model.train()`."""
+    model.encoder_frozen = frozen
+    model.encoder.requires_grad_(not frozen)
+    model.train(model.training)

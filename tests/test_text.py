@@ -1,0 +1,228 @@
+"""Text encoder, tiny offline CLIP, embedding cache and left/right helpers."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import (AutoTokenizer, BertConfig, BertModel, BertTokenizerFast, CLIPConfig,
+                          CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection)
+
+from helpers.config import TINY_TEXT_MODEL
+from helpers.text import (TINY_MARKER, EmbeddingCache, TextEncoder, TextModelError,
+                          load_text_encoder, make_tiny_clip, names_side, swap_sides)
+
+DIM = 32
+REPORT = ("The heart size is normal. The lungs are clear. There is a small right pleural effusion "
+          "and a calcified granuloma in the left upper lobe. No pneumothorax. No acute bony "
+          "abnormality.")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip", hidden_size=DIM,
+                          num_heads=2, projection_dim=DIM)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    return TextEncoder(tiny_dir)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a, b, dim=0).item()
+
+
+def test_tiny_clip_loads_through_from_pretrained(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = CLIPTextModelWithProjection.from_pretrained(tiny_dir)
+    assert model.config.eos_token_id == tokenizer.eos_token_id != 2
+    assert model.config.bos_token_id == tokenizer.bos_token_id
+    assert model.config.vocab_size == len(tokenizer)
+    assert tokenizer.model_max_length == 77
+    assert (tiny_dir / "merges.txt").read_text().startswith("#version")
+    ids = tokenizer(REPORT)["input_ids"]
+    for cls in (transformers.CLIPTokenizer, transformers.CLIPTokenizerFast):
+        assert cls.from_pretrained(tiny_dir)(REPORT)["input_ids"] == ids
+
+
+def test_tiny_tokenizer_keeps_report_words_whole(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    tokens = tokenizer.tokenize("nodule in the right upper lobe, pleural effusion")
+    assert tokens == ["nodule</w>", "in</w>", "the</w>", "right</w>", "upper</w>", "lobe</w>",
+                      ",</w>", "pleural</w>", "effusion</w>"]
+    # unseen characters fall back to byte symbols, never to the end token
+    ids = tokenizer("naïve 🙂 xyzzy")["input_ids"]
+    assert ids.count(tokenizer.eos_token_id) == 1
+
+
+def test_make_tiny_clip_is_idempotent_per_arguments(tiny_dir):
+    weights = next(tiny_dir.glob("*.safetensors"))
+    stamp = weights.stat().st_mtime_ns
+    assert make_tiny_clip(tiny_dir, hidden_size=DIM, num_heads=2, projection_dim=DIM) == tiny_dir
+    assert weights.stat().st_mtime_ns == stamp
+    other = tiny_dir.parent / "other"
+    make_tiny_clip(other, hidden_size=16, num_heads=2, projection_dim=8, num_layers=1)
+    assert TextEncoder(other).dim == 8
+    make_tiny_clip(other, hidden_size=16, num_heads=2, projection_dim=4, vocab_size=600)
+    assert json.loads((other / TINY_MARKER).read_text())["vocab_size"] == 600
+    rebuilt = TextEncoder(other)
+    assert rebuilt.dim == 4 and len(rebuilt.tokenizer) == rebuilt.model.config.vocab_size == 600
+
+
+def test_encode_shape_dtype_and_frozen(encoder):
+    emb = encoder.encode(["right upper lobe nodule", "left pleural effusion", "normal chest"])
+    assert emb.shape == (3, DIM) and emb.dtype == torch.float32 and emb.device.type == "cpu"
+    assert not emb.requires_grad
+    assert not any(p.requires_grad for p in encoder.model.parameters())
+    assert encoder.encode([]).shape == (0, DIM)
+    assert encoder.is_tiny and encoder.dim == DIM and encoder.max_length == 77
+
+
+def test_encoding_does_not_depend_on_batch_or_padding(tiny_dir):
+    small_batches = TextEncoder(tiny_dir, batch_size=1)
+    texts = ["nodule", REPORT, "left lower lobe opacity"]
+    torch.testing.assert_close(small_batches.encode(texts), TextEncoder(tiny_dir).encode(texts))
+
+
+def test_tiny_embeddings_separate_sides_and_places(encoder):
+    right, left, lower, same = encoder.encode([
+        "nodule in the right upper lobe", "nodule in the left upper lobe",
+        "nodule in the right lower lobe", "nodule in the right upper lobe"])
+    assert torch.equal(right, same)
+    assert cosine(right, left) < 0.99  # about 0.96 at this size, 0.95 at the default size
+    assert cosine(right, lower) < 0.99
+    assert (right - left).norm() > 0.1 * right.norm()
+
+
+def test_count_tokens_and_truncation(encoder):
+    assert encoder.count_tokens(["nodule in the right upper lobe"]) == [8]  # + start and end
+    assert encoder.count_tokens([REPORT])[0] <= 45  # a 30-word report fits CLIP's 77 easily
+    long_text = " ".join(["small nodule"] * 60)
+    assert encoder.count_tokens([long_text]) == [122]
+    before = encoder.n_truncated
+    emb = encoder.encode([long_text, "short"])
+    assert encoder.n_truncated == before + 1
+    assert emb.shape == (2, DIM) and torch.isfinite(emb).all()
+
+
+def save_full_clip(tiny_dir, dest, projection_dim: int) -> CLIPModel:
+    """A full CLIP checkpoint (model_type "clip", like openai/clip-vit-base-patch32)."""
+    text = CLIPTextConfig.from_pretrained(tiny_dir).to_dict()
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision,
+                                 projection_dim=projection_dim)).eval()
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(dest)
+    return model
+
+
+def test_full_clip_checkpoint_gives_projected_text_embeds(tiny_dir, tmp_path):
+    clip = save_full_clip(tiny_dir, tmp_path, projection_dim=DIM)
+    enc = TextEncoder(tmp_path)
+    assert enc.is_clip and not enc.is_tiny and enc.dim == DIM
+    texts = ["left lung", "right upper lobe nodule"]
+    inputs = enc.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = clip.text_projection(clip.text_model(**inputs).pooler_output)
+    torch.testing.assert_close(enc.encode(texts), expected)
+
+
+def test_bert_like_model_uses_pooler_output(tmp_path):
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "left", "right", "lung", "nodule"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words))
+    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"))
+    tokenizer.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32,
+                                max_position_embeddings=40)).eval()
+    bert.save_pretrained(tmp_path)
+    enc = TextEncoder(tmp_path)
+    assert not enc.is_clip and enc.dim == 16 and enc.max_length == 40
+    texts = ["left lung", "right nodule nodule"]
+    with torch.no_grad():
+        expected = bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
+    torch.testing.assert_close(enc.encode(texts), expected)
+    assert enc.count_tokens(texts) == [4, 5]
+
+
+def test_unloadable_model_raises_text_model_error(tiny_dir, tmp_path):
+    with pytest.raises(TextModelError, match="could not be loaded.*tiny"):
+        TextEncoder(tmp_path)  # a folder without config.json
+    save_full_clip(tiny_dir, tmp_path / "bad", projection_dim=DIM // 2)  # text half mismatches
+    with pytest.raises(TextModelError, match="could not be loaded"):
+        TextEncoder(tmp_path / "bad")
+
+
+def test_load_text_encoder_builds_tiny_model(tmp_path):
+    enc = load_text_encoder(TINY_TEXT_MODEL, cache_dir=tmp_path / "tiny")
+    assert enc.is_tiny and (tmp_path / "tiny" / TINY_MARKER).is_file()
+    assert enc.encode(["left"]).shape == (1, enc.dim)
+
+
+def test_embedding_cache_encodes_each_text_once(encoder, tmp_path):
+    path = tmp_path / "emb.pt"
+    cache = EmbeddingCache(encoder, path)
+    texts = ["left effusion", "right nodule", "left effusion", "normal", "right nodule"]
+    emb = cache.get(texts)
+    assert cache.n_encoded == 3
+    torch.testing.assert_close(emb, encoder.encode(texts))
+    table, index = cache.table(texts + ["new text"])
+    assert cache.n_encoded == 4 and table.shape == (4, DIM)
+    assert index == [0, 1, 0, 2, 1, 3]
+    torch.testing.assert_close(table[index[:5]], emb)
+    cache.save()
+
+    reloaded = EmbeddingCache(encoder, path)
+    torch.testing.assert_close(reloaded.get(texts), emb)
+    assert reloaded.n_encoded == 0 and len(reloaded) == 4
+
+
+def test_embedding_cache_ignores_other_models_file(encoder, tmp_path):
+    path = tmp_path / "emb.pt"
+    cache = EmbeddingCache(encoder, path)
+    cache.get(["left"])
+    cache.save()
+    other = SimpleNamespace(name="other-model", dim=DIM, encode=lambda t: torch.zeros(len(t), DIM))
+    other_cache = EmbeddingCache(other, path)
+    assert len(other_cache) == 0
+    assert other_cache.get(["left"]).abs().sum() == 0 and other_cache.n_encoded == 1
+
+
+def test_embedding_cache_ignores_corrupt_file(encoder, tmp_path):
+    path = tmp_path / "emb.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="corrupt"):
+        cache = EmbeddingCache(encoder, path)
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="no file"):
+        EmbeddingCache(encoder).save()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Left lower lobe opacity", "Right lower lobe opacity"),
+    ("RIGHT effusion, left nodule", "LEFT effusion, right nodule"),
+    ("left-sided and right.", "right-sided and left."),
+    ("Leftover brightness, no leftward shift", "Leftover brightness, no leftward shift"),
+    ("", ""),
+])
+def test_swap_sides(text, expected):
+    assert swap_sides(text) == expected
+    assert swap_sides(swap_sides(text)) == text
+
+
+@pytest.mark.parametrize("text, side", [
+    ("Right upper lobe nodule.", "right"),
+    ("small LEFT effusion", "left"),
+    ("left and right basilar atelectasis", "both"),
+    ("Bilateral pleural effusions", "both"),
+    ("Lungs are clear. Bright spot.", None),
+])
+def test_names_side(text, side):
+    assert names_side(text) == side

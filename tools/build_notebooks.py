@@ -1,0 +1,337 @@
+"""Write the numbered notebooks from the cell sources below (without outputs).
+
+Regenerate and store the smoke-run outputs that nbval compares:
+
+    .venv/bin/python tools/build_notebooks.py
+    CXR_SMOKE=1 .venv/bin/python -m helpers notebooks --mode smoke --out notebooks
+
+Cells whose output legitimately varies (timings, losses) start with `# NBVAL_IGNORE_OUTPUT`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
+
+SETUP_MD = """## Setup
+On Colab this cell clones the project (set `REPO_URL` to your copy), installs its requirements and
+mounts Google Drive only when a path under `/content/drive` is used. Elsewhere it only makes the
+`helpers` package importable."""
+
+SETUP = """import os, subprocess, sys
+from pathlib import Path
+
+if "google.colab" in sys.modules:
+    if not Path("helpers").exists():
+        if not Path("project").exists():
+            subprocess.run(["git", "clone", "-q", REPO_URL, "project"], check=True)
+        os.chdir("project")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)
+    if any(str(p).startswith("/content/drive") for p in (DATA_SOURCE, OUT_DIR) if p):
+        from google.colab import drive
+        drive.mount("/content/drive")
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+sys.path.insert(0, str(ROOT))"""
+
+COMMON_PARAMS = """DATA_SOURCE = "demo"  # "demo", a folder, a .zip, a Drive path (/content/drive/MyDrive/...), a Drive link or file id
+MODE = None           # "real" | "demo" | "smoke"; None: smoke under CXR_SMOKE=1, demo for the demo data, real otherwise
+OUT_DIR = None        # run outputs (default runs/<mode>); on Colab a Drive folder survives a disconnect
+REPO_URL = "https://github.com/YOUR-ACCOUNT/cxr-text-localization.git"  # your copy of this project (Colab only)"""
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, ignore: bool = False):
+    return new_code_cell((IGNORE if ignore else "") + text.strip("\n"))
+
+
+def header(title: str, intro: str, params: str) -> list:
+    return [md(f"# {title}\n\n{intro}"),
+            md("## Parameters\nEvery setting you may change is here. `None` keeps the value of the "
+               "preset for the mode: `real` (GPU, full sizes), `demo` (CPU, minutes), `smoke` "
+               "(tests, seconds)."),
+            code(COMMON_PARAMS + ("\n" + params if params else "")),
+            md(SETUP_MD), code(SETUP)]
+
+
+NB01 = header(
+    "01 · Data setup and exploration",
+    "We fetch the Indiana University chest X-ray collection (or the built-in demo dataset that has "
+    "the same layout), check it, catalog images, reports and hand-drawn pathology masks, look at "
+    "what is in it, and split the labeled cases by patient for the next notebooks.",
+    'DATA_DIR = None      # where datasets land (default data/<mode>)') + [
+    md("## Fetch, validate and catalog\n`prepare` fetches the source (a zip is copied to local disk and "
+       "extracted once), checks the layout and the CSVs, pairs every mask with its image, and "
+       "collects the problems it found instead of stopping at the first one."),
+    code("""from helpers import viz
+from helpers.pipeline import mask_geometry, prepare, relative
+
+prep = prepare(DATA_SOURCE, MODE, data_dir=DATA_DIR, out_dir=OUT_DIR)
+catalog = prep.catalog
+print(f"mode: {prep.preset.mode}; dataset root: {relative(catalog.root)}")
+catalog.summary()"""),
+    md("## Problems report\nOrphan masks (no image), images listed but missing, unreadable images, "
+       "reports without text, empty masks and masks whose size differs from their image. None of "
+       "them stops the pipeline; each is listed here so you can fix the source if you want. The "
+       "demo dataset carries a few on purpose."),
+    code("""catalog.problems.assign(file=catalog.problems["file"].map(relative))"""),
+    md("## What is in the collection\nImages by projection (frontal and lateral), reports, masks, and "
+       "the labeled cases (mask + image + text) that Phase 2 learns from. Phase 1 uses every image."),
+    code("""viz.plot_counts(catalog.summary());"""),
+    md("## How long are the reports?\nThe text of a case is its *findings*, or its *impression* when "
+       "the findings are empty; de-identification tokens (`XXXX`) are removed. CLIP reads at most 77 "
+       "tokens: longer texts are truncated. We count words and the tokens of the text encoder that "
+       "Phase 2 will use."),
+    code("""from helpers.text import load_text_encoder
+
+encoder = load_text_encoder(prep.preset.finetune.text_model, cache_dir=prep.paths.text_models)
+texts = catalog.reports["text"].tolist()
+n_tokens = encoder.count_tokens(texts)
+print(f"text encoder: {encoder.name}" + (" (tiny offline CLIP: the real one needs the model hub)" if encoder.is_tiny else ""))
+print(f"{sum(n > encoder.max_length for n in n_tokens)} of {len(texts)} report texts exceed {encoder.max_length} tokens")
+viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length);"""),
+    md("## Frequent finding terms"),
+    code("""viz.plot_term_frequencies(texts, top=20);"""),
+    md("## Where the masks are\nMask area as a share of the image, and where mask centroids sit by "
+       "side and zone. By the radiological convention the patient's right is on the image's left."),
+    code("""geometry = mask_geometry(prep.cases["mask_path"].tolist())
+viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy());"""),
+    md("## Labeled cases\nEach image with the contour of its mask and the text it comes with."),
+    code("""from helpers.data import load_gray, load_mask
+
+sample = prep.cases.head(8)
+viz.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
+                   [load_mask(p, 256) for p in sample["mask_path"]],
+                   sample["text"].tolist(), titles=sample["case_id"].tolist());"""),
+    md("## Split by patient\nTrain, validation and test are split by patient (`uid`) so that no "
+       "patient's images are on both sides. The split is saved and reused by the next notebooks; the "
+       "test split is used once, for the final report in notebook 03."),
+    code("""print(f"split saved to {relative(prep.paths.splits)}")
+prep.cases.groupby("split").agg(cases=("case_id", "size"), patients=("uid", "nunique"))"""),
+]
+
+NB02 = header(
+    "02 · Phase 1: self-supervised pretraining",
+    "A U-Net with a ResNet34 encoder learns what chest X-rays look like from every image of the "
+    "collection, without labels, by reconstructing them. Phase 2 starts from this encoder, so that "
+    "the few labeled masks go further.",
+    """OBJECTIVES = None      # e.g. ["masked"]; None: the preset's (real and demo train both, so notebook 03 can compare them)
+IMAGE_SIZE = None      # 256 on a GPU
+EPOCHS = None
+BATCH_SIZE = None
+LR = None
+ENCODER = None         # "resnet34"
+MAX_IMAGES = None      # None: all images
+FRONTAL_ONLY = None    # False: frontal and lateral images
+RESUME = True          # continue from last.pth when a run was interrupted""") + [
+    md("## Data\nThe same dataset as notebook 01 (fetched once, reused). Phase 1 uses every readable "
+       "image, labeled or not."),
+    code("""from helpers import viz
+from helpers.config import override
+from helpers.pipeline import prepare, relative
+from helpers.train import pretrain, reconstruct_examples
+
+prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
+cfg = override(prep.preset.pretrain, image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+               encoder=ENCODER, max_images=MAX_IMAGES, frontal_only=FRONTAL_ONLY)
+objectives = OBJECTIVES or (["masked"] if prep.preset.mode == "smoke" else ["masked", "reconstruct"])
+image_paths = prep.catalog.unlabeled_paths(frontal_only=cfg.frontal_only)
+print(f"mode {prep.preset.mode}: {len(image_paths)} images, objectives {objectives}")
+cfg"""),
+    md("## Two objectives\n*reconstruct* is the plain autoencoder: output = input, mean squared error. "
+       "It has a known shortcut: the U-Net's top skip connection carries the input at full resolution "
+       "to the output, so it can copy the image while the deep encoder learns little. *masked* hides "
+       "a random half of the patches under noise and weights the loss on them up: what is hidden "
+       "cannot be copied through a skip, only inferred from the anatomy around it, which is what the "
+       "encoder should learn. Notebook 03 measures which initialisation helps Phase 2 more."),
+    md("## Train\nImages are decoded and resized once into a cache; each epoch ends with a validation "
+       "loss on held-out images, `last.pth` (for resuming) and, at the best validation loss, "
+       "`my_pretrained_encoder.pth`. On a GPU mixed precision is used."),
+    code("""import dataclasses
+
+results = {}
+for objective in objectives:
+    run_cfg = dataclasses.replace(cfg, objective=objective)
+    results[objective] = pretrain(run_cfg, image_paths, prep.paths.phase1(objective),
+                                  cache_dir=prep.paths.cache, resume=RESUME)""", ignore=True),
+    md("## Loss curves"),
+    code("""for objective, result in results.items():
+    viz.plot_history(result.history).suptitle(f"Phase 1, {objective}")""", ignore=True),
+    code("""import pandas as pd
+
+pd.DataFrame([{"objective": o, "first val_loss": r.history["val_loss"].iloc[0],
+               "last val_loss": r.history["val_loss"].iloc[-1], "best epoch": r.best_epoch,
+               "images/s": r.images_per_second, "train time s": r.seconds} for o, r in results.items()]).round(4)""",
+         ignore=True),
+    md("## Reconstructions\nInput, the input with hidden patches (masked objective), and the output "
+       "for a few held-out images."),
+    code("""from helpers.datasets import build_image_cache
+
+cache = build_image_cache(image_paths[:4], cfg.image_size, prep.paths.cache / "examples", progress=False)
+for objective, result in results.items():
+    ex = reconstruct_examples(result.best_path, cache.array, dataclasses.replace(cfg, objective=objective))
+    viz.plot_reconstructions(ex["inputs"], ex["masked"], ex["outputs"]).suptitle(objective)"""),
+    md("## Saved files\n`my_pretrained_encoder.pth` holds the encoder's weights with the settings, "
+       "epoch and validation loss; it loads with `torch.load(..., weights_only=True)`."),
+    code("""for objective, result in results.items():
+    print(relative(result.best_path), "|", relative(result.last_path))"""),
+]
+
+NB03 = header(
+    "03 · Phase 2: text-guided segmentation",
+    "The Phase-1 encoder is fused with a frozen text encoder (CLIP ViT-B/32 by default) at the U-Net "
+    "bottleneck: the text embedding is tiled over the deepest feature map, concatenated, and fused "
+    "back by a convolution; the U-Net decoder turns it into the mask of the finding the text "
+    "describes. Then we check, with ablations, that the model really reads the text.",
+    """TEXT_MODEL = None          # a Hugging Face name or local path; None: CLIP ViT-B/32 (real), tiny offline CLIP (demo, smoke)
+FUSION = None              # "concat" (specified), "film", "film_multi", "none" (image only)
+UPSAMPLING = None          # "interp" (smp) or "transpose" (transposed convolutions)
+PHASE1_OBJECTIVE = "masked"  # which Phase-1 encoder to start from; None: from scratch
+IMAGE_SIZE = None          # must match Phase 1
+EPOCHS = None
+BATCH_SIZE = None
+LR = None
+ENCODER_LR = None
+FREEZE_ENCODER_EPOCHS = None
+CONCORDANT_FLIP = None     # probability of flipping image+mask AND swapping left/right in the text
+RUN_ABLATIONS = True
+RESUME = True""") + [
+    md("## Data and settings"),
+    code("""from helpers import viz
+from helpers.config import override
+from helpers.pipeline import prepare, relative
+from helpers.train import ENCODER_FILE, finetune
+
+prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
+encoder_path = prep.paths.phase1(PHASE1_OBJECTIVE) / ENCODER_FILE if PHASE1_OBJECTIVE else None
+if encoder_path is not None and not encoder_path.exists():
+    print(f"{relative(encoder_path)} not found: run notebook 02 first; training from scratch now")
+    encoder_path = None
+cfg = override(prep.preset.finetune, text_model=TEXT_MODEL, fusion=FUSION, upsampling=UPSAMPLING,
+               image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, encoder_lr=ENCODER_LR,
+               freeze_encoder_epochs=FREEZE_ENCODER_EPOCHS, concordant_flip=CONCORDANT_FLIP,
+               pretrained_encoder=str(encoder_path) if encoder_path else None)
+print(prep.cases["split"].value_counts().to_string())
+print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none'}")
+print(f"text encoder: {cfg.text_model}")"""),
+    md("## Train\nLoss: Dice + BCE with a positive-class weight from the training masks' foreground "
+       "share, computed in float32. Each unique text is encoded once by the frozen text encoder and "
+       "cached. The best epoch by validation Dice is kept as `best_model.pth`, with the threshold "
+       "chosen on validation."),
+    code("""result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
+                  text_cache_dir=prep.paths.text_models, resume=RESUME)""", ignore=True),
+    code("""viz.plot_history(result.history);""", ignore=True),
+    md("## Test set: the final report\nPer-image Dice and IoU at the validation threshold, the "
+       "pointing game (is the most probable pixel inside the true mask?), each with a bootstrap 95% "
+       "interval, and the pixel-pooled Dice. The test split is used here for the first time."),
+    code("""import pandas as pd
+from helpers.evaluation import counterfactual_sides, evaluate
+from helpers.inference import Segmenter
+
+segmenter = Segmenter.from_checkpoint(result.best_path, text_cache_dir=prep.paths.text_models)
+print(segmenter.describe())
+test = prep.cases[prep.cases["split"] == "test"].reset_index(drop=True)
+per_case, summary = evaluate(segmenter, test, cache_dir=prep.paths.cache)
+pd.Series(summary)""", ignore=True),
+    md("## Predictions\nGreen: the hand-drawn mask; red: the predicted one; the heat map is the "
+       "predicted probability."),
+    code("""from helpers.train import labeled_arrays
+
+arrays = labeled_arrays(test, segmenter.image_size, prep.paths.cache)
+probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
+viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+                         dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8);"""),
+    md("## Does the model read the text?\nA counterfactual check: swap *left* and *right* in each test "
+       "text that names a side and see whether the predicted mask moves to the other side of the "
+       "image."),
+    code("""sides, side_summary = counterfactual_sides(segmenter, test, cache_dir=prep.paths.cache)
+side_summary""", ignore=True),
+    md("## Ablations\n(a) the model with the report text; (b) the same model with the test texts "
+       "shuffled across cases; (c) an image-only model; the other fusions; Phase-1 initialisation "
+       "vs none and per objective. Each is trained with the same settings and scored on the test "
+       "split, with 95% bootstrap intervals (and the SD over seeds when the preset runs several). "
+       "`moved_share` is the counterfactual above for each text model."),
+    code("""from helpers.evaluation import run_ablations
+
+encoders = {o: str(prep.paths.phase1(o) / ENCODER_FILE) for o in ("masked", "reconstruct")
+            if (prep.paths.phase1(o) / ENCODER_FILE).exists()}
+if RUN_ABLATIONS:
+    table, runs = run_ablations(prep.cases, prep.paths.ablations, cfg, prep.preset.ablation,
+                                phase1_encoders=encoders, main_checkpoint=result.best_path,
+                                cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models)
+    table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
+    display(table.round(3))""", ignore=True),
+    code("""if RUN_ABLATIONS:
+    viz.plot_ablation(table, metric="dice");""", ignore=True),
+    md("## Saved files"),
+    code("""print(relative(result.best_path))
+print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
+]
+
+NB04 = header(
+    "04 · Look at the predictions",
+    "Load the trained model from notebook 03, look at the best, median and worst test cases, explore "
+    "every case interactively, and ask the model about your own findings text.",
+    """CHECKPOINT = None   # None: best_model.pth from notebook 03's output folder
+THRESHOLD = None    # None: the threshold chosen on validation""") + [
+    md("## Load the model\n`Segmenter` needs no training code: the checkpoint names the text encoder "
+       "and holds the image size and the threshold."),
+    code("""from helpers import viz
+from helpers.evaluation import evaluate
+from helpers.inference import Segmenter
+from helpers.pipeline import prepare, relative
+from helpers.train import BEST_FILE, labeled_arrays
+
+prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
+checkpoint = CHECKPOINT or prep.paths.phase2 / BEST_FILE
+segmenter = Segmenter.from_checkpoint(checkpoint, text_cache_dir=prep.paths.text_models)
+if THRESHOLD is not None:
+    segmenter.threshold = THRESHOLD
+print(f"{relative(checkpoint)}: {segmenter.describe()}")"""),
+    md("## Best, median and worst test cases\nA static view, for readers without widgets."),
+    code("""test = prep.cases[prep.cases["split"] == "test"].reset_index(drop=True)
+per_case, _ = evaluate(segmenter, test, cache_dir=prep.paths.cache)
+order = per_case.sort_values("dice", ascending=False, kind="stable").index
+picks = [order[0], order[len(order) // 2], order[-1]]
+arrays = labeled_arrays(test.loc[picks], segmenter.image_size, prep.paths.cache)
+probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
+viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+                         dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
+                         n=3, ncols=3);""", ignore=True),
+    md("## Explorer\nPick a split and a case, move the threshold and the overlay opacity, edit the "
+       "text (the model re-runs on the new text), and save the figure as PNG."),
+    code("""explorer = viz.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
+explorer""", ignore=True),
+    md("## Type your own finding\nThe same image with two texts that name different places: the "
+       "model should move the mask with the words."),
+    code("""from helpers.data import load_gray
+
+TEXT_A = "Focal opacity in the right upper lobe."
+TEXT_B = "Focal opacity in the left lower lobe."
+image = load_gray(test.iloc[0]["image_path"])
+viz.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
+                        TEXT_A, TEXT_B, threshold=segmenter.threshold);"""),
+]
+
+
+def write(name: str, cells: list) -> None:
+    nb = new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "accelerator": "GPU", "colab": {"provenance": []}})
+    nbformat.write(nb, NOTEBOOKS / name)
+
+
+if __name__ == "__main__":
+    NOTEBOOKS.mkdir(exist_ok=True)
+    write("01_data_setup_and_exploration.ipynb", NB01)
+    write("02_phase1_pretraining.ipynb", NB02)
+    write("03_phase2_multimodal_finetuning.ipynb", NB03)
+    write("04_visualization.ipynb", NB04)
+    print("written to", NOTEBOOKS)
