@@ -151,9 +151,9 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     mode = resolve_mode(mode, data_source)
     p = Preset(mode=mode)
     if mode == "demo":
-        p.pretrain = dataclasses.replace(p.pretrain, image_size=64, epochs=6, batch_size=16, lr=2e-3,
+        p.pretrain = dataclasses.replace(p.pretrain, image_size=96, epochs=6, batch_size=16, lr=2e-3,
                                          warmup_epochs=0.5, patch_size=8)
-        p.finetune = dataclasses.replace(p.finetune, image_size=64, epochs=25, batch_size=8, lr=1e-3,
+        p.finetune = dataclasses.replace(p.finetune, image_size=96, epochs=25, batch_size=8, lr=1e-3,
                                          encoder_lr=5e-4, patience=8, warmup_epochs=0.5,
                                          text_model=TINY_TEXT_MODEL)
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat", "film"),

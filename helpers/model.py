@@ -76,20 +76,35 @@ def load_pretrained_encoder(encoder: nn.Module, path_or_payload: str | Path | di
     return {k: v for k, v in payload.items() if k != "encoder"}
 
 
+def coordinate_maps(like: Tensor) -> Tensor:
+    """[B, 2, H, W]: x and y of each position in [-1, 1], in `like`'s dtype and device."""
+    b, _, h, w = like.shape
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))
+    return grid[None].expand(b, -1, -1, -1)
+
+
 class ConcatFusion(nn.Module):
     """The text embedding tiled over the deepest feature map, concatenated to it and fused back
-    to its channels by Conv3x3 + BatchNorm + ReLU, which replaces the deepest feature."""
+    to its channels by Conv3x3 + BatchNorm + ReLU, which replaces the deepest feature.
+
+    Two coordinate maps (x, y) are concatenated too: a convolution is translation-equivariant, so
+    without them it can hardly tell *where* it is, and relating "right upper lobe" in the text to a
+    place in the feature map is the whole point of the fusion.
+    """
 
     def __init__(self, channels: int, text_dim: int):
         super().__init__()
         self.fuse = nn.Sequential(
-            nn.Conv2d(channels + text_dim, channels, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(channels + text_dim + 2, channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
         deepest = features[-1]
-        tiled = text[:, :, None, None].expand(-1, -1, *deepest.shape[2:])
-        return [*features[:-1], self.fuse(torch.cat([deepest, tiled.to(deepest.dtype)], dim=1))]
+        tiled = text[:, :, None, None].expand(-1, -1, *deepest.shape[2:]).to(deepest.dtype)
+        fused = self.fuse(torch.cat([deepest, tiled, coordinate_maps(deepest)], dim=1))
+        return [*features[:-1], fused]
 
 
 class FiLM(nn.Module):

@@ -124,11 +124,14 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLo
     history: list[dict] = []
     best_value, best_epoch, start_epoch = -math.inf if maximize else math.inf, 0, 0
     last_path, best_path = out_dir / LAST_FILE, out_dir / best_name
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path)
-        if state.get("config") != config:
-            raise ValueError(f"{last_path} was written with other settings; use another output "
-                             "folder or resume=False to start over.")
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    if state is not None and state.get("config") != config:
+        kept = last_path.with_name("last.prev.pth")
+        last_path.replace(kept)
+        print(f"{last_path} was written with other settings: starting a new run "
+              f"(the previous state is kept as {kept.name})")
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -80,7 +80,7 @@ catalog.summary()"""),
        "reports without text, empty masks and masks whose size differs from their image. None of "
        "them stops the pipeline; each is listed here so you can fix the source if you want. The "
        "demo dataset carries a few on purpose."),
-    code("""catalog.problems.assign(file=catalog.problems["file"].map(relative))"""),
+    code("""catalog.problems  # file: relative to the dataset root"""),
     md("## What is in the collection\nImages by projection (frontal and lateral), reports, masks, and "
        "the labeled cases (mask + image + text) that Phase 2 learns from. Phase 1 uses every image."),
     code("""viz.plot_counts(catalog.summary());"""),
@@ -93,7 +93,7 @@ catalog.summary()"""),
 encoder = load_text_encoder(prep.preset.finetune.text_model, cache_dir=prep.paths.text_models)
 texts = catalog.reports["text"].tolist()
 n_tokens = encoder.count_tokens(texts)
-print(f"text encoder: {encoder.name}" + (" (tiny offline CLIP: the real one needs the model hub)" if encoder.is_tiny else ""))
+print(f"text encoder: {prep.preset.finetune.text_model}" + (" (tiny offline CLIP with random weights: the real one needs the model hub)" if encoder.is_tiny else ""))
 print(f"{sum(n > encoder.max_length for n in n_tokens)} of {len(texts)} report texts exceed {encoder.max_length} tokens")
 viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length);"""),
     md("## Frequent finding terms"),

@@ -1,0 +1,227 @@
+"""`python -m helpers bench`: throughput, in images per second, measured in one run on the same
+data and model: the straightforward notebook pipeline against ours.
+
+Straightforward: every item opens and resizes its PNG (and mask) with PIL on every epoch, and the
+text encoder runs on every batch, in float32. Ours: images decoded once into the preprocessing
+cache, each unique text encoded once (an embedding table lookup per batch), the DataLoader settings
+of `train.make_loader`, channels_last + autocast on CUDA. The model-alone row (forward + backward on
+a batch already in memory) is the compute limit that a perfect input pipeline would reach.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .config import TINY_TEXT_MODEL, pick_device, smoke_mode
+from .data import load_catalog, load_gray, load_mask
+from .datasets import LabeledCases, UnlabeledImages, build_image_cache, normalize, train_augmentation
+from .losses import DiceBCELoss, hide_patches, masked_reconstruction_loss
+from .model import MultimodalUnet, build_autoencoder
+from .synthetic import make_demo_dataset
+from .text import EmbeddingCache, TextEncoder, load_text_encoder, make_tiny_clip
+from .train import amp_dtype, make_loader
+
+
+class StraightforwardCases(Dataset):
+    """The usual first version: decode, resize and augment from the PNG files on every access."""
+
+    def __init__(self, cases: pd.DataFrame, size: int):
+        self.cases, self.size = cases.reset_index(drop=True), size
+        self.transform = train_augmentation()
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int):
+        from torchvision import tv_tensors
+
+        row = self.cases.iloc[i]
+        image = torch.from_numpy(load_gray(row["image_path"], self.size))[None]
+        mask = torch.from_numpy(load_mask(row["mask_path"], self.size))[None]
+        image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return normalize(image.as_subclass(torch.Tensor)), mask.as_subclass(torch.Tensor).float(), row["text"]
+
+
+def _rate(run: Callable[[], int], warmup: Callable[[], int] | None = None) -> float:
+    """Images per second of `run()` (which returns how many images it processed)."""
+    if warmup is not None:
+        warmup()
+    start = time.perf_counter()
+    n = run()
+    return n / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _epoch(loader: Iterable, limit: int | None = None) -> int:
+    n = 0
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        n += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+    return n
+
+
+def benchmark_text_model(workdir: Path, name: str | None, device: torch.device) -> tuple[TextEncoder, str]:
+    """The text encoder for the text-cost rows and its honest description."""
+    if name:
+        return load_text_encoder(name, device, cache_dir=workdir / "tiny-clip"), name
+    if smoke_mode():
+        return load_text_encoder(TINY_TEXT_MODEL, device, cache_dir=workdir / "tiny-clip"), "tiny CLIP (smoke)"
+    # ViT-B/32's text tower: 12 layers, width 512, 8 heads, 512-d projection; random weights cost
+    # the same as the real ones, which cannot be downloaded here.
+    path = make_tiny_clip(workdir / "clip-b32-size", hidden_size=512, num_layers=12, num_heads=8,
+                          projection_dim=512)
+    return TextEncoder(path, device), "CLIP text model of ViT-B/32 size with random weights (real weights not available offline)"
+
+
+def run_bench(image_size: int | None = None, batch_size: int | None = None, device: str = "auto",
+              text_model: str | None = None, n_images: int | None = None, steps: int | None = None,
+              source_size: int | None = None, workdir: str | Path | None = None) -> pd.DataFrame:
+    """Measure and print the table; returns it (column `images_per_s`)."""
+    dev = pick_device(device)
+    smoke = smoke_mode()
+    size = image_size or (64 if smoke else 256 if dev.type == "cuda" else 128)
+    batch = batch_size or (4 if smoke else 32 if dev.type == "cuda" else 8)
+    n_images = n_images or (12 if smoke else 256 if dev.type == "cuda" else 64)
+    steps = steps or (2 if smoke else 20 if dev.type == "cuda" else 4)
+    # The real collection's PNGs are large; decoding them is what the cache saves.
+    source_size = source_size or (128 if smoke else 1024)
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    work = Path(workdir or tmp.name)
+    rows: list[dict] = []
+
+    def row(name: str, value: float, note: str = "") -> None:
+        rows.append({"measurement": name, "images_per_s": value, "note": note})
+        print(f"{name:<58} {value:10.1f}  {note}", flush=True)
+
+    print(f"device {dev}, image size {size}, batch {batch}, {n_images} images of ~{source_size} px, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    root = make_demo_dataset(work / "data", n_reports=n_images, n_masks=n_images,
+                             image_size=(source_size, source_size + source_size // 8),
+                             make_zip=False, quirks=False)
+    cases = load_catalog(root).cases
+    encoder, text_note = benchmark_text_model(work, text_model, dev)
+    print(f"text encoder: {text_note}")
+
+    start = time.perf_counter()
+    cache = build_image_cache(sorted(cases["image_path"]), size, work / "cache", progress=False)
+    print(f"cache build: {len(cache.paths)} images in {time.perf_counter() - start:.2f} s "
+          f"({cache.array.nbytes / 2**20:.1f} MiB)")
+    index = cache.index_of()
+    images = np.stack([cache.array[index[p]] for p in cases["image_path"]])
+    masks = np.stack([load_mask(p, size) for p in cases["mask_path"]])
+    texts = cases["text"].tolist()
+    table, text_idx = EmbeddingCache(encoder).table(texts)
+    table = table.to(dev)
+
+    naive_set = StraightforwardCases(cases, size)
+    ours_set = LabeledCases(images, masks, text_idx, augment=True)
+    naive_loader = torch.utils.data.DataLoader(naive_set, batch_size=batch, shuffle=True)
+    ours_loader = make_loader(ours_set, batch, shuffle=True, device=dev)
+
+    naive_load = _rate(lambda: _epoch(naive_loader))
+    ours_load = _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1))
+    row("data loading + augmentation, straightforward (PIL/item)", naive_load)
+    row("data loading + augmentation, ours (cache)", ours_load)
+
+    dtype = amp_dtype(dev)
+    model = MultimodalUnet("resnet34", text_dim=encoder.dim).to(dev)
+    criterion = DiceBCELoss(10.0)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
+
+    def step(x: torch.Tensor, y: torch.Tensor, emb: torch.Tensor, fast: bool) -> None:
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=fast and dtype is not None):
+            loss = criterion(model(x, emb), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def train_steps(loader, fast: bool, n_steps: int) -> int:
+        n = 0
+        while n < n_steps * batch:
+            for x, y, text in loader:
+                if fast:
+                    emb = table[text.to(dev)]
+                    x = x.to(dev, non_blocking=True).to(memory_format=torch.channels_last) \
+                        if dev.type == "cuda" else x.to(dev)
+                else:  # the text encoder on every batch, fp32
+                    emb = encoder.encode(list(text)).to(dev)
+                    x = x.to(dev)
+                step(x, y.to(dev), emb, fast)
+                n += len(x)
+                if n >= n_steps * batch:
+                    break
+        _sync(dev)
+        return n
+
+    naive_step = _rate(lambda: train_steps(naive_loader, False, steps),
+                       warmup=lambda: train_steps(naive_loader, False, 1))
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    ours_step = _rate(lambda: train_steps(ours_loader, True, steps),
+                      warmup=lambda: train_steps(ours_loader, True, 1))
+    row("Phase-2 training step, straightforward (end to end)", naive_step, "PIL, text encoder per batch, fp32")
+    row("Phase-2 training step, ours (end to end)", ours_step,
+        "cache, cached embeddings" + (", channels_last + autocast" if dev.type == "cuda" else ""))
+
+    x0 = normalize(torch.from_numpy(images[:batch])[:, None]).to(dev)
+    y0 = torch.from_numpy(masks[:batch])[:, None].float().to(dev)
+    e0 = table[torch.tensor(text_idx[:batch], device=dev)]
+    if dev.type == "cuda":
+        x0 = x0.to(memory_format=torch.channels_last)
+
+    def alone(n_steps: int) -> int:
+        for _ in range(n_steps):
+            step(x0, y0, e0, True)
+        _sync(dev)
+        return n_steps * batch
+
+    limit = _rate(lambda: alone(steps), warmup=lambda: alone(1))
+    row("Phase-2 model alone (forward + backward, batch in memory)", limit, "compute limit")
+
+    ae = build_autoencoder("resnet34").to(dev)
+    ae_opt = torch.optim.AdamW(ae.parameters(), 1e-4)
+    if dev.type == "cuda":
+        ae.to(memory_format=torch.channels_last)
+    phase1_loader = make_loader(UnlabeledImages(cache.array, augment=True), batch, shuffle=True, device=dev)
+
+    def phase1_steps(n_steps: int) -> int:
+        n = 0
+        while n < n_steps * batch:
+            for x in phase1_loader:
+                x = x.to(dev, non_blocking=True)
+                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    corrupted, hidden = hide_patches(x, max(2, size // 16), 0.5)
+                    loss = masked_reconstruction_loss(ae(corrupted).float(), x, hidden)
+                ae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                ae_opt.step()
+                n += len(x)
+                if n >= n_steps * batch:
+                    break
+        _sync(dev)
+        return n
+
+    row("Phase-1 training step, ours (end to end)",
+        _rate(lambda: phase1_steps(steps), warmup=lambda: phase1_steps(1)), "masked objective")
+    print(f"\ndata loading, ours / straightforward:        {ours_load / naive_load:6.1f}x")
+    print(f"Phase-2 training, ours / straightforward:    {ours_step / naive_step:6.2f}x")
+    print(f"Phase-2 training, ours / model-alone limit:  {ours_step / limit:6.2f}")
+    rows += [{"measurement": "ratio: loading ours / straightforward", "images_per_s": ours_load / naive_load, "note": ""},
+             {"measurement": "ratio: Phase-2 step ours / straightforward", "images_per_s": ours_step / naive_step, "note": ""},
+             {"measurement": "ratio: Phase-2 step ours / model alone", "images_per_s": ours_step / limit, "note": ""}]
+    if tmp is not None:
+        tmp.cleanup()
+    return pd.DataFrame(rows)
