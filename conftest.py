@@ -33,3 +33,13 @@ if IPyNbCell is not None:
         return _compare(self, _compared(test), _compared(ref), skip_compare)
 
     IPyNbCell.compare_outputs = compare_outputs
+
+
+def pytest_sessionstart(session):
+    """Notebooks are compared with outputs stored from a fresh smoke run: start from one."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    for folder in (root / "runs" / "smoke", root / "data" / "smoke"):
+        shutil.rmtree(folder, ignore_errors=True)

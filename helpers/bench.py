@@ -44,8 +44,8 @@ class StraightforwardCases(Dataset):
         from torchvision import tv_tensors
 
         row = self.cases.iloc[i]
-        image = torch.from_numpy(load_gray(row["image_path"], self.size))[None]
-        mask = torch.from_numpy(load_mask(row["mask_path"], self.size))[None]
+        image = torch.tensor(load_gray(row["image_path"], self.size))[None]
+        mask = torch.tensor(load_mask(row["mask_path"], self.size))[None]
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return normalize(image.as_subclass(torch.Tensor)), mask.as_subclass(torch.Tensor).float(), row["text"]
 

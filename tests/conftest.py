@@ -1,0 +1,46 @@
+"""Shared fixtures: one tiny demo dataset and one tiny text model for the whole session."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from helpers.config import FinetuneConfig, PretrainConfig, TINY_TEXT_MODEL
+from helpers.data import load_catalog, split_cases
+from helpers.synthetic import make_demo_dataset
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_reports=14, n_masks=12,
+                             image_size=(64, 80), seed=3, make_zip=False)
+
+
+@pytest.fixture(scope="session")
+def catalog(demo_root):
+    return load_catalog(demo_root)
+
+
+@pytest.fixture(scope="session")
+def cases(catalog, tmp_path_factory):
+    return split_cases(catalog.cases, tmp_path_factory.mktemp("split") / "splits.csv",
+                       val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def text_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("text-models")
+
+
+@pytest.fixture
+def pretrain_cfg():
+    return PretrainConfig(image_size=32, epochs=3, batch_size=4, lr=2e-3, warmup_epochs=0.2,
+                          encoder="resnet18", patch_size=32, augment=False, device="cpu",
+                          num_workers=0, val_fraction=0.2)
+
+
+@pytest.fixture
+def finetune_cfg():
+    return dataclasses.replace(FinetuneConfig(), image_size=32, epochs=2, batch_size=4, lr=1e-3,
+                               encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
+                               num_workers=0, warmup_epochs=0.2, augment=False)

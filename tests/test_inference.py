@@ -1,0 +1,139 @@
+"""Segmenter, evaluation, the command line and the benchmark."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.__main__ import main
+from helpers.checkpoint import CheckpointError
+from helpers.data import DatasetError, load_mask
+from helpers.evaluation import counterfactual_sides, evaluate, expected_image_side, image_side
+from helpers.inference import Segmenter
+from helpers.train import finetune, labeled_arrays
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cases, tmp_path_factory, text_dir):
+    from helpers.config import FinetuneConfig, TINY_TEXT_MODEL
+
+    cfg = dataclasses.replace(FinetuneConfig(), image_size=32, epochs=1, batch_size=4,
+                              encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
+                              num_workers=0, augment=False)
+    return finetune(cfg, cases, tmp_path_factory.mktemp("p2"), text_cache_dir=text_dir,
+                    progress=False).best_path
+
+
+@pytest.fixture(scope="module")
+def segmenter(checkpoint, text_dir):
+    return Segmenter.from_checkpoint(checkpoint, device="cpu", text_cache_dir=text_dir)
+
+
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8),            # 8-bit
+    np.random.default_rng(1).integers(0, 65535, (90, 40), dtype=np.uint16),         # 16-bit
+    np.random.default_rng(2).integers(0, 255, (33, 47, 3), dtype=np.uint8),         # RGB
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 4), dtype=np.uint8)),  # RGBA
+])
+def test_predict_returns_the_input_resolution(segmenter, image):
+    prob = segmenter.predict(image, "Nodule in the right upper lobe.")
+    size = image.size[::-1] if isinstance(image, Image.Image) else image.shape[:2]
+    assert prob.shape == size and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    mask = segmenter.mask(image, "Nodule in the right upper lobe.")
+    np.testing.assert_array_equal(mask, (prob >= segmenter.threshold).astype(np.uint8))
+
+
+def test_the_text_changes_the_prediction(segmenter, catalog):
+    image = catalog.cases["image_path"].iloc[0]
+    a = segmenter.predict(image, "Nodule in the right upper lobe.")
+    b = segmenter.predict(image, "Large left pleural effusion.")
+    assert np.abs(a - b).max() > 1e-4
+    assert segmenter.describe().count("tiny offline CLIP") == 1
+
+
+def test_bad_image_and_checkpoint_are_clear_errors(segmenter, tmp_path):
+    broken = tmp_path / "x.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="x.png"):
+        segmenter.predict(broken, "text")
+    with pytest.raises(CheckpointError, match="missing.pth"):
+        Segmenter.from_checkpoint(tmp_path / "missing.pth")
+    encoder_only = tmp_path / "enc.pth"
+    torch.save({"encoder": {}, "encoder_name": "resnet18"}, encoder_only)
+    with pytest.raises(CheckpointError, match="not a Phase-2 checkpoint"):
+        Segmenter.from_checkpoint(encoder_only)
+
+
+def test_evaluate_matches_hand_computed_dice(segmenter, cases):
+    test = cases[cases["split"] == "test"].reset_index(drop=True)
+    per_case, summary = evaluate(segmenter, test, n_boot=200)
+    arrays = labeled_arrays(test, segmenter.image_size)
+    for i, row in per_case.iterrows():
+        prob = segmenter.predict(arrays.images[i], row["text"])
+        pred = prob >= segmenter.threshold
+        truth = arrays.masks[i].astype(bool)
+        denom = pred.sum() + truth.sum()
+        expected = 1.0 if denom == 0 else 2 * (pred & truth).sum() / denom
+        assert row["dice"] == pytest.approx(expected, abs=1e-5)
+    assert summary["dice"] == pytest.approx(per_case["dice"].mean())
+    assert summary["dice_lo"] <= summary["dice"] <= summary["dice_hi"]
+    assert summary["n"] == len(test) and summary["text_model_is_tiny"]
+
+
+def test_shuffled_and_swapped_text_modes(segmenter, cases):
+    test = cases[cases["split"] == "test"].reset_index(drop=True)
+    report, _ = evaluate(segmenter, test, n_boot=10)
+    swapped, _ = evaluate(segmenter, test, text_mode="swapped", n_boot=10)
+    assert all(("left" in a.lower()) == ("right" in b.lower())
+               for a, b in zip(report["text"], swapped["text"]) if ("left" in a) != ("right" in a))
+    with pytest.raises(ValueError, match="text_mode"):
+        evaluate(segmenter, test, text_mode="nonsense")
+    table, summary = counterfactual_sides(segmenter, test)
+    assert summary["n_sided"] == len(table) and 0.0 <= summary["moved_share"] <= 1.0
+
+
+def test_sides_follow_the_radiological_convention():
+    prob = np.zeros((4, 8), np.float32)
+    prob[:, :3] = 1.0
+    assert image_side(prob) == "image-left"
+    assert expected_image_side("Nodule in the right upper lobe.") == "image-left"
+    assert expected_image_side("Small left pleural effusion.") == "image-right"
+    assert expected_image_side("Heart size is normal.") is None
+
+
+def test_cli_predict_writes_overlay_and_mask(checkpoint, catalog, tmp_path, capsys):
+    image = catalog.cases["image_path"].iloc[0]
+    out, mask_out = tmp_path / "o" / "overlay.png", tmp_path / "m" / "mask.png"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", image, "--text",
+                 "Opacity at the left lung base.", "--out", str(out), "--mask-out", str(mask_out)]) == 0
+    size = Image.open(image).size
+    assert Image.open(out).size == size and Image.open(mask_out).size == size
+    assert set(np.unique(load_mask(mask_out))) <= {0, 1}
+    assert "tiny offline CLIP" in capsys.readouterr().out
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pth"), "--image", "x.png",
+                 "--text", "t", "--out", str(tmp_path / "o.png")]) == 1
+    assert "none.pth" in capsys.readouterr().err
+
+
+def test_cli_prepare_prints_summary_and_split(demo_root, tmp_path, capsys):
+    assert main(["prepare", "--data", str(demo_root), "--mode", "smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"labeled_cases": 12' in out and (tmp_path / "splits.csv").exists()
+
+
+def test_bench_prints_every_row(tmp_path, capsys):
+    from helpers.bench import run_bench
+
+    table = run_bench(device="cpu", workdir=tmp_path)
+    out = capsys.readouterr().out
+    for name in ("straightforward (PIL/item)", "ours (cache)", "Phase-2 training step, straightforward",
+                 "Phase-2 training step, ours", "model alone", "Phase-1 training step"):
+        assert name in out
+    assert (table["images_per_s"] > 0).all() and len(table) == 9

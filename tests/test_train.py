@@ -1,0 +1,159 @@
+"""Training loops, checkpoints and resume, the preprocessing cache, the datasets."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers.checkpoint import CheckpointError, load_checkpoint
+from helpers.data import DatasetError, load_gray
+from helpers.datasets import LabeledCases, UnlabeledImages, build_image_cache
+from helpers.model import MultimodalUnet, build_encoder
+from helpers.train import OutputDirError, finetune, pretrain
+
+
+def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
+    paths = catalog.unlabeled_paths()[:6]
+    first = build_image_cache(paths, 40, tmp_path, progress=False)
+    assert first.rebuilt and first.array.shape == (6, 40, 40) and first.array.dtype == np.uint8
+    for i, p in enumerate(paths):
+        np.testing.assert_array_equal(first.array[i], load_gray(p, 40))
+    again = build_image_cache(paths, 40, tmp_path, progress=False)
+    assert not again.rebuilt
+    np.testing.assert_array_equal(np.asarray(again.array), np.asarray(first.array))
+
+
+def test_cache_rebuilt_when_file_list_or_size_changes(catalog, tmp_path):
+    paths = catalog.unlabeled_paths()[:4]
+    build_image_cache(paths, 32, tmp_path, progress=False)
+    added = build_image_cache(paths + catalog.unlabeled_paths()[4:5], 32, tmp_path, progress=False)
+    assert added.rebuilt and len(added.array) == 5
+    resized = build_image_cache(paths, 48, tmp_path, progress=False)
+    assert resized.rebuilt and resized.array.shape[1:] == (48, 48)
+
+
+def test_cache_skips_and_lists_corrupt_images(catalog, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cache = build_image_cache(catalog.unlabeled_paths()[:2] + [str(bad)], 32, progress=False)
+    assert len(cache.array) == 2
+    assert cache.failed[0][0] == str(bad)
+
+
+def test_labeled_cases_augment_image_and_mask_together():
+    images = np.zeros((1, 32, 32), np.uint8)
+    images[0, 8:16, 8:16] = 255
+    masks = (images > 0).astype(np.uint8)
+    torch.manual_seed(0)
+    ds = LabeledCases(images, masks, [0], augment=True)
+    for _ in range(5):
+        image, mask, text = ds[0]
+        assert image.shape == mask.shape == (1, 32, 32) and text == 0
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        # the bright square and the mask moved together
+        assert (image[mask.bool()] > 0).float().mean() > 0.8
+
+
+def test_concordant_flip_mirrors_and_switches_text():
+    images = np.zeros((1, 16, 16), np.uint8)
+    images[0, :, :4] = 200
+    ds = LabeledCases(images, (images > 0).astype(np.uint8), [0], flip_prob=1.0, flipped_text_index=[1])
+    image, mask, text = ds[0]
+    assert text == 1 and mask[0, :, -4:].all() and not mask[0, :, :4].any()
+    with pytest.raises(ValueError, match="flipped_text_index"):
+        LabeledCases(images, images, [0], flip_prob=0.5)
+
+
+def test_unlabeled_images_scale():
+    ds = UnlabeledImages(np.full((2, 8, 8), 255, np.uint8))
+    assert ds[1].shape == (1, 8, 8) and torch.allclose(ds[1], torch.ones(1, 8, 8))
+
+
+@pytest.mark.parametrize("objective", ["reconstruct", "masked"])
+def test_pretrain_loss_falls_and_encoder_checkpoint_loads(catalog, tmp_path, pretrain_cfg, objective):
+    cfg = dataclasses.replace(pretrain_cfg, objective=objective, epochs=4, max_images=12)
+    result = pretrain(cfg, catalog.unlabeled_paths(), tmp_path / "out", cache_dir=tmp_path / "cache",
+                      progress=False)
+    losses = result.history["train_loss"]
+    assert losses.iloc[-1] < losses.iloc[0]
+    saved = load_checkpoint(result.best_path)
+    assert saved["encoder_name"] == "resnet18" and saved["val_loss"] == pytest.approx(result.best_value)
+    fresh = build_encoder("resnet18")
+    fresh.load_state_dict(saved["encoder"])
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, saved["encoder"][key])
+    assert (tmp_path / "out" / "history_my_pretrained_encoder.csv").exists()
+
+
+def test_pretrain_resume_matches_uninterrupted_run(catalog, tmp_path, pretrain_cfg):
+    cfg = dataclasses.replace(pretrain_cfg, objective="masked", max_images=10, augment=True)
+    paths = catalog.unlabeled_paths()
+    straight = pretrain(cfg, paths, tmp_path / "straight", progress=False)
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, paths, tmp_path / "resumed", progress=False, on_epoch_end=interrupt)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
+    resumed = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
+    a = load_checkpoint(straight.last_path)["model"]
+    b = load_checkpoint(resumed.last_path)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    pd.testing.assert_frame_equal(straight.history.drop(columns="images_per_s"),
+                                  resumed.history.drop(columns="images_per_s"))
+
+
+def test_pretrain_bad_inputs(tmp_path, pretrain_cfg, catalog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputDirError, match="writable"):
+        pretrain(pretrain_cfg, catalog.unlabeled_paths(), blocker / "out", progress=False)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="at least 2 readable images"):
+        pretrain(pretrain_cfg, [str(junk)], tmp_path / "out", progress=False)
+
+
+def test_finetune_trains_saves_and_rejects_foreign_encoder(cases, tmp_path, finetune_cfg,
+                                                           pretrain_cfg, catalog, text_dir):
+    phase1 = pretrain(dataclasses.replace(pretrain_cfg, epochs=1, max_images=8),
+                      catalog.unlabeled_paths(), tmp_path / "p1", progress=False)
+    cfg = dataclasses.replace(finetune_cfg, epochs=3, pretrained_encoder=str(phase1.best_path))
+    result = finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+    best = load_checkpoint(result.best_path)
+    assert 0.0 < best["config"]["threshold"] < 1.0 and best["config"]["text_model_is_tiny"]
+    assert "val_dice" in best["metrics"]
+    model = MultimodalUnet(**best["config"]["model"])
+    model.load_state_dict(best["model"])
+    # the encoder started from Phase 1: with one epoch of fine-tuning at a small lr it moved,
+    # but loading the wrong encoder family must fail loudly instead
+    other = dataclasses.replace(cfg, encoder="resnet34")
+    with pytest.raises(CheckpointError):
+        finetune(other, cases, tmp_path / "p2b", text_cache_dir=text_dir, progress=False)
+
+
+def test_phase1_weights_are_loaded_into_phase2(cases, tmp_path, finetune_cfg, pretrain_cfg,
+                                               catalog, text_dir):
+    phase1 = pretrain(dataclasses.replace(pretrain_cfg, epochs=1, max_images=8),
+                      catalog.unlabeled_paths(), tmp_path / "p1", progress=False)
+    cfg = dataclasses.replace(finetune_cfg, epochs=1, freeze_encoder_epochs=1, encoder_lr=0.0,
+                              pretrained_encoder=str(phase1.best_path))
+    result = finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
+    saved = load_checkpoint(phase1.best_path)["encoder"]
+    model = load_checkpoint(result.best_path)["model"]
+    for key, value in saved.items():
+        assert torch.equal(model[f"encoder.{key}"], value), key
+
+
+def test_finetune_without_validation_cases_is_a_clear_error(cases, tmp_path, finetune_cfg, text_dir):
+    no_val = cases.assign(split=cases["split"].replace("val", "train"))
+    with pytest.raises(DatasetError, match="'val' split"):
+        finetune(finetune_cfg, no_val, tmp_path, text_cache_dir=text_dir, progress=False)
