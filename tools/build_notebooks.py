@@ -83,7 +83,7 @@ catalog.summary()"""),
     code("""catalog.problems  # file: relative to the dataset root"""),
     md("## What is in the collection\nImages by projection (frontal and lateral), reports, masks, and "
        "the labeled cases (mask + image + text) that Phase 2 learns from. Phase 1 uses every image."),
-    code("""viz.plot_counts(catalog.summary());"""),
+    code("""fig = viz.plot_counts(catalog.summary())"""),
     md("## How long are the reports?\nThe text of a case is its *findings*, or its *impression* when "
        "the findings are empty; de-identification tokens (`XXXX`) are removed. CLIP reads at most 77 "
        "tokens: longer texts are truncated. We count words and the tokens of the text encoder that "
@@ -95,20 +95,20 @@ texts = catalog.reports["text"].tolist()
 n_tokens = encoder.count_tokens(texts)
 print(f"text encoder: {prep.preset.finetune.text_model}" + (" (tiny offline CLIP with random weights: the real one needs the model hub)" if encoder.is_tiny else ""))
 print(f"{sum(n > encoder.max_length for n in n_tokens)} of {len(texts)} report texts exceed {encoder.max_length} tokens")
-viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length);"""),
+fig = viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length)"""),
     md("## Frequent finding terms"),
-    code("""viz.plot_term_frequencies(texts, top=20);"""),
+    code("""fig = viz.plot_term_frequencies(texts, top=20)"""),
     md("## Where the masks are\nMask area as a share of the image, and where mask centroids sit by "
        "side and zone. By the radiological convention the patient's right is on the image's left."),
     code("""geometry = mask_geometry(prep.cases["mask_path"].tolist())
-viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy());"""),
+fig = viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())"""),
     md("## Labeled cases\nEach image with the contour of its mask and the text it comes with."),
     code("""from helpers.data import load_gray, load_mask
 
 sample = prep.cases.head(8)
-viz.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
-                   [load_mask(p, 256) for p in sample["mask_path"]],
-                   sample["text"].tolist(), titles=sample["case_id"].tolist());"""),
+fig = viz.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
+                         [load_mask(p, 256) for p in sample["mask_path"]],
+                         sample["text"].tolist(), titles=sample["case_id"].tolist())"""),
     md("## Split by patient\nTrain, validation and test are split by patient (`uid`) so that no "
        "patient's images are on both sides. The split is saved and reused by the next notebooks; the "
        "test split is used once, for the final report in notebook 03."),
@@ -188,9 +188,13 @@ NB03 = header(
     "The Phase-1 encoder is fused with a frozen text encoder (CLIP ViT-B/32 by default) at the U-Net "
     "bottleneck: the text embedding is tiled over the deepest feature map, concatenated, and fused "
     "back by a convolution; the U-Net decoder turns it into the mask of the finding the text "
-    "describes. Then we check, with ablations, that the model really reads the text.",
+    "describes. Then we check, with ablations, that the model really reads the text.\n\n"
+    "The `demo` preset uses `film_multi` (the text scales and shifts the features at every "
+    "scale) instead: on the demo data, within a CPU budget of minutes, the bottleneck-only "
+    "`concat` fusion learned to segment every lesion and ignore the text; the ablation table "
+    "below shows both.",
     """TEXT_MODEL = None          # a Hugging Face name or local path; None: CLIP ViT-B/32 (real), tiny offline CLIP (demo, smoke)
-FUSION = None              # "concat" (specified), "film", "film_multi", "none" (image only)
+FUSION = None              # "concat" (specified, real default), "film", "film_multi" (demo default), "none" (image only)
 UPSAMPLING = None          # "interp" (smp) or "transpose" (transposed convolutions)
 PHASE1_OBJECTIVE = "masked"  # which Phase-1 encoder to start from; None: from scratch
 IMAGE_SIZE = None          # must match Phase 1
@@ -226,7 +230,7 @@ print(f"text encoder: {cfg.text_model}")"""),
        "chosen on validation."),
     code("""result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                   text_cache_dir=prep.paths.text_models, resume=RESUME)""", ignore=True),
-    code("""viz.plot_history(result.history);""", ignore=True),
+    code("""fig = viz.plot_history(result.history)""", ignore=True),
     md("## Test set: the final report\nPer-image Dice and IoU at the validation threshold, the "
        "pointing game (is the most probable pixel inside the true mask?), each with a bootstrap 95% "
        "interval, and the pixel-pooled Dice. The test split is used here for the first time."),
@@ -245,8 +249,8 @@ pd.Series(summary)""", ignore=True),
 
 arrays = labeled_arrays(test, segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
-viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
-                         dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8);"""),
+fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+                               dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8)"""),
     md("## Does the model read the text?\nA counterfactual check: swap *left* and *right* in each test "
        "text that names a side and see whether the predicted mask moves to the other side of the "
        "image."),
@@ -268,7 +272,7 @@ if RUN_ABLATIONS:
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
     code("""if RUN_ABLATIONS:
-    viz.plot_ablation(table, metric="dice");""", ignore=True),
+    fig = viz.plot_ablation(table, metric="dice")""", ignore=True),
     md("## Saved files"),
     code("""print(relative(result.best_path))
 print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
@@ -301,9 +305,9 @@ order = per_case.sort_values("dice", ascending=False, kind="stable").index
 picks = [order[0], order[len(order) // 2], order[-1]]
 arrays = labeled_arrays(test.loc[picks], segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
-viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
-                         dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
-                         n=3, ncols=3);""", ignore=True),
+fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+                               dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
+                               n=3, ncols=3)""", ignore=True),
     md("## Explorer\nPick a split and a case, move the threshold and the overlay opacity, edit the "
        "text (the model re-runs on the new text), and save the figure as PNG."),
     code("""explorer = viz.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
@@ -315,8 +319,8 @@ explorer""", ignore=True),
 TEXT_A = "Focal opacity in the right upper lobe."
 TEXT_B = "Focal opacity in the left lower lobe."
 image = load_gray(test.iloc[0]["image_path"])
-viz.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
-                        TEXT_A, TEXT_B, threshold=segmenter.threshold);"""),
+fig = viz.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
+                              TEXT_A, TEXT_B, threshold=segmenter.threshold)"""),
 ]
 
 
