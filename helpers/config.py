@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -170,11 +169,6 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = AblationConfig(seeds=(0,), fusions=("concat",), with_upsampling=False,
                                     with_init=False, bootstrap=100)
     return p
-
-
-def runs_dir(mode: str) -> Path:
-    """Default output folder of a mode: `runs/<mode>` at the repository root."""
-    return Path(__file__).resolve().parent.parent / "runs" / mode
 
 
 def override(cfg, **changes):

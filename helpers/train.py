@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FinetuneConfig, PretrainConfig, default_num_workers, pick_device
 from .data import DatasetError
-from .datasets import LabeledCases, UnlabeledImages, build_image_cache, load_masks
+from .datasets import LabeledCases, UnlabeledImages, build_image_cache, load_masks, normalize
 from .inference import predict_arrays
 from .losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss, pos_weight_from_masks,
                      reconstruction_loss)
@@ -259,13 +259,12 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     return result
 
 
-def reconstruct_examples(encoder_path: str | Path, images: np.ndarray, cfg: PretrainConfig,
-                         model_path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Inputs, masked inputs and reconstructions of the autoencoder saved in `last.pth` next to
-    `encoder_path` (for the Phase-1 figure). images: uint8 [N, S, S] -> float arrays [N, S, S]."""
-    from .datasets import normalize
-
-    state = load_checkpoint(model_path or Path(encoder_path).with_name(LAST_FILE))
+def reconstruct_examples(encoder_path: str | Path, images: np.ndarray,
+                         cfg: PretrainConfig) -> dict[str, np.ndarray]:
+    """Inputs, masked inputs (None for the plain objective) and reconstructions of the final
+    autoencoder, saved in `last.pth` next to `encoder_path` (for the Phase-1 figure).
+    images: uint8 [N, S, S] -> float arrays [N, S, S] in the model's [-1, 1] scale."""
+    state = load_checkpoint(Path(encoder_path).with_name(LAST_FILE))
     model = build_autoencoder(cfg.encoder)
     model.load_state_dict(state["model"])
     model.eval()
