@@ -229,14 +229,13 @@ def _open(path: Path) -> Image.Image:
         raise DatasetError(f"{path}: cannot decode the image ({err}); re-download or remove it") from err
 
 
-def load_gray(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Reads an image as uint8 [H, W] grayscale.
+def gray_image(img: Image.Image, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """A PIL image as uint8 [H, W] grayscale.
 
     8-bit images are kept; 16/32-bit and float images are stretched from their own min..max to
     0..255; RGB(A) and palette images are converted to luminance. `size` (w, h), or an int for a
     square, resizes bilinearly (antialiased when shrinking).
     """
-    img = _open(Path(path))
     if img.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
         values = np.asarray(img, dtype=np.float64)
         lo, hi = float(values.min()), float(values.max())
@@ -248,6 +247,12 @@ def load_gray(path: str | Path, size: int | tuple[int, int] | None = None) -> np
     if size is not None and img.size != size:
         img = img.resize(size, Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def load_gray(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Reads an image as uint8 [H, W] grayscale (see `gray_image`); a file that cannot be decoded
+    raises DatasetError naming it."""
+    return gray_image(_open(Path(path)), size)
 
 
 def load_mask(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:

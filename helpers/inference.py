@@ -11,7 +11,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import pick_device
-from .data import load_gray
+from .data import gray_image, load_gray
 from .datasets import normalize
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -34,19 +34,15 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, text_emb: torch.T
 
 
 def to_gray(image: ImageLike) -> np.ndarray:
-    """A path, PIL image or array (8- or 16-bit, grayscale, RGB or RGBA) -> uint8 [H, W]."""
+    """A path, PIL image or array (8- or 16-bit, float, grayscale, RGB or RGBA) -> uint8 [H, W],
+    converted exactly as the training images were (`helpers.data.gray_image`)."""
     if isinstance(image, (str, Path)):
         return load_gray(image)
-    array = np.asarray(image)
-    if array.ndim == 3:  # RGB(A) -> luminance
-        array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    if array.ndim != 2:
-        raise ValueError(f"expected an image [H, W] or [H, W, 3|4], got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array
-    array = array.astype(np.float32)
-    top = 65535.0 if array.max() > 255 else 255.0  # 16-bit or float in the 8-bit range
-    return np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise ValueError(f"expected an image [H, W] or [H, W, 3|4], got shape {image.shape}")
+        image = Image.fromarray(image.astype(np.float32) if image.dtype == np.float64 else image)
+    return gray_image(image)
 
 
 class Segmenter:
@@ -103,8 +99,7 @@ class Segmenter:
         if len(images) != len(texts):
             raise ValueError(f"got {len(images)} images but {len(texts)} texts")
         grays = [to_gray(im) for im in images]
-        size = (self.image_size, self.image_size)
-        small = np.stack([np.asarray(Image.fromarray(g).resize(size, Image.BILINEAR)) for g in grays])
+        small = np.stack([gray_image(Image.fromarray(g), self.image_size) for g in grays])
         probs = predict_arrays(self.model, small, self.embed(list(texts)), self.device)
         return [F.interpolate(p[None], size=g.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
                 for p, g in zip(probs, grays)]

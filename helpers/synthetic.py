@@ -494,8 +494,8 @@ def make_demo_dataset(dest: str | Path, n_reports: int = 300, n_masks: int = 200
         _write_zip(dest)
     marker = json.loads((dest / MARKER).read_text())
     (dest / MARKER).write_text(json.dumps({**marker, "complete": True}))
-    print(f"Demo dataset: {2 * n_reports} images, {n_masks} masks in {time.perf_counter() - start:.1f} s"
-          f" -> {dest}")
+    print(f"Demo dataset generated: {2 * n_reports} images, {n_masks} masks in "
+          f"{time.perf_counter() - start:.1f} s")
     return dest
 
 
