@@ -110,6 +110,7 @@ class FinetuneConfig:
     warmup_epochs: float = 1.0
     encoder: str = "resnet34"
     text_model: str = DEFAULT_TEXT_MODEL
+    text_fallback: bool = False  # demo: use the tiny offline CLIP when the model hub is unreachable
     fusion: str = "concat"  # "concat" | "film" | "film_multi" | "none"
     upsampling: str = "interp"  # "interp" (smp) | "transpose"
     pretrained_encoder: str | None = None  # path to my_pretrained_encoder.pth; None = from scratch
@@ -157,7 +158,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
                                          warmup_epochs=0.5, patch_size=16)
         p.finetune = dataclasses.replace(p.finetune, image_size=96, epochs=24, batch_size=8, lr=1e-3,
                                          encoder_lr=5e-4, patience=10, warmup_epochs=0.5,
-                                         fusion="film_multi", text_model=TINY_TEXT_MODEL)
+                                         fusion="film_multi", text_fallback=True)
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("film_multi", "concat"),
                                          with_upsampling=False)
     elif mode == "smoke":

@@ -12,9 +12,11 @@ import contextlib
 import hashlib
 import json
 import re
+import socket
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import tokenizers
 import torch
@@ -178,13 +180,40 @@ def _load_pretrained(name: str) -> tuple:
     return tokenizer, model
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (False at once when offline)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_text_encoder(name_or_path: str | Path, device: str | torch.device = "cpu", *,
-                      cache_dir: str | Path | None = None) -> TextEncoder:
+                      cache_dir: str | Path | None = None, fallback: bool = False) -> TextEncoder:
     """A `TextEncoder`; `helpers.config.TINY_TEXT_MODEL` builds (once) and loads the tiny CLIP
-    in `cache_dir` (default `data/tiny-clip`)."""
-    if str(name_or_path) == TINY_TEXT_MODEL:
-        name_or_path = make_tiny_clip(cache_dir or DEFAULT_TINY_DIR)
-    return TextEncoder(name_or_path, device)
+    in `cache_dir` (default `data/tiny-clip`).
+
+    fallback=True (the demo): when the model cannot be loaded because the hub is out of reach,
+    use the tiny offline CLIP instead and say so; the encoder's `is_tiny` tells the truth.
+    """
+    if str(name_or_path) != TINY_TEXT_MODEL:
+        local = Path(name_or_path).exists()
+        if not fallback or local or hub_reachable():
+            try:
+                return TextEncoder(name_or_path, device)
+            except TextModelError:
+                if not fallback or local:
+                    raise
+        print(f"Text model {str(name_or_path)!r} cannot be loaded (no model hub): using the tiny "
+              "offline CLIP with random weights instead. Results show that the model can read a "
+              "text, not how well the real encoder works.")
+    return TextEncoder(make_tiny_clip(cache_dir or DEFAULT_TINY_DIR), device)
 
 
 def make_tiny_clip(dest: str | Path, corpus: Sequence[str] | None = None, *,

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import FinetuneConfig, PretrainConfig, default_num_workers, pick_device
+from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, default_num_workers, pick_device
 from .data import DatasetError
 from .datasets import LabeledCases, UnlabeledImages, build_image_cache, load_masks, normalize
 from .inference import predict_arrays
@@ -330,7 +330,9 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     seed_everything(cfg.seed)
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
 
-    encoder = load_text_encoder(cfg.text_model, device=device, cache_dir=text_cache_dir)
+    encoder = load_text_encoder(cfg.text_model, device=device, cache_dir=text_cache_dir,
+                                fallback=cfg.text_fallback)
+    text_model = TINY_TEXT_MODEL if encoder.is_tiny and cfg.text_model != encoder.name else cfg.text_model
     texts = list(train.cases["text"]) + list(val.cases["text"])
     flipped = [swap_sides(t) for t in train.cases["text"]] if cfg.concordant_flip > 0 else []
     embeddings = EmbeddingCache(encoder, out / "text_embeddings.pt")
@@ -388,7 +390,8 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
         return {"model": model.state_dict(), "epoch": row["epoch"],
                 "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
                 "config": {"model": model.config(), "image_size": cfg.image_size,
-                           "text_model": cfg.text_model, "text_model_is_tiny": encoder.is_tiny,
+                           "text_model": text_model, "text_model_requested": cfg.text_model,
+                           "text_model_is_tiny": encoder.is_tiny,
                            "text_dim": encoder.dim, "threshold": 0.5, "finetune": config}}
 
     result = fit(model, optimizer, loader, loss_fn, validate, epochs=cfg.epochs,

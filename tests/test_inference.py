@@ -137,3 +137,37 @@ def test_bench_prints_every_row(tmp_path, capsys):
                  "Phase-2 training step, ours", "model alone", "Phase-1 training step"):
         assert name in out
     assert (table["images_per_s"] > 0).all() and len(table) == 9
+
+
+def test_ablation_variants_and_summary():
+    import pandas as pd
+
+    from helpers.config import AblationConfig, FinetuneConfig
+    from helpers.evaluation import ablation_variants, summarize_runs
+
+    base = FinetuneConfig(pretrained_encoder="masked.pth")
+    names = [v.name for v in ablation_variants(base, AblationConfig(fusions=("concat", "film")),
+                                               {"masked": "masked.pth", "reconstruct": "rec.pth"})]
+    assert names == ["text (concat)", "shuffled test text (concat)", "image only (none)", "text (film)",
+                     "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
+    per_case = pd.DataFrame({"variant": ["a"] * 4, "seed": [0, 0, 1, 1], "dice": [1.0, 0.0, 0.5, 0.5],
+                             "iou": [1.0, 0.0, 0.5, 0.5], "pointing_hit": [1.0, 0.0, 1.0, 1.0]})
+    runs = pd.DataFrame({"variant": ["a", "a"], "seed": [0, 1], "dice": [0.5, 0.5], "iou": [0.5, 0.5],
+                         "pointing_hit": [0.5, 1.0]})
+    row = summarize_runs(runs, per_case, n_boot=200).iloc[0]
+    assert row["dice"] == pytest.approx(0.5) and row["dice_sd"] == pytest.approx(0.0)
+    assert row["pointing_hit"] == pytest.approx(0.75) and row["seeds"] == 2 and row["n_cases"] == 4
+    assert row["dice_lo"] <= 0.5 <= row["dice_hi"]
+
+
+def test_mask_geometry(tmp_path):
+    from helpers.pipeline import mask_geometry
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[0:10, 30:40] = 255  # top right of the image: the patient's left upper zone
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty.png")
+    geo = mask_geometry([str(tmp_path / "m.png"), str(tmp_path / "empty.png")], size=40)
+    assert geo.loc[0, "area"] == pytest.approx(100 / 1600)
+    assert geo.loc[0, "cx"] == pytest.approx(0.875) and geo.loc[0, "cy"] == pytest.approx(0.125)
+    assert geo.loc[1, "area"] == 0 and np.isnan(geo.loc[1, "cx"])

@@ -226,3 +226,12 @@ def test_swap_sides(text, expected):
 ])
 def test_names_side(text, side):
     assert names_side(text) == side
+
+
+def test_demo_falls_back_to_the_tiny_model_when_the_hub_is_unreachable(tmp_path, monkeypatch, capsys):
+    import helpers.text as text
+
+    monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
+    encoder = text.load_text_encoder("openai/clip-vit-base-patch32", cache_dir=tmp_path, fallback=True)
+    assert encoder.is_tiny
+    assert "tiny offline CLIP" in capsys.readouterr().out

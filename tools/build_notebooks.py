@@ -90,10 +90,11 @@ catalog.summary()"""),
        "Phase 2 will use."),
     code("""from helpers.text import load_text_encoder
 
-encoder = load_text_encoder(prep.preset.finetune.text_model, cache_dir=prep.paths.text_models)
+encoder = load_text_encoder(prep.preset.finetune.text_model, cache_dir=prep.paths.text_models,
+                            fallback=prep.preset.finetune.text_fallback)
 texts = catalog.reports["text"].tolist()
 n_tokens = encoder.count_tokens(texts)
-print(f"text encoder: {prep.preset.finetune.text_model}" + (" (tiny offline CLIP with random weights: the real one needs the model hub)" if encoder.is_tiny else ""))
+print("text encoder: " + ("the tiny offline CLIP with random weights" if encoder.is_tiny else encoder.name))
 print(f"{sum(n > encoder.max_length for n in n_tokens)} of {len(texts)} report texts exceed {encoder.max_length} tokens")
 fig = viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length)"""),
     md("## Frequent finding terms"),
@@ -223,7 +224,8 @@ cfg = override(prep.preset.finetune, text_model=TEXT_MODEL, fusion=FUSION, upsam
                pretrained_encoder=str(encoder_path) if encoder_path else None)
 print(prep.cases["split"].value_counts().to_string())
 print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none'}")
-print(f"text encoder: {cfg.text_model}")"""),
+print(f"text encoder requested: {cfg.text_model}"
+      + (" (the tiny offline CLIP with random weights is used when the model hub is unreachable)" if cfg.text_fallback else ""))"""),
     md("## Train\nLoss: Dice + BCE with a positive-class weight from the training masks' foreground "
        "share, computed in float32. Each unique text is encoded once by the frozen text encoder and "
        "cached. The best epoch by validation Dice is kept as `best_model.pth`, with the threshold "
