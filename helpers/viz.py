@@ -451,6 +451,13 @@ def save_overlay_png(path: str | Path, image: np.ndarray, prob: np.ndarray, thre
     return path
 
 
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> None:
+    """Write `fig` as a PNG, creating parent folders. Returns nothing, so that a notebook cell
+    ending with it shows only the figure."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+
+
 def _case_table(cases: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in EXPLORE_COLUMNS if c not in cases.columns]
     if missing:

@@ -323,3 +323,11 @@ def test_explore_rejects_missing_columns():
     cases = pd.DataFrame({"case_id": ["a"], "image_path": ["a.png"], "text": ["x"]})
     with pytest.raises(ValueError, match="mask_path"):
         viz.explore(cases, FakeSegmenter(), load_image=load_png, load_mask=load_png)
+
+
+def test_save_figure_writes_png(tmp_path):
+    fig = viz.plot_counts({"images": 3, "masks": 1})
+    path = tmp_path / "a" / "counts.png"
+    viz.save_figure(fig, path)
+    assert path.exists() and Image.open(path).format == "PNG"
+    plt.close(fig)

@@ -83,7 +83,8 @@ catalog.summary()"""),
     code("""catalog.problems  # file: relative to the dataset root"""),
     md("## What is in the collection\nImages by projection (frontal and lateral), reports, masks, and "
        "the labeled cases (mask + image + text) that Phase 2 learns from. Phase 1 uses every image."),
-    code("""fig = viz.plot_counts(catalog.summary())"""),
+    code("""fig = viz.plot_counts(catalog.summary())
+viz.save_figure(fig, prep.paths.figures / "01_counts.png")"""),
     md("## How long are the reports?\nThe text of a case is its *findings*, or its *impression* when "
        "the findings are empty; de-identification tokens (`XXXX`) are removed. CLIP reads at most 77 "
        "tokens: longer texts are truncated. We count words and the tokens of the text encoder that "
@@ -102,14 +103,16 @@ fig = viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=enc
     md("## Where the masks are\nMask area as a share of the image, and where mask centroids sit by "
        "side and zone. By the radiological convention the patient's right is on the image's left."),
     code("""geometry = mask_geometry(prep.cases["mask_path"].tolist())
-fig = viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())"""),
+fig = viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())
+viz.save_figure(fig, prep.paths.figures / "01_mask_positions.png")"""),
     md("## Labeled cases\nEach image with the contour of its mask and the text it comes with."),
     code("""from helpers.data import load_gray, load_mask
 
 sample = prep.cases.head(8)
 fig = viz.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
                          [load_mask(p, 256) for p in sample["mask_path"]],
-                         sample["text"].tolist(), titles=sample["case_id"].tolist())"""),
+                         sample["text"].tolist(), titles=sample["case_id"].tolist())
+viz.save_figure(fig, prep.paths.figures / "01_labeled_cases.png")"""),
     md("## Split by patient\nTrain, validation and test are split by patient (`uid`) so that no "
        "patient's images are on both sides. The split is saved and reused by the next notebooks; the "
        "test split is used once, for the final report in notebook 03."),
@@ -163,7 +166,9 @@ for objective in objectives:
                                   cache_dir=prep.paths.cache, resume=RESUME)""", ignore=True),
     md("## Loss curves"),
     code("""for objective, result in results.items():
-    viz.plot_history(result.history).suptitle(f"Phase 1, {objective}")""", ignore=True),
+    fig = viz.plot_history(result.history)
+    fig.suptitle(f"Phase 1, {objective}")
+    viz.save_figure(fig, prep.paths.figures / f"02_history_{objective}.png")""", ignore=True),
     code("""import pandas as pd
 
 pd.DataFrame([{"objective": o, "first val_loss": r.history["val_loss"].iloc[0],
@@ -177,7 +182,9 @@ pd.DataFrame([{"objective": o, "first val_loss": r.history["val_loss"].iloc[0],
 cache = build_image_cache(image_paths[:4], cfg.image_size, prep.paths.cache / "examples", progress=False)
 for objective, result in results.items():
     ex = reconstruct_examples(result.best_path, cache.array, dataclasses.replace(cfg, objective=objective))
-    viz.plot_reconstructions(ex["inputs"], ex["masked"], ex["outputs"]).suptitle(objective)"""),
+    fig = viz.plot_reconstructions(ex["inputs"], ex["masked"], ex["outputs"])
+    fig.suptitle(objective)
+    viz.save_figure(fig, prep.paths.figures / f"02_reconstructions_{objective}.png")"""),
     md("## Saved files\n`my_pretrained_encoder.pth` holds the encoder's weights with the settings, "
        "epoch and validation loss; it loads with `torch.load(..., weights_only=True)`."),
     code("""for objective, result in results.items():
@@ -232,7 +239,8 @@ print(f"text encoder requested: {cfg.text_model}"
        "chosen on validation."),
     code("""result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                   text_cache_dir=prep.paths.text_models, resume=RESUME)""", ignore=True),
-    code("""fig = viz.plot_history(result.history)""", ignore=True),
+    code("""fig = viz.plot_history(result.history)
+viz.save_figure(fig, prep.paths.figures / "03_history.png")""", ignore=True),
     md("## Test set: the final report\nPer-image Dice and IoU at the validation threshold, the "
        "pointing game (is the most probable pixel inside the true mask?), each with a bootstrap 95% "
        "interval, and the pixel-pooled Dice. The test split is used here for the first time."),
@@ -252,7 +260,8 @@ pd.Series(summary)""", ignore=True),
 arrays = labeled_arrays(test, segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
 fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
-                               dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8)"""),
+                               dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8)
+viz.save_figure(fig, prep.paths.figures / "03_test_predictions.png")"""),
     md("## Does the model read the text?\nA counterfactual check: swap *left* and *right* in each test "
        "text that names a side and see whether the predicted mask moves to the other side of the "
        "image."),
@@ -274,7 +283,8 @@ if RUN_ABLATIONS:
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
     code("""if RUN_ABLATIONS:
-    fig = viz.plot_ablation(table, metric="dice")""", ignore=True),
+    fig = viz.plot_ablation(table, metric="dice")
+    viz.save_figure(fig, prep.paths.figures / "03_ablation.png")""", ignore=True),
     md("## Saved files"),
     code("""print(relative(result.best_path))
 print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
@@ -309,7 +319,8 @@ arrays = labeled_arrays(test.loc[picks], segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
 fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
                                dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
-                               n=3, ncols=3)""", ignore=True),
+                               n=3, ncols=3)
+viz.save_figure(fig, prep.paths.figures / "04_best_median_worst.png")""", ignore=True),
     md("## Explorer\nPick a split and a case, move the threshold and the overlay opacity, edit the "
        "text (the model re-runs on the new text), and save the figure as PNG."),
     code("""explorer = viz.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
@@ -322,7 +333,8 @@ TEXT_A = "Focal opacity in the right upper lobe."
 TEXT_B = "Focal opacity in the left lower lobe."
 image = load_gray(test.iloc[0]["image_path"])
 fig = viz.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
-                              TEXT_A, TEXT_B, threshold=segmenter.threshold)"""),
+                              TEXT_A, TEXT_B, threshold=segmenter.threshold)
+viz.save_figure(fig, prep.paths.figures / "04_your_own_finding.png")"""),
 ]
 
 
