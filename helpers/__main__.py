@@ -112,10 +112,8 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, out_dir=args.out)
     base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
-    encoders = {o: str(prep.paths.phase1(o) / "my_pretrained_encoder.pth")
-                for o in ("masked", "reconstruct") if (prep.paths.phase1(o) / "my_pretrained_encoder.pth").exists()}
     table, _ = run_ablations(prep.cases, prep.paths.ablations, base, prep.preset.ablation,
-                             phase1_encoders=encoders, cache_dir=prep.paths.cache,
+                             phase1_encoders=prep.paths.phase1_encoders(), cache_dir=prep.paths.cache,
                              text_cache_dir=prep.paths.text_models)
     print(table.round(3).to_string(index=False))
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)

@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from .config import TINY_TEXT_MODEL, pick_device, smoke_mode
 from .data import load_catalog, load_gray, load_mask
@@ -41,8 +41,6 @@ class StraightforwardCases(Dataset):
         return len(self.cases)
 
     def __getitem__(self, i: int):
-        from torchvision import tv_tensors
-
         row = self.cases.iloc[i]
         image = torch.tensor(load_gray(row["image_path"], self.size))[None]
         mask = torch.tensor(load_mask(row["mask_path"], self.size))[None]

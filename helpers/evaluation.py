@@ -161,7 +161,7 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                     finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
                              resume=True, progress=progress)
                     path = run_dir / BEST_FILE
-                trained[key] = Segmenter.from_checkpoint(path, device=cfg.device if cfg.device != "auto" else None,
+                trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
                                                          text_cache_dir=text_cache_dir)
             seg = trained[key]
             cases_eval, summary = evaluate(seg, test, text_mode=variant.text_mode, cache_dir=cache_dir,

@@ -30,6 +30,13 @@ class RunPaths:
     def phase1(self, objective: str) -> Path:
         return self.root / "phase1" / objective
 
+    def phase1_encoders(self) -> dict[str, str]:
+        """The Phase-1 encoders trained so far, by objective (for the ablations)."""
+        from .train import ENCODER_FILE
+
+        found = {o: self.phase1(o) / ENCODER_FILE for o in ("masked", "reconstruct")}
+        return {o: str(p) for o, p in found.items() if p.exists()}
+
     @property
     def phase2(self) -> Path:
         return self.root / "phase2"

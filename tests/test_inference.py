@@ -171,3 +171,13 @@ def test_mask_geometry(tmp_path):
     assert geo.loc[0, "area"] == pytest.approx(100 / 1600)
     assert geo.loc[0, "cx"] == pytest.approx(0.875) and geo.loc[0, "cy"] == pytest.approx(0.125)
     assert geo.loc[1, "area"] == 0 and np.isnan(geo.loc[1, "cx"])
+
+
+def test_run_paths_find_trained_phase1_encoders(tmp_path):
+    from helpers.pipeline import RunPaths
+
+    paths = RunPaths(tmp_path)
+    assert paths.phase1_encoders() == {}
+    paths.phase1("masked").mkdir(parents=True)
+    (paths.phase1("masked") / "my_pretrained_encoder.pth").write_bytes(b"")
+    assert paths.phase1_encoders() == {"masked": str(paths.phase1("masked") / "my_pretrained_encoder.pth")}

@@ -274,11 +274,9 @@ side_summary""", ignore=True),
        "`moved_share` is the counterfactual above for each text model."),
     code("""from helpers.evaluation import run_ablations
 
-encoders = {o: str(prep.paths.phase1(o) / ENCODER_FILE) for o in ("masked", "reconstruct")
-            if (prep.paths.phase1(o) / ENCODER_FILE).exists()}
 if RUN_ABLATIONS:
     table, runs = run_ablations(prep.cases, prep.paths.ablations, cfg, prep.preset.ablation,
-                                phase1_encoders=encoders, main_checkpoint=result.best_path,
+                                phase1_encoders=prep.paths.phase1_encoders(), main_checkpoint=result.best_path,
                                 cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models)
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
