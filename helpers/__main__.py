@@ -69,7 +69,7 @@ def cmd_pretrain(args) -> None:
 
     prep = prepare(args.data, args.mode, out_dir=args.out)
     cfg = _apply(prep.preset.pretrain, args, PRETRAIN_FLAGS)
-    paths = prep.catalog.unlabeled_paths(frontal_only=cfg.frontal_only)
+    paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)
     result = pretrain(cfg, paths, prep.paths.phase1(cfg.objective), cache_dir=prep.paths.cache,
                       resume=args.resume)
     print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
@@ -107,7 +107,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_ablate(args) -> None:
-    from .evaluation import run_ablations
+    from .experiments import run_ablations
     from .pipeline import prepare
 
     prep = prepare(args.data, args.mode, out_dir=args.out)
@@ -123,7 +123,7 @@ def cmd_predict(args) -> None:
     from PIL import Image
 
     from .inference import Segmenter, to_gray
-    from .viz import save_overlay_png
+    from .overlay import save_overlay_png
 
     seg = Segmenter.from_checkpoint(args.checkpoint)
     image = to_gray(args.image)

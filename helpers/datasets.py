@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .data import DatasetError, load_gray, load_mask
+from .io import load_gray, load_masks
+from .layout import DatasetError
 
 CACHE_VERSION = 1
 
@@ -114,13 +116,6 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
     return ImageCache(array, [p for p, _ in kept], size, failed, time.perf_counter() - start, True, npy)
 
 
-def load_masks(mask_paths: Sequence[str], size: int) -> np.ndarray:
-    """Masks resized with nearest neighbour to `size` x `size`: uint8 [N, S, S] in {0, 1}."""
-    if not mask_paths:
-        return np.zeros((0, size, size), np.uint8)
-    return np.stack([load_mask(p, size) for p in mask_paths])
-
-
 def train_augmentation(strength: float = 1.0) -> v2.Compose:
     """Small affine + brightness/contrast, applied jointly to an image and its `tv_tensors.Mask`
     (masks are warped with nearest neighbour and skip the colour jitter). Never a bare flip."""
@@ -187,3 +182,26 @@ class LabeledCases(Dataset):
             image, mask = image.flip(-1), mask.flip(-1)
             text = self.flipped_text_index[i]
         return normalize(image), mask.float(), text
+
+
+@dataclass
+class LabeledArrays:
+    """The labeled cases of one split at model size, with their rows."""
+
+    cases: pd.DataFrame
+    images: np.ndarray  # uint8 [N, S, S]
+    masks: np.ndarray  # uint8 [N, S, S] in {0, 1}
+
+
+def labeled_arrays(cases: pd.DataFrame, size: int, cache_dir: str | Path | None = None,
+                   progress: bool = False) -> LabeledArrays:
+    """Decode the images (through the preprocessing cache) and masks of `cases` at `size`; cases
+    whose image cannot be read are left out (and counted)."""
+    cache = build_image_cache(sorted(set(cases["image_path"])), size, cache_dir, progress=progress)
+    index = cache.index_of()
+    readable = cases[cases["image_path"].isin(index)].reset_index(drop=True)
+    if len(readable) < len(cases):
+        print(f"Skipped {len(cases) - len(readable)} case(s) whose image cannot be read.")
+    images = np.stack([cache.array[index[p]] for p in readable["image_path"]]) if len(readable) \
+        else np.zeros((0, size, size), np.uint8)
+    return LabeledArrays(readable, images, load_masks(list(readable["mask_path"]), size))

@@ -1,4 +1,5 @@
-"""Inference: `best_model.pth` -> probability map for (image, text). No training code needed."""
+"""Inference: `best_model.pth` -> probability map for (image, text), and the Phase-1 autoencoder's
+reconstructions. No training code needed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,32 +11,20 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import pick_device
-from .data import gray_image, load_gray
+from .config import PretrainConfig, pick_device
 from .datasets import normalize
+from .io import gray_image, load_gray
+from .layout import LAST_FILE
+from .losses import hide_patches, scaled_patch
+from .model import build_autoencoder, from_config, predict_arrays
+from .text import EmbeddingCache, load_text_encoder
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
 
-@torch.no_grad()
-def predict_arrays(model: torch.nn.Module, images: np.ndarray, text_emb: torch.Tensor,
-                   device: torch.device, batch_size: int = 16) -> torch.Tensor:
-    """Probabilities of `model` for uint8 images [N, S, S] and text embeddings [N, D].
-
-    Returns float32 [N, 1, S, S] on the CPU. The model is left in eval mode.
-    """
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.array(images[start:start + batch_size]))[:, None])
-        t = text_emb[start:start + batch_size].to(device)
-        out.append(torch.sigmoid(model(x.to(device), t).float()).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1, *images.shape[1:])
-
-
 def to_gray(image: ImageLike) -> np.ndarray:
     """A path, PIL image or array (8- or 16-bit, float, grayscale, RGB or RGBA) -> uint8 [H, W],
-    converted exactly as the training images were (`helpers.data.gray_image`)."""
+    converted exactly as the training images were (`helpers.io.gray_image`)."""
     if isinstance(image, (str, Path)):
         return load_gray(image)
     if isinstance(image, np.ndarray):
@@ -60,16 +49,13 @@ class Segmenter:
         self.threshold = threshold
         self.device = device
         self.info = info or {}
-        self._embeddings: dict[str, torch.Tensor] = {}
+        self.embeddings = EmbeddingCache(text_encoder)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
                         text_model: str | None = None, text_cache_dir: str | Path | None = None
                         ) -> "Segmenter":
         """Load `best_model.pth` and the text encoder it names (or `text_model` instead)."""
-        from .model import from_config
-        from .text import load_text_encoder
-
         state = load_checkpoint(path)
         if "model" not in state or "config" not in state or "model" not in state["config"]:
             raise CheckpointError(f"{path} is not a Phase-2 checkpoint (best_model.pth from "
@@ -89,10 +75,7 @@ class Segmenter:
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Text embeddings [N, D], each unique text encoded once per Segmenter."""
-        new = [t for t in dict.fromkeys(texts) if t not in self._embeddings]
-        if new:
-            self._embeddings.update(zip(new, self.text_encoder.encode(new)))
-        return torch.stack([self._embeddings[t] for t in texts])
+        return self.embeddings.get(list(texts))
 
     def predict_batch(self, images: Sequence[ImageLike], texts: Sequence[str]) -> list[np.ndarray]:
         """Probability maps, float32 [H, W] at each input image's own resolution."""
@@ -118,3 +101,26 @@ class Segmenter:
             if self.info.get("text_model_is_tiny") else ""
         return (f"fusion={self.info.get('model', {}).get('fusion')}, image size {self.image_size}, "
                 f"threshold {self.threshold:.2f}, text encoder {self.info.get('text_model')}{tiny}")
+
+
+def reconstruct_examples(encoder_path: str | Path, images: np.ndarray,
+                         cfg: PretrainConfig) -> dict[str, np.ndarray | None]:
+    """Inputs, masked inputs (None for the plain objective) and reconstructions of the final
+    autoencoder, saved in `last.pth` next to `encoder_path` (for the Phase-1 figure).
+    images: uint8 [N, S, S] -> float arrays [N, S, S] in the model's [-1, 1] scale."""
+    state = load_checkpoint(Path(encoder_path).with_name(LAST_FILE))
+    model = build_autoencoder(cfg.encoder)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = normalize(torch.from_numpy(np.array(images))[:, None])
+    masked = None
+    with torch.no_grad():
+        if cfg.objective == "masked":
+            gen = torch.Generator().manual_seed(cfg.seed)
+            patch = scaled_patch(cfg.patch_size, cfg.image_size)
+            x_in, _ = hide_patches(x, patch, cfg.mask_ratio, generator=gen)
+            masked = x_in[:, 0].numpy()
+        else:
+            x_in = x
+        out = model(x_in)[:, 0].numpy()
+    return {"inputs": x[:, 0].numpy(), "masked": masked, "outputs": out}

@@ -47,6 +47,11 @@ def pos_weight_from_masks(masks: np.ndarray | Tensor, max_weight: float = 50.0) 
     return float(min(max(ratio, 1.0), max_weight))
 
 
+def scaled_patch(patch_size: int, image_size: int) -> int:
+    """Side of a hidden patch in pixels: `patch_size` is given at 256 px and scales with the image."""
+    return max(2, round(patch_size * image_size / 256))
+
+
 def hide_patches(images: Tensor, patch_size: int, ratio: float,
                  generator: torch.Generator | None = None,
                  mode: str = "noise") -> tuple[Tensor, Tensor]:

@@ -39,6 +39,15 @@ def dice_per_image(pred: Tensor, target: Tensor) -> Tensor:
     return _ratio_or_one(2 * tp, 2 * tp + fp + fn)
 
 
+def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice of two binary masks `[H, W]` (any dtype, nonzero = foreground), by `dice_per_image`'s
+    convention (1.0 when both are empty)."""
+    pred, target = np.asarray(pred) > 0, np.asarray(target) > 0
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and mask {target.shape} differ in shape")
+    return float(dice_per_image(torch.from_numpy(pred)[None, None], torch.from_numpy(target)[None, None])[0])
+
+
 def iou_per_image(pred: Tensor, target: Tensor) -> Tensor:
     """IoU TP / (TP + FP + FN) of each image: bool/0-1 [N, 1, H, W] -> float [N]."""
     tp, fp, fn = _stats(pred, target)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import SMOKE_ENV, resolve_mode
-from .pipeline import REPO_ROOT
+from .layout import REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -23,7 +23,7 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     from nbclient import NotebookClient
 
     mode = resolve_mode(mode)
-    out = Path(out_dir) if out_dir else REPO_ROOT / "runs" / mode
+    out = Path(out_dir) if out_dir else RUNS_ROOT / mode
     out.mkdir(parents=True, exist_ok=True)
     os.environ["CXR_MODE"] = mode
     os.environ[SMOKE_ENV] = "1" if mode == "smoke" else "0"

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from helpers.config import FinetuneConfig, PretrainConfig, TINY_TEXT_MODEL
-from helpers.data import load_catalog, split_cases
+from helpers.catalog import load_catalog
+from helpers.split import split_cases
 from helpers.synthetic import make_demo_dataset
 
 

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import data, synthetic
-from helpers.data import DatasetError
+from helpers import io, layout, sources, synthetic
+from helpers.catalog import case_text, clean_text, load_catalog
+from helpers.split import split_cases
+from helpers.layout import DatasetError
 
 W, H = 40, 30  # size of the hand-made images
 
@@ -38,7 +40,7 @@ def box(value: int = 255, shape: tuple[int, int] = (H, W)) -> np.ndarray:
 
 def make_root(root: Path, n: int = 4) -> Path:
     """A tiny dataset: reports 1..n, each with a frontal and a lateral image; no masks."""
-    folder = root / data.IMAGES_DIR
+    folder = root / layout.IMAGES_DIR
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     projections = []
@@ -51,8 +53,8 @@ def make_root(root: Path, n: int = 4) -> Path:
                 "findings": f"Nodule in the right upper lobe, case {uid}. The XXXX are intact.",
                 "impression": "Right upper lobe nodule."} for uid in range(1, n + 1)]
     reports[1]["findings"] = ""  # uid 2: the impression is used
-    pd.DataFrame(reports).to_csv(root / data.REPORTS_CSV, index=False)
-    pd.DataFrame(projections).to_csv(root / data.PROJECTIONS_CSV, index=False)
+    pd.DataFrame(reports).to_csv(root / layout.REPORTS_CSV, index=False)
+    pd.DataFrame(projections).to_csv(root / layout.PROJECTIONS_CSV, index=False)
     return root
 
 
@@ -68,19 +70,19 @@ def zip_folder(folder: Path, zip_path: Path, top: str = "") -> Path:
 
 def test_missing_source_is_not_found(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
-        data.fetch_dataset(tmp_path / "nope.zip", tmp_path / "data")
+        sources.fetch_dataset(tmp_path / "nope.zip", tmp_path / "data")
 
 
 def test_folder_is_used_in_place_also_one_level_down(tmp_path):
     root = make_root(tmp_path / "outer" / "Dataset")
-    assert data.fetch_dataset(root, tmp_path / "data") == root
-    assert data.fetch_dataset(tmp_path / "outer", tmp_path / "data") == root
+    assert sources.fetch_dataset(root, tmp_path / "data") == root
+    assert sources.fetch_dataset(tmp_path / "outer", tmp_path / "data") == root
 
 
 def test_folder_without_layout_lists_what_is_missing(tmp_path):
-    (tmp_path / "ds" / data.IMAGES_DIR).mkdir(parents=True)
+    (tmp_path / "ds" / layout.IMAGES_DIR).mkdir(parents=True)
     with pytest.raises(DatasetError) as err:
-        data.fetch_dataset(tmp_path / "ds", tmp_path / "data")
+        sources.fetch_dataset(tmp_path / "ds", tmp_path / "data")
     message = str(err.value)
     assert "indiana_reports.csv" in message and "indiana_projections.csv" in message
     assert "images/images_normalized" not in message.split("missing")[1].split(" in ")[0]
@@ -89,25 +91,25 @@ def test_folder_without_layout_lists_what_is_missing(tmp_path):
 def test_zip_under_a_top_folder_is_copied_extracted_once(tmp_path, monkeypatch):
     source = zip_folder(make_root(tmp_path / "src"), tmp_path / "elsewhere.zip", top="Dataset/")
     dest = tmp_path / "data"
-    root = data.fetch_dataset(source, dest)
+    root = sources.fetch_dataset(source, dest)
     assert root == dest / "elsewhere" / "Dataset"
     assert (dest / "elsewhere.zip").is_file()  # the local copy
-    assert len(data.load_catalog(root).images) == 8
+    assert len(load_catalog(root).images) == 8
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("extracted twice")
 
     monkeypatch.setattr(zipfile.ZipFile, "extract", no_extraction)
-    assert data.fetch_dataset(source, dest) == root
+    assert sources.fetch_dataset(source, dest) == root
 
 
 def test_changed_zip_is_extracted_again(tmp_path):
     source = zip_folder(make_root(tmp_path / "src", n=2), tmp_path / "ds.zip")
     dest = tmp_path / "data"
-    data.fetch_dataset(source, dest)
+    sources.fetch_dataset(source, dest)
     zip_folder(make_root(tmp_path / "src3", n=3), source)
     os.utime(source, (1_000_000_000, 1_000_000_000))
-    assert len(data.load_catalog(data.fetch_dataset(source, dest)).images) == 6
+    assert len(load_catalog(sources.fetch_dataset(source, dest)).images) == 6
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "ok/../../evil.txt", "C:\\evil.txt",
@@ -119,7 +121,7 @@ def test_zip_with_unsafe_member_is_rejected_before_extracting(tmp_path, member):
         zf.writestr(member, "boom")
     dest = tmp_path / "data"
     with pytest.raises(DatasetError) as err:
-        data.fetch_dataset(source, dest)
+        sources.fetch_dataset(source, dest)
     assert "bad.zip" in str(err.value) and member in str(err.value)
     assert not (dest / "bad").exists() and not (tmp_path / "evil.txt").exists()
 
@@ -129,11 +131,11 @@ def test_zip_without_layout_and_non_zip_file(tmp_path):
     with zipfile.ZipFile(source, "w") as zf:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(DatasetError, match="other.zip.*indiana_reports.csv"):
-        data.fetch_dataset(source, tmp_path / "data")
+        sources.fetch_dataset(source, tmp_path / "data")
     text = tmp_path / "notes.zip"
     text.write_text("not a zip")
     with pytest.raises(DatasetError, match="not a zip"):
-        data.fetch_dataset(text, tmp_path / "data")
+        sources.fetch_dataset(text, tmp_path / "data")
 
 
 FILE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz_-012"
@@ -153,7 +155,7 @@ def test_drive_download_failure_explains_manual_upload(tmp_path, monkeypatch, so
 
     monkeypatch.setattr(gdown, "download", failing_download)
     with pytest.raises(DatasetError) as err:
-        data.fetch_dataset(source, tmp_path / "data")
+        sources.fetch_dataset(source, tmp_path / "data")
     assert calls[0]["id"] == FILE_ID and "fuzzy" not in calls[0]
     assert FILE_ID in str(err.value) and "manually" in str(err.value) and "upload" in str(err.value)
 
@@ -168,62 +170,62 @@ def test_drive_download_is_extracted(tmp_path, monkeypatch):
         return output
 
     monkeypatch.setattr(gdown, "download", fake_download)
-    root = data.fetch_dataset(f"https://drive.google.com/file/d/{FILE_ID}/view", tmp_path / "data")
+    root = sources.fetch_dataset(f"https://drive.google.com/file/d/{FILE_ID}/view", tmp_path / "data")
     assert root == tmp_path / "data" / FILE_ID and (tmp_path / "data" / f"{FILE_ID}.zip").is_file()
 
 
 def test_demo_is_generated_once_and_again_when_kwargs_change(tmp_path, monkeypatch):
     kwargs = dict(n_reports=4, n_masks=3, image_size=(32, 40))
-    root = data.fetch_dataset("demo", tmp_path, demo_kwargs=kwargs)
-    assert root == tmp_path / "demo" and data.load_catalog(root).summary()["labeled_cases"] == 3
+    root = sources.fetch_dataset("demo", tmp_path, demo_kwargs=kwargs)
+    assert root == tmp_path / "demo" and load_catalog(root).summary()["labeled_cases"] == 3
     make = synthetic.make_demo_dataset
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generated twice")
 
     monkeypatch.setattr(synthetic, "make_demo_dataset", no_generation)
-    assert data.fetch_dataset("demo", tmp_path, demo_kwargs=dict(kwargs, seed=0)) == root
+    assert sources.fetch_dataset("demo", tmp_path, demo_kwargs=dict(kwargs, seed=0)) == root
     monkeypatch.setattr(synthetic, "make_demo_dataset", make)
-    data.fetch_dataset("demo", tmp_path, demo_kwargs=dict(kwargs, n_reports=5))
-    assert data.load_catalog(root).summary()["reports"] == 5
+    sources.fetch_dataset("demo", tmp_path, demo_kwargs=dict(kwargs, n_reports=5))
+    assert load_catalog(root).summary()["reports"] == 5
 
 
 # --------------------------------------------------------------------------------- CSV checks
 
 def test_csv_missing_a_required_column(tmp_path):
     root = make_root(tmp_path / "ds")
-    pd.read_csv(root / data.REPORTS_CSV).drop(columns="findings").to_csv(root / data.REPORTS_CSV)
+    pd.read_csv(root / layout.REPORTS_CSV).drop(columns="findings").to_csv(root / layout.REPORTS_CSV)
     with pytest.raises(DatasetError, match=r"indiana_reports\.csv.*findings"):
-        data.load_catalog(root)
+        load_catalog(root)
 
 
 @pytest.mark.parametrize("garbage", [np.random.default_rng(0).bytes(2000),  # with NUL bytes
                                      bytes(range(0x80, 0x100)) * 8])  # no NUL, not UTF-8
 def test_unreadable_csv(tmp_path, garbage):
     root = make_root(tmp_path / "ds")
-    (root / data.PROJECTIONS_CSV).write_bytes(garbage)
+    (root / layout.PROJECTIONS_CSV).write_bytes(garbage)
     with pytest.raises(DatasetError, match=r"indiana_projections\.csv.*CSV"):
-        data.load_catalog(root)
+        load_catalog(root)
 
 
 def test_duplicate_uids(tmp_path):
     root = make_root(tmp_path / "ds")
-    reports = pd.read_csv(root / data.REPORTS_CSV)
-    pd.concat([reports, reports.iloc[[2]]]).to_csv(root / data.REPORTS_CSV, index=False)
+    reports = pd.read_csv(root / layout.REPORTS_CSV)
+    pd.concat([reports, reports.iloc[[2]]]).to_csv(root / layout.REPORTS_CSV, index=False)
     with pytest.raises(DatasetError, match=r"indiana_reports\.csv.*duplicate.*\[3\]"):
-        data.load_catalog(root)
+        load_catalog(root)
 
 
 # --------------------------------------------------------------------------------- catalog
 
 def test_catalog_tables(tmp_path):
     root = make_root(tmp_path / "ds")
-    (root / data.IMAGES_DIR / "99_unlisted.png").write_bytes(
-        (root / data.IMAGES_DIR / frontal(1)).read_bytes())
-    projections = pd.read_csv(root / data.PROJECTIONS_CSV)
+    (root / layout.IMAGES_DIR / "99_unlisted.png").write_bytes(
+        (root / layout.IMAGES_DIR / frontal(1)).read_bytes())
+    projections = pd.read_csv(root / layout.PROJECTIONS_CSV)
     extra = pd.DataFrame([{"uid": 5, "filename": "5_gone.dcm.png", "projection": "Frontal"}])
-    pd.concat([projections, extra]).to_csv(root / data.PROJECTIONS_CSV, index=False)
-    catalog = data.load_catalog(root)
+    pd.concat([projections, extra]).to_csv(root / layout.PROJECTIONS_CSV, index=False)
+    catalog = load_catalog(root)
     images = catalog.images.set_index("filename")
     assert len(images) == 9 and images.loc["99_unlisted.png", "projection"] == "Unknown"
     assert images.loc[frontal(1), "uid"] == 1
@@ -236,7 +238,7 @@ def test_catalog_tables(tmp_path):
     assert reports.loc[1, "findings"].endswith("The XXXX are intact.")  # raw text kept
     assert reports.loc[2, "text"] == "Right upper lobe nodule."
     assert reports.loc[2, "n_words"] == 4
-    assert len(catalog.unlabeled_paths()) == 9 and len(catalog.unlabeled_paths(frontal_only=True)) == 4
+    assert len(catalog.image_paths()) == 9 and len(catalog.image_paths(frontal_only=True)) == 4
     summary = catalog.summary()
     assert summary["frontal"] == 4 and summary["lateral"] == 4 and summary["masks"] == 0
     assert catalog.cases.empty and summary["labeled_cases"] == 0
@@ -244,12 +246,12 @@ def test_catalog_tables(tmp_path):
 
 def test_corrupt_and_truncated_images_are_skipped_and_listed(tmp_path):
     root = make_root(tmp_path / "ds")
-    (root / data.IMAGES_DIR / lateral(1)).write_bytes(b"\x89PNG garbage")
-    target = root / data.IMAGES_DIR / frontal(2)
+    (root / layout.IMAGES_DIR / lateral(1)).write_bytes(b"\x89PNG garbage")
+    target = root / layout.IMAGES_DIR / frontal(2)
     target.write_bytes(target.read_bytes()[:120])  # a mask points to it: fully decoded
     write_mask(root / "masked" / f"{frontal(2)[:-4]}_mask.png", box())
     write_mask(root / "masked" / f"{frontal(3)[:-4]}_mask.png", box())
-    catalog = data.load_catalog(root)
+    catalog = load_catalog(root)
     corrupt = catalog.problems[catalog.problems["kind"] == "corrupt_image"]["file"].tolist()
     assert sorted(corrupt) == sorted([f"images/images_normalized/{lateral(1)}",
                                       f"images/images_normalized/{frontal(2)}"])
@@ -269,13 +271,13 @@ def test_masks_pair_by_name_variants_and_load_as_binary(tmp_path):
     write_mask(masked / f"{lateral(4)[:-4]}_mask.png", np.zeros((H, W), np.uint8))  # empty
     write_mask(masked / "77_IM-0077-1001.dcm_mask.png", box())  # orphan
     (masked / "notes.txt").write_text("not a mask")
-    catalog = data.load_catalog(root)
+    catalog = load_catalog(root)
     cases = catalog.cases
     assert cases["filename"].tolist() == [frontal(1), frontal(2), frontal(3), frontal(4), lateral(4)]
     assert cases["case_id"].tolist()[:2] == ["1_IM-0001-1001.dcm_mask", "2_IM-0002-1001_mask"]
     expected = box(1)
     for path in cases["mask_path"][:4]:
-        mask = data.load_mask(path, size=(W, H))
+        mask = io.load_mask(path, size=(W, H))
         assert mask.dtype == np.uint8 and mask.shape == (H, W)
         np.testing.assert_array_equal(mask, expected)
     problems = dict(zip(catalog.problems["kind"], catalog.problems["file"]))
@@ -292,7 +294,7 @@ def test_corrupt_mask_is_dropped(tmp_path):
     root = make_root(tmp_path / "ds", n=2)
     write_mask(root / "masked" / f"{frontal(1)[:-4]}_mask.png", box())
     (root / "masked" / f"{frontal(2)[:-4]}_mask.png").write_bytes(b"broken")
-    catalog = data.load_catalog(root)
+    catalog = load_catalog(root)
     assert catalog.cases["uid"].tolist() == [1]
     assert catalog.problems["kind"].tolist() == ["corrupt_mask"]
 
@@ -306,8 +308,8 @@ def test_masks_csv_overrides_pairing_and_text(tmp_path):
                   {"mask": f"{frontal(1)[:-4]}_mask.png", "image": "", "text": "Nodule at the left apex."},
                   {"mask": "lesion_b.png", "image": "missing.png", "text": ""},
                   {"mask": "ghost.png", "image": frontal(2), "text": ""}]
-                 ).to_csv(root / data.MASKS_CSV, index=False)
-    catalog = data.load_catalog(root)
+                 ).to_csv(root / layout.MASKS_CSV, index=False)
+    catalog = load_catalog(root)
     cases = catalog.cases.set_index("case_id")
     assert cases.loc["lesion_a", "filename"] == frontal(3)
     assert cases.loc["lesion_a", "text"] == "Left base opacity."
@@ -318,11 +320,11 @@ def test_masks_csv_overrides_pairing_and_text(tmp_path):
 
 def test_case_without_report_text_is_kept_with_empty_text(tmp_path):
     root = make_root(tmp_path / "ds", n=2)
-    reports = pd.read_csv(root / data.REPORTS_CSV)
+    reports = pd.read_csv(root / layout.REPORTS_CSV)
     reports.loc[0, ["findings", "impression"]] = np.nan
-    reports.to_csv(root / data.REPORTS_CSV, index=False)
+    reports.to_csv(root / layout.REPORTS_CSV, index=False)
     write_mask(root / "masked" / f"{frontal(1)[:-4]}_mask.png", box())
-    catalog = data.load_catalog(root)
+    catalog = load_catalog(root)
     assert catalog.cases["text"].tolist() == [""]
     assert catalog.problems["kind"].tolist() == ["no_text", "no_text"]  # the report and the case
     assert catalog.summary()["reports_without_text"] == 1
@@ -330,65 +332,65 @@ def test_case_without_report_text_is_kept_with_empty_text(tmp_path):
 
 def test_without_image_checks_nothing_is_decoded(tmp_path):
     root = make_root(tmp_path / "ds", n=2)
-    (root / data.IMAGES_DIR / lateral(1)).write_bytes(b"garbage")
-    catalog = data.load_catalog(root, check_images=False)
+    (root / layout.IMAGES_DIR / lateral(1)).write_bytes(b"garbage")
+    catalog = load_catalog(root, check_images=False)
     assert len(catalog.images) == 4 and catalog.images["width"].isna().all()
 
 
 # --------------------------------------------------------------------------------- text and pixels
 
 def test_clean_text_and_case_text():
-    assert data.clean_text("The XXXX are  intact.\nXXXX-XXXX noted XX. MAXX stays") == \
+    assert clean_text("The XXXX are  intact.\nXXXX-XXXX noted XX. MAXX stays") == \
         "The are intact. noted. MAXX stays"
-    assert data.clean_text("XXXX-year-old male") == "year-old male"
-    assert data.clean_text(float("nan")) == "" and data.clean_text(None) == ""
-    assert data.case_text("  Small nodule.  ", "Nodule.") == ("Small nodule.", "findings")
-    assert data.case_text(float("nan"), "Right XXXX effusion.") == ("Right effusion.", "impression")
-    assert data.case_text("XXXX", "") == ("", "none")
+    assert clean_text("XXXX-year-old male") == "year-old male"
+    assert clean_text(float("nan")) == "" and clean_text(None) == ""
+    assert case_text("  Small nodule.  ", "Nodule.") == ("Small nodule.", "findings")
+    assert case_text(float("nan"), "Right XXXX effusion.") == ("Right effusion.", "impression")
+    assert case_text("XXXX", "") == ("", "none")
 
 
 def test_load_gray_modes_and_resize(tmp_path):
     gray = np.arange(H * W, dtype=np.uint8).reshape(H, W)
     Image.fromarray(gray).save(tmp_path / "g.png")
-    np.testing.assert_array_equal(data.load_gray(tmp_path / "g.png"), gray)
+    np.testing.assert_array_equal(io.load_gray(tmp_path / "g.png"), gray)
 
     deep = np.linspace(1000, 5000, H * W).reshape(H, W).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "d.png")
     with Image.open(tmp_path / "d.png") as img:
         assert img.mode.startswith("I")
-    out = data.load_gray(tmp_path / "d.png")
+    out = io.load_gray(tmp_path / "d.png")
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert (np.diff(out.ravel().astype(int)) >= 0).all()  # order kept
 
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 1] = 200
     Image.fromarray(rgb).save(tmp_path / "c.png")
-    out = data.load_gray(tmp_path / "c.png", size=16)
+    out = io.load_gray(tmp_path / "c.png", size=16)
     assert out.shape == (16, 16) and abs(int(out[0, 0]) - round(0.587 * 200)) <= 1
 
     Image.fromarray(gray).convert("P").save(tmp_path / "p.png")
-    assert data.load_gray(tmp_path / "p.png", size=(20, 10)).shape == (10, 20)
+    assert io.load_gray(tmp_path / "p.png", size=(20, 10)).shape == (10, 20)
 
 
 def test_load_mask_alpha_only_counts_on_a_transparent_background(tmp_path):
     strokes = np.zeros((H, W, 4), np.uint8)
     strokes[..., 3] = box(255)  # black, opaque where the lesion is
     Image.fromarray(strokes).save(tmp_path / "strokes.png")
-    np.testing.assert_array_equal(data.load_mask(tmp_path / "strokes.png"), box(1))
+    np.testing.assert_array_equal(io.load_mask(tmp_path / "strokes.png"), box(1))
     opaque_black = np.zeros((H, W, 4), np.uint8)
     opaque_black[..., 3] = 255
     Image.fromarray(opaque_black).save(tmp_path / "empty.png")
-    assert not data.load_mask(tmp_path / "empty.png").any()
+    assert not io.load_mask(tmp_path / "empty.png").any()
 
 
 def test_load_gray_and_mask_name_bad_files(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="bad.png"):
-        data.load_gray(tmp_path / "bad.png")
+        io.load_gray(tmp_path / "bad.png")
     with pytest.raises(DatasetError, match="bad.png"):
-        data.load_mask(tmp_path / "bad.png")
+        io.load_mask(tmp_path / "bad.png")
     with pytest.raises(DatasetError, match="not found"):
-        data.load_gray(tmp_path / "missing.png")
+        io.load_gray(tmp_path / "missing.png")
 
 
 # --------------------------------------------------------------------------------- splits
@@ -399,30 +401,30 @@ def cases_frame(n_uids: int, per_uid: int = 1) -> pd.DataFrame:
 
 
 def test_split_groups_by_uid_and_tiny_inputs_fill_every_split():
-    split = data.split_cases(cases_frame(40, per_uid=3))
+    split = split_cases(cases_frame(40, per_uid=3))
     assert split.groupby("uid")["split"].nunique().max() == 1
     counts = split["split"].value_counts()
     assert counts["test"] == 18 and counts["val"] == 18 and counts["train"] == 84
-    tiny = data.split_cases(cases_frame(16))
+    tiny = split_cases(cases_frame(16))
     assert set(tiny["split"]) == {"train", "val", "test"}
-    assert (data.split_cases(cases_frame(16))["split"] == tiny["split"]).all()  # seeded
+    assert (split_cases(cases_frame(16))["split"] == tiny["split"]).all()  # seeded
     with pytest.raises(DatasetError, match="at least 3"):
-        data.split_cases(cases_frame(2))
+        split_cases(cases_frame(2))
 
 
 def test_split_is_reused_when_present_and_rebuilt_when_cases_change(tmp_path, capsys):
     out = tmp_path / "splits.csv"
     cases = cases_frame(20)
-    first = data.split_cases(cases, out)
+    first = split_cases(cases, out)
     saved = pd.read_csv(out)
     assert saved.columns.tolist() == ["case_id", "uid", "split"]
     saved["split"] = "train"  # a hand-edited split is returned as saved
     saved.loc[0, "split"] = "test"
     saved.to_csv(out, index=False)
-    reused = data.split_cases(cases, out)
+    reused = split_cases(cases, out)
     assert reused["split"].tolist() == saved["split"].tolist()
     assert capsys.readouterr().out == ""
-    rebuilt = data.split_cases(cases.iloc[:-1], out)
+    rebuilt = split_cases(cases.iloc[:-1], out)
     assert "rebuilt" in capsys.readouterr().out
     assert set(rebuilt["split"]) == {"train", "val", "test"}
     written = pd.read_csv(out)

@@ -10,10 +10,12 @@ from PIL import Image
 
 from helpers.__main__ import main
 from helpers.checkpoint import CheckpointError
-from helpers.data import DatasetError, load_mask
+from helpers.io import load_mask
+from helpers.layout import DatasetError
 from helpers.evaluation import counterfactual_sides, evaluate, expected_image_side, image_side
 from helpers.inference import Segmenter
-from helpers.train import finetune, labeled_arrays
+from helpers.datasets import labeled_arrays
+from helpers.train import finetune
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +138,16 @@ def test_bench_prints_every_row(tmp_path, capsys):
     for name in ("straightforward (PIL/item)", "ours (cache)", "Phase-2 training step, straightforward",
                  "Phase-2 training step, ours", "model alone", "Phase-1 training step"):
         assert name in out
-    assert (table["images_per_s"] > 0).all() and len(table) == 9
+    assert (table["value"] > 0).all() and len(table) == 9
+    assert (table["unit"] == "ratio").sum() == 3
+    assert "a few steps of finetune()" in out and "a few steps of pretrain()" in out
 
 
 def test_ablation_variants_and_summary():
     import pandas as pd
 
     from helpers.config import AblationConfig, FinetuneConfig
-    from helpers.evaluation import ablation_variants, summarize_runs
+    from helpers.experiments import ablation_variants, summarize_runs
 
     base = FinetuneConfig(pretrained_encoder="masked.pth")
     names = [v.name for v in ablation_variants(base, AblationConfig(fusions=("concat", "film")),
@@ -161,7 +165,7 @@ def test_ablation_variants_and_summary():
 
 
 def test_mask_geometry(tmp_path):
-    from helpers.pipeline import mask_geometry
+    from helpers.catalog import mask_geometry
 
     mask = np.zeros((40, 40), np.uint8)
     mask[0:10, 30:40] = 255  # top right of the image: the patient's left upper zone

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from helpers import synthetic
-from helpers.data import load_catalog, load_gray, load_mask
+from helpers.catalog import load_catalog
+from helpers.io import load_gray, load_mask
 
 SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96))
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from helpers.checkpoint import CheckpointError, load_checkpoint
-from helpers.data import DatasetError, load_gray
+from helpers.io import load_gray
+from helpers.layout import DatasetError
 from helpers.datasets import LabeledCases, UnlabeledImages, build_image_cache
 from helpers.model import MultimodalUnet, build_encoder
 from helpers.train import OutputDirError, finetune, pretrain
 
 
 def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
-    paths = catalog.unlabeled_paths()[:6]
+    paths = catalog.image_paths()[:6]
     first = build_image_cache(paths, 40, tmp_path, progress=False)
     assert first.rebuilt and first.array.shape == (6, 40, 40) and first.array.dtype == np.uint8
     for i, p in enumerate(paths):
@@ -27,9 +28,9 @@ def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
 
 
 def test_cache_rebuilt_when_file_list_or_size_changes(catalog, tmp_path):
-    paths = catalog.unlabeled_paths()[:4]
+    paths = catalog.image_paths()[:4]
     build_image_cache(paths, 32, tmp_path, progress=False)
-    added = build_image_cache(paths + catalog.unlabeled_paths()[4:5], 32, tmp_path, progress=False)
+    added = build_image_cache(paths + catalog.image_paths()[4:5], 32, tmp_path, progress=False)
     assert added.rebuilt and len(added.array) == 5
     resized = build_image_cache(paths, 48, tmp_path, progress=False)
     assert resized.rebuilt and resized.array.shape[1:] == (48, 48)
@@ -38,7 +39,7 @@ def test_cache_rebuilt_when_file_list_or_size_changes(catalog, tmp_path):
 def test_cache_skips_and_lists_corrupt_images(catalog, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    cache = build_image_cache(catalog.unlabeled_paths()[:2] + [str(bad)], 32, progress=False)
+    cache = build_image_cache(catalog.image_paths()[:2] + [str(bad)], 32, progress=False)
     assert len(cache.array) == 2
     assert cache.failed[0][0] == str(bad)
 
@@ -75,7 +76,7 @@ def test_unlabeled_images_scale():
 @pytest.mark.parametrize("objective", ["reconstruct", "masked"])
 def test_pretrain_loss_falls_and_encoder_checkpoint_loads(catalog, tmp_path, pretrain_cfg, objective):
     cfg = dataclasses.replace(pretrain_cfg, objective=objective, epochs=4, max_images=12)
-    result = pretrain(cfg, catalog.unlabeled_paths(), tmp_path / "out", cache_dir=tmp_path / "cache",
+    result = pretrain(cfg, catalog.image_paths(), tmp_path / "out", cache_dir=tmp_path / "cache",
                       progress=False)
     losses = result.history["train_loss"]
     assert losses.iloc[-1] < losses.iloc[0]
@@ -90,7 +91,7 @@ def test_pretrain_loss_falls_and_encoder_checkpoint_loads(catalog, tmp_path, pre
 
 def test_pretrain_resume_matches_uninterrupted_run(catalog, tmp_path, pretrain_cfg):
     cfg = dataclasses.replace(pretrain_cfg, objective="masked", max_images=10, augment=True)
-    paths = catalog.unlabeled_paths()
+    paths = catalog.image_paths()
     straight = pretrain(cfg, paths, tmp_path / "straight", progress=False)
 
     def interrupt(row):
@@ -113,7 +114,7 @@ def test_pretrain_bad_inputs(tmp_path, pretrain_cfg, catalog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(OutputDirError, match="writable"):
-        pretrain(pretrain_cfg, catalog.unlabeled_paths(), blocker / "out", progress=False)
+        pretrain(pretrain_cfg, catalog.image_paths(), blocker / "out", progress=False)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="at least 2 readable images"):
@@ -123,7 +124,7 @@ def test_pretrain_bad_inputs(tmp_path, pretrain_cfg, catalog):
 def test_finetune_trains_saves_and_rejects_foreign_encoder(cases, tmp_path, finetune_cfg,
                                                            pretrain_cfg, catalog, text_dir):
     phase1 = pretrain(dataclasses.replace(pretrain_cfg, epochs=1, max_images=8),
-                      catalog.unlabeled_paths(), tmp_path / "p1", progress=False)
+                      catalog.image_paths(), tmp_path / "p1", progress=False)
     cfg = dataclasses.replace(finetune_cfg, epochs=3, pretrained_encoder=str(phase1.best_path))
     result = finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
     assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
@@ -142,7 +143,7 @@ def test_finetune_trains_saves_and_rejects_foreign_encoder(cases, tmp_path, fine
 def test_phase1_weights_are_loaded_into_phase2(cases, tmp_path, finetune_cfg, pretrain_cfg,
                                                catalog, text_dir):
     phase1 = pretrain(dataclasses.replace(pretrain_cfg, epochs=1, max_images=8),
-                      catalog.unlabeled_paths(), tmp_path / "p1", progress=False)
+                      catalog.image_paths(), tmp_path / "p1", progress=False)
     cfg = dataclasses.replace(finetune_cfg, epochs=1, freeze_encoder_epochs=1, encoder_lr=0.0,
                               pretrained_encoder=str(phase1.best_path))
     result = finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)

@@ -1,6 +1,8 @@
-"""Write the numbered notebooks from the cell sources below (without outputs).
+"""The source of the numbered notebooks: their cells are written here and `notebooks/*.ipynb` are
+generated from them (a test fails when the two differ). One source keeps the parameters, setup and
+banner cells that the four notebooks share identical.
 
-Regenerate and store the smoke-run outputs that nbval compares:
+Regenerate, then store the smoke-run outputs that nbval compares:
 
     .venv/bin/python tools/build_notebooks.py
     CXR_SMOKE=1 .venv/bin/python -m helpers notebooks --mode smoke --out notebooks
@@ -51,8 +53,14 @@ def code(text: str, ignore: bool = False):
     return new_code_cell((IGNORE if ignore else "") + text.strip("\n"))
 
 
+BANNER = ("> **Stored outputs come from the smoke test** (64 px images, one epoch, a tiny text model "
+          "with random weights), which checks that every cell runs; they say nothing about how well "
+          "the method works. The demo's real figures are in the README. This notebook is generated "
+          "from `tools/build_notebooks.py`: edit it there.")
+
+
 def header(title: str, intro: str, params: str) -> list:
-    return [md(f"# {title}\n\n{intro}"),
+    return [md(f"# {title}\n\n{BANNER}\n\n{intro}"),
             md("## Parameters\nEvery setting you may change is here. `None` keeps the value of the "
                "preset for the mode: `real` (GPU, full sizes), `demo` (CPU, minutes), `smoke` "
                "(tests, seconds)."),
@@ -69,8 +77,9 @@ NB01 = header(
     md("## Fetch, validate and catalog\n`prepare` fetches the source (a zip is copied to local disk and "
        "extracted once), checks the layout and the CSVs, pairs every mask with its image, and "
        "collects the problems it found instead of stopping at the first one."),
-    code("""from helpers import viz
-from helpers.pipeline import mask_geometry, prepare, relative
+    code("""from helpers import plots
+from helpers.catalog import mask_geometry
+from helpers.pipeline import prepare, relative
 
 prep = prepare(DATA_SOURCE, MODE, data_dir=DATA_DIR, out_dir=OUT_DIR)
 catalog = prep.catalog
@@ -83,8 +92,8 @@ catalog.summary()"""),
     code("""catalog.problems  # file: relative to the dataset root"""),
     md("## What is in the collection\nImages by projection (frontal and lateral), reports, masks, and "
        "the labeled cases (mask + image + text) that Phase 2 learns from. Phase 1 uses every image."),
-    code("""fig = viz.plot_counts(catalog.summary())
-viz.save_figure(fig, prep.paths.figures / "01_counts.png")"""),
+    code("""fig = plots.plot_counts(catalog.summary())
+plots.save_figure(fig, prep.paths.figures / "01_counts.png")"""),
     md("## How long are the reports?\nThe text of a case is its *findings*, or its *impression* when "
        "the findings are empty; de-identification tokens (`XXXX`) are removed. CLIP reads at most 77 "
        "tokens: longer texts are truncated. We count words and the tokens of the text encoder that "
@@ -97,22 +106,22 @@ texts = catalog.reports["text"].tolist()
 n_tokens = encoder.count_tokens(texts)
 print("text encoder: " + ("the tiny offline CLIP with random weights" if encoder.is_tiny else encoder.name))
 print(f"{sum(n > encoder.max_length for n in n_tokens)} of {len(texts)} report texts exceed {encoder.max_length} tokens")
-fig = viz.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length)"""),
+fig = plots.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=encoder.max_length)"""),
     md("## Frequent finding terms"),
-    code("""fig = viz.plot_term_frequencies(texts, top=20)"""),
+    code("""fig = plots.plot_term_frequencies(texts, top=20)"""),
     md("## Where the masks are\nMask area as a share of the image, and where mask centroids sit by "
        "side and zone. By the radiological convention the patient's right is on the image's left."),
     code("""geometry = mask_geometry(prep.cases["mask_path"].tolist())
-fig = viz.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())
-viz.save_figure(fig, prep.paths.figures / "01_mask_positions.png")"""),
+fig = plots.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())
+plots.save_figure(fig, prep.paths.figures / "01_mask_positions.png")"""),
     md("## Labeled cases\nEach image with the contour of its mask and the text it comes with."),
-    code("""from helpers.data import load_gray, load_mask
+    code("""from helpers.io import load_gray, load_mask
 
 sample = prep.cases.head(8)
-fig = viz.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
+fig = plots.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
                          [load_mask(p, 256) for p in sample["mask_path"]],
                          sample["text"].tolist(), titles=sample["case_id"].tolist())
-viz.save_figure(fig, prep.paths.figures / "01_labeled_cases.png")"""),
+plots.save_figure(fig, prep.paths.figures / "01_labeled_cases.png")"""),
     md("## Split by patient\nTrain, validation and test are split by patient (`uid`) so that no "
        "patient's images are on both sides. The split is saved and reused by the next notebooks; the "
        "test split is used once, for the final report in notebook 03."),
@@ -136,16 +145,17 @@ FRONTAL_ONLY = None    # False: frontal and lateral images
 RESUME = True          # continue from last.pth when a run was interrupted""") + [
     md("## Data\nThe same dataset as notebook 01 (fetched once, reused). Phase 1 uses every readable "
        "image, labeled or not."),
-    code("""from helpers import viz
+    code("""from helpers import plots
 from helpers.config import override
+from helpers.inference import reconstruct_examples
 from helpers.pipeline import prepare, relative
-from helpers.train import pretrain, reconstruct_examples
+from helpers.train import pretrain
 
 prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
 cfg = override(prep.preset.pretrain, image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
                encoder=ENCODER, max_images=MAX_IMAGES, frontal_only=FRONTAL_ONLY)
 objectives = OBJECTIVES or (["masked"] if prep.preset.mode == "smoke" else ["masked", "reconstruct"])
-image_paths = prep.catalog.unlabeled_paths(frontal_only=cfg.frontal_only)
+image_paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)
 print(f"mode {prep.preset.mode}: {len(image_paths)} images, objectives {objectives}")
 cfg"""),
     md("## Two objectives\n*reconstruct* is the plain autoencoder: output = input, mean squared error. "
@@ -166,9 +176,9 @@ for objective in objectives:
                                   cache_dir=prep.paths.cache, resume=RESUME)""", ignore=True),
     md("## Loss curves"),
     code("""for objective, result in results.items():
-    fig = viz.plot_history(result.history)
+    fig = plots.plot_history(result.history)
     fig.suptitle(f"Phase 1, {objective}")
-    viz.save_figure(fig, prep.paths.figures / f"02_history_{objective}.png")""", ignore=True),
+    plots.save_figure(fig, prep.paths.figures / f"02_history_{objective}.png")""", ignore=True),
     code("""import pandas as pd
 
 pd.DataFrame([{"objective": o, "first val_loss": r.history["val_loss"].iloc[0],
@@ -182,9 +192,9 @@ pd.DataFrame([{"objective": o, "first val_loss": r.history["val_loss"].iloc[0],
 cache = build_image_cache(image_paths[:4], cfg.image_size, prep.paths.cache / "examples", progress=False)
 for objective, result in results.items():
     ex = reconstruct_examples(result.best_path, cache.array, dataclasses.replace(cfg, objective=objective))
-    fig = viz.plot_reconstructions(ex["inputs"], ex["masked"], ex["outputs"])
+    fig = plots.plot_reconstructions(ex["inputs"], ex["masked"], ex["outputs"])
     fig.suptitle(objective)
-    viz.save_figure(fig, prep.paths.figures / f"02_reconstructions_{objective}.png")"""),
+    plots.save_figure(fig, prep.paths.figures / f"02_reconstructions_{objective}.png")"""),
     md("## Saved files\n`my_pretrained_encoder.pth` holds the encoder's weights with the settings, "
        "epoch and validation loss; it loads with `torch.load(..., weights_only=True)`."),
     code("""for objective, result in results.items():
@@ -215,13 +225,13 @@ CONCORDANT_FLIP = None     # probability of flipping image+mask AND swapping lef
 RUN_ABLATIONS = True
 RESUME = True""") + [
     md("## Data and settings"),
-    code("""from helpers import viz
+    code("""from helpers import plots
 from helpers.config import override
 from helpers.pipeline import prepare, relative
-from helpers.train import ENCODER_FILE, finetune
+from helpers.train import finetune
 
 prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
-encoder_path = prep.paths.phase1(PHASE1_OBJECTIVE) / ENCODER_FILE if PHASE1_OBJECTIVE else None
+encoder_path = prep.paths.phase1_encoder(PHASE1_OBJECTIVE) if PHASE1_OBJECTIVE else None
 if encoder_path is not None and not encoder_path.exists():
     print(f"{relative(encoder_path)} not found: run notebook 02 first; training from scratch now")
     encoder_path = None
@@ -239,8 +249,8 @@ print(f"text encoder requested: {cfg.text_model}"
        "chosen on validation."),
     code("""result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                   text_cache_dir=prep.paths.text_models, resume=RESUME)""", ignore=True),
-    code("""fig = viz.plot_history(result.history)
-viz.save_figure(fig, prep.paths.figures / "03_history.png")""", ignore=True),
+    code("""fig = plots.plot_history(result.history)
+plots.save_figure(fig, prep.paths.figures / "03_history.png")""", ignore=True),
     md("## Test set: the final report\nPer-image Dice and IoU at the validation threshold, the "
        "pointing game (is the most probable pixel inside the true mask?), each with a bootstrap 95% "
        "interval, and the pixel-pooled Dice. The test split is used here for the first time."),
@@ -255,13 +265,13 @@ per_case, summary = evaluate(segmenter, test, cache_dir=prep.paths.cache)
 pd.Series(summary)""", ignore=True),
     md("## Predictions\nGreen: the hand-drawn mask; red: the predicted one; the heat map is the "
        "predicted probability."),
-    code("""from helpers.train import labeled_arrays
+    code("""from helpers.datasets import labeled_arrays
 
 arrays = labeled_arrays(test, segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
-fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+fig = plots.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
                                dices=per_case["dice"].tolist(), threshold=segmenter.threshold, n=8)
-viz.save_figure(fig, prep.paths.figures / "03_test_predictions.png")"""),
+plots.save_figure(fig, prep.paths.figures / "03_test_predictions.png")"""),
     md("## Does the model read the text?\nA counterfactual check: swap *left* and *right* in each test "
        "text that names a side and see whether the predicted mask moves to the other side of the "
        "image."),
@@ -272,7 +282,7 @@ side_summary""", ignore=True),
        "vs none and per objective. Each is trained with the same settings and scored on the test "
        "split, with 95% bootstrap intervals (and the SD over seeds when the preset runs several). "
        "`moved_share` is the counterfactual above for each text model."),
-    code("""from helpers.evaluation import run_ablations
+    code("""from helpers.experiments import run_ablations
 
 if RUN_ABLATIONS:
     table, runs = run_ablations(prep.cases, prep.paths.ablations, cfg, prep.preset.ablation,
@@ -281,8 +291,8 @@ if RUN_ABLATIONS:
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
     code("""if RUN_ABLATIONS:
-    fig = viz.plot_ablation(table, metric="dice")
-    viz.save_figure(fig, prep.paths.figures / "03_ablation.png")""", ignore=True),
+    fig = plots.plot_ablation(table, metric="dice")
+    plots.save_figure(fig, prep.paths.figures / "03_ablation.png")""", ignore=True),
     md("## Saved files"),
     code("""print(relative(result.best_path))
 print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
@@ -296,14 +306,14 @@ NB04 = header(
 THRESHOLD = None    # None: the threshold chosen on validation""") + [
     md("## Load the model\n`Segmenter` needs no training code: the checkpoint names the text encoder "
        "and holds the image size and the threshold."),
-    code("""from helpers import viz
+    code("""from helpers import explorer, plots
+from helpers.datasets import labeled_arrays
 from helpers.evaluation import evaluate
 from helpers.inference import Segmenter
 from helpers.pipeline import prepare, relative
-from helpers.train import BEST_FILE, labeled_arrays
 
 prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
-checkpoint = CHECKPOINT or prep.paths.phase2 / BEST_FILE
+checkpoint = CHECKPOINT or prep.paths.best_model
 segmenter = Segmenter.from_checkpoint(checkpoint, text_cache_dir=prep.paths.text_models)
 if THRESHOLD is not None:
     segmenter.threshold = THRESHOLD
@@ -315,39 +325,43 @@ order = per_case.sort_values("dice", ascending=False, kind="stable").index
 picks = [order[0], order[len(order) // 2], order[-1]]
 arrays = labeled_arrays(test.loc[picks], segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
-fig = viz.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
+fig = plots.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
                                dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
                                n=3, ncols=3)
-viz.save_figure(fig, prep.paths.figures / "04_best_median_worst.png")""", ignore=True),
+plots.save_figure(fig, prep.paths.figures / "04_best_median_worst.png")""", ignore=True),
     md("## Explorer\nPick a split and a case, move the threshold and the overlay opacity, edit the "
        "text (the model re-runs on the new text), and save the figure as PNG."),
-    code("""explorer = viz.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
-explorer""", ignore=True),
+    code("""box = explorer.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
+box""", ignore=True),
     md("## Type your own finding\nThe same image with two texts that name different places: the "
        "model should move the mask with the words."),
-    code("""from helpers.data import load_gray
+    code("""from helpers.io import load_gray
 
 TEXT_A = "Focal opacity in the right upper lobe."
 TEXT_B = "Focal opacity in the left lower lobe."
 image = load_gray(test.iloc[0]["image_path"])
-fig = viz.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
+fig = plots.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
                               TEXT_A, TEXT_B, threshold=segmenter.threshold)
-viz.save_figure(fig, prep.paths.figures / "04_your_own_finding.png")"""),
+plots.save_figure(fig, prep.paths.figures / "04_your_own_finding.png")"""),
 ]
 
 
-def write(name: str, cells: list) -> None:
-    nb = new_notebook(cells=cells, metadata={
+NOTEBOOK_CELLS = {"01_data_setup_and_exploration.ipynb": NB01,
+                  "02_phase1_pretraining.ipynb": NB02,
+                  "03_phase2_multimodal_finetuning.ipynb": NB03,
+                  "04_visualization.ipynb": NB04}
+
+
+def build() -> dict[str, nbformat.NotebookNode]:
+    """The notebooks by file name, without outputs."""
+    return {name: new_notebook(cells=cells, metadata={
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
-        "accelerator": "GPU", "colab": {"provenance": []}})
-    nbformat.write(nb, NOTEBOOKS / name)
+        "accelerator": "GPU", "colab": {"provenance": []}}) for name, cells in NOTEBOOK_CELLS.items()}
 
 
 if __name__ == "__main__":
     NOTEBOOKS.mkdir(exist_ok=True)
-    write("01_data_setup_and_exploration.ipynb", NB01)
-    write("02_phase1_pretraining.ipynb", NB02)
-    write("03_phase2_multimodal_finetuning.ipynb", NB03)
-    write("04_visualization.ipynb", NB04)
+    for name, nb in build().items():
+        nbformat.write(nb, NOTEBOOKS / name)
     print("written to", NOTEBOOKS)

@@ -1,40 +1,35 @@
-"""Plots, overlays and the interactive case explorer.
+"""Static figures for the notebooks: the data, training curves, predictions and ablations.
 
-Every plotting function returns a matplotlib `Figure` and never calls `plt.show()`: a notebook
-displays the returned figure, a script saves it. Images are uint8 grayscale `[H, W]`, masks uint8
-{0, 1} `[H, W]`, probability maps float32 `[H, W]` in [0, 1].
+One module for every static figure, so that they share the drawing primitives at the top (it is
+longer than the others for that reason). Every function returns a matplotlib `Figure` and never
+calls `plt.show()`: a notebook displays the returned figure, a script saves it. Images are uint8
+grayscale `[H, W]`, masks uint8 {0, 1} `[H, W]`, probability maps float32 `[H, W]` in [0, 1].
 
 Radiological convention: the patient's left appears on the image's right, so labels that name a
 side name the patient's side.
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Colormap, Normalize
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from PIL import Image
 
-if TYPE_CHECKING:
-    import ipywidgets as widgets
+from .metrics import dice_score
+from .overlay import HEAT_CMAP, check_same_shape, overlay
 
 TRUE_COLOR = "lime"
 PRED_COLOR = "red"
-OUTLINE_RGB = (255, 255, 255)
-HEAT_CMAP = "jet"
 
 DEFAULT_STOPWORDS = frozenset(
     """a about above after again all also an and any are as at be been being below both but by can
@@ -46,20 +41,6 @@ DEFAULT_STOPWORDS = frozenset(
 
 COUNT_KEYS = ("images", "frontal", "lateral", "reports", "masks", "labeled_cases", "orphan_masks",
               "problems")
-EXPLORE_COLUMNS = ("case_id", "image_path", "mask_path", "text", "split")
-
-
-# ----------------------------------------------------------------------------------------------
-# small shared pieces
-# ----------------------------------------------------------------------------------------------
-def dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """Dice of two binary masks `[H, W]` (any dtype, nonzero = foreground): 2|A∩B| / (|A| + |B|),
-    1.0 when both are empty."""
-    pred, target = np.asarray(pred) > 0, np.asarray(target) > 0
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {pred.shape} and mask {target.shape} differ in shape")
-    total = int(pred.sum()) + int(target.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & target).sum()) / total
 
 
 def _wrap(text: str, width: int) -> str:
@@ -74,7 +55,7 @@ def _clean_axes(ax: Axes) -> None:
         spine.set_visible(False)
 
 
-def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+def _panels(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
     """`n` panels in rows of `ncols`; the unused cells of the last row are removed."""
     if n < 1:
         raise ValueError("nothing to plot: got no cases")
@@ -101,23 +82,17 @@ def _heat(ax: Axes, prob: np.ndarray, threshold: float, alpha: float) -> None:
     ax.imshow(shown, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
 
 
-def _check_same_shape(image: np.ndarray, other: np.ndarray, name: str) -> None:
-    if np.shape(image) != np.shape(other):
-        raise ValueError(f"image {np.shape(image)} and {name} {np.shape(other)} must have the same "
-                         f"[H, W] shape; resize the {name} to the image first")
-
-
 def _draw_case(ax: Axes, image: np.ndarray, text: str, wrap: int, *, mask: np.ndarray | None = None,
                prob: np.ndarray | None = None, threshold: float = 0.5, alpha: float = 0.4,
                title: str | None = None) -> None:
     """Image, optional heat map, true contour (green), predicted contour (red), text beneath."""
     ax.imshow(image, cmap="gray", interpolation="nearest")
     if prob is not None:
-        _check_same_shape(image, prob, "probability map")
+        check_same_shape(image, prob, "probability map")
         _heat(ax, prob, threshold, alpha)
         _contour(ax, np.asarray(prob) >= threshold, PRED_COLOR)
     if mask is not None:
-        _check_same_shape(image, mask, "mask")
+        check_same_shape(image, mask, "mask")
         _contour(ax, mask, TRUE_COLOR)
     _clean_axes(ax)
     ax.set_xlabel(_wrap(text, wrap), fontsize=7, loc="left")
@@ -232,7 +207,7 @@ def plot_case_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | No
     if not len(images) == len(masks) == len(texts):
         raise ValueError(f"got {len(images)} images, {len(masks)} masks and {len(texts)} texts; "
                          "pass one of each per case")
-    fig, axes = _grid(len(images), ncols, panel=(3.0, 3.6))
+    fig, axes = _panels(len(images), ncols, panel=(3.0, 3.6))
     for i, ax in enumerate(axes):
         _draw_case(ax, images[i], texts[i], wrap, mask=masks[i], title=titles[i] if titles else None)
     return fig
@@ -257,7 +232,7 @@ def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None) ->
     if missing:
         raise ValueError(f"history has no column(s) {missing}; it has {list(history.columns)}")
     panels = _history_panels(list(metrics))
-    fig, axes = _grid(len(panels), ncols=3, panel=(4.0, 3.0))
+    fig, axes = _panels(len(panels), ncols=3, panel=(4.0, 3.0))
     for ax, names in zip(axes, panels):
         for name in names:
             ax.plot(history["epoch"], history[name], marker=".", label=name)
@@ -319,12 +294,12 @@ def plot_prediction_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarra
     if not len(images) == len(masks) == len(probs) == len(texts):
         raise ValueError(f"got {len(images)} images, {len(masks)} masks, {len(probs)} probability "
                          f"maps and {len(texts)} texts; pass one of each per case")
-    fig, axes = _grid(min(n, len(images)), ncols, panel=(3.0, 3.6))
+    fig, axes = _panels(min(n, len(images)), ncols, panel=(3.0, 3.6))
     for i, ax in enumerate(axes):
         if dices is not None:
             title = f"Dice {dices[i]:.2f}"
         elif masks[i] is not None:
-            title = f"Dice {dice(np.asarray(probs[i]) >= threshold, masks[i]):.2f}"
+            title = f"Dice {dice_score(np.asarray(probs[i]) >= threshold, masks[i]):.2f}"
         else:
             title = None
         _draw_case(ax, images[i], texts[i], 40, mask=masks[i], prob=probs[i], threshold=threshold,
@@ -374,47 +349,12 @@ def plot_counterfactual(image: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarra
 
 # ----------------------------------------------------------------------------------------------
 # notebook 04: inference figures and the explorer
-# ----------------------------------------------------------------------------------------------
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a bool mask `[H, W]`: in the mask with a 4-neighbour outside it."""
-    padded = np.pad(mask, 1, constant_values=False)
-    interior = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
-    return mask & ~interior
-
-
-def overlay(image: np.ndarray, prob: np.ndarray, threshold: float = 0.5, alpha: float = 0.4,
-            cmap: str | Colormap = HEAT_CMAP) -> np.ndarray:
-    """Blend a probability heat map over a grayscale image.
-
-    Args:
-        image: uint8 `[H, W]`.
-        prob: float `[H, W]` in [0, 1].
-        threshold: the mask threshold; the heat map is blended where `prob >= threshold / 2` and
-            the mask `prob >= threshold` is outlined in white.
-        alpha: opacity of the heat map.
-
-    Returns:
-        uint8 `[H, W, 3]` RGB; equal to the gray image wherever `prob < threshold / 2`.
-    """
-    image = np.asarray(image)
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 grayscale [H, W], got {image.dtype} {image.shape}")
-    _check_same_shape(image, prob, "probability map")
-    prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
-    gray = np.repeat(image[..., None].astype(np.float32), 3, axis=-1)
-    heat = colormaps.get_cmap(cmap)(prob)[..., :3].astype(np.float32) * 255.0
-    weight = (alpha * (prob >= threshold / 2))[..., None]
-    rgb = np.rint(gray * (1 - weight) + heat * weight).astype(np.uint8)
-    rgb[_outline(prob >= threshold)] = OUTLINE_RGB
-    return rgb
-
-
 def case_figure(image: np.ndarray, prob: np.ndarray, text: str, mask: np.ndarray | None = None,
                 threshold: float = 0.5, alpha: float = 0.4, title: str | None = None) -> Figure:
     """Four panels: original | ground truth (or "no mask") | heat map with colour bar | overlay with
     the thresholded outline. The text is wrapped beneath; with a mask, the title gives the Dice of
     `prob >= threshold`."""
-    _check_same_shape(image, prob, "probability map")
+    check_same_shape(image, prob, "probability map")
     fig, (ax_img, ax_gt, ax_heat, ax_ov) = plt.subplots(1, 4, figsize=(14, 4.2), layout="constrained")
     ax_img.imshow(image, cmap="gray")
     ax_img.set_title("image")
@@ -423,7 +363,7 @@ def case_figure(image: np.ndarray, prob: np.ndarray, text: str, mask: np.ndarray
         ax_gt.text(0.5, 0.5, "no mask", transform=ax_gt.transAxes, ha="center", va="center",
                    color="white", fontsize=12, bbox={"facecolor": "black", "alpha": 0.6})
     else:
-        _check_same_shape(image, mask, "mask")
+        check_same_shape(image, mask, "mask")
         _contour(ax_gt, mask, TRUE_COLOR)
     ax_gt.set_title("ground truth")
     heat = ax_heat.imshow(prob, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0)
@@ -435,20 +375,11 @@ def case_figure(image: np.ndarray, prob: np.ndarray, text: str, mask: np.ndarray
         _clean_axes(ax)
     parts = [title] if title else []
     if mask is not None:
-        parts.append(f"Dice {dice(np.asarray(prob) >= threshold, mask):.2f}")
+        parts.append(f"Dice {dice_score(np.asarray(prob) >= threshold, mask):.2f}")
     if parts:
         fig.suptitle(" | ".join(parts))
     fig.supxlabel(_wrap(text, 140), fontsize=9)
     return fig
-
-
-def save_overlay_png(path: str | Path, image: np.ndarray, prob: np.ndarray, threshold: float = 0.5,
-                     alpha: float = 0.4) -> Path:
-    """Write `overlay(image, prob, ...)` as an RGB PNG at the image's resolution; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, prob, threshold, alpha), mode="RGB").save(path, format="PNG")
-    return path
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> None:
@@ -457,182 +388,3 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
 
-
-def _case_table(cases: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in EXPLORE_COLUMNS if c not in cases.columns]
-    if missing:
-        raise ValueError(f"cases lacks column(s) {missing}; expected {list(EXPLORE_COLUMNS)}")
-    if cases.empty:
-        raise ValueError("cases is empty: nothing to explore")
-    duplicated = cases["case_id"][cases["case_id"].duplicated()].tolist()
-    if duplicated:
-        raise ValueError(f"case_id must be unique; repeated: {duplicated[:5]}")
-    table = cases.astype({"case_id": str, "split": str}).set_index("case_id", drop=False)
-    return table.assign(text=table["text"].fillna("").astype(str))
-
-
-def _fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Binary uint8 mask at the image's `shape` (hand-made masks may have another resolution)."""
-    mask = (np.asarray(mask) > 0).astype(np.uint8)
-    if mask.shape != shape:
-        mask = np.asarray(Image.fromarray(mask).resize(shape[::-1], Image.NEAREST))
-    return mask
-
-
-def _safe_name(case_id: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", case_id)
-
-
-def explore(cases: pd.DataFrame, segmenter: Any, *,
-            load_image: Callable[[str], np.ndarray] | None = None,
-            load_mask: Callable[[str], np.ndarray] | None = None,
-            plot_fn: Callable[..., Figure] = case_figure,
-            save_dir: str | Path = ".") -> widgets.VBox:
-    """Interactive explorer: pick a case, edit its text, move the threshold and opacity, save PNGs.
-
-    Args:
-        cases: columns `case_id, image_path, mask_path, text, split`; a NaN/None `mask_path`
-            means no mask.
-        segmenter: has `.predict(image, text) -> float32 [H, W]` and a float `.threshold`
-            (`helpers.inference.Segmenter`).
-        load_image, load_mask: path -> uint8 `[H, W]`; default `helpers.data.load_gray` and
-            `helpers.data.load_mask`. A mask of another resolution is resized to the image.
-        plot_fn: called as `plot_fn(image, prob, text, mask=, threshold=, alpha=, title=case_id)`,
-            returns a Figure.
-        save_dir: where "Save PNG" writes `<case_id>.png`.
-
-    Returns:
-        The widget box. For scripts and tests it also carries `controls` (dict of the widgets:
-        split, case, prev, next, threshold, alpha, text, reset, save), `refresh()` (re-plot now),
-        `last_figure` (the latest Figure, closed after display) and `last_saved` (Path or None).
-        Predictions are cached per (case_id, text): threshold and opacity only re-plot.
-    """
-    import ipywidgets as widgets
-    from IPython.display import clear_output, display
-
-    if load_image is None or load_mask is None:
-        from helpers import data
-
-        load_image = load_image or data.load_gray
-        load_mask = load_mask or data.load_mask
-    table = _case_table(cases)
-    save_dir = Path(save_dir)
-
-    @functools.lru_cache(maxsize=4)
-    def load_case(case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        row = table.loc[case_id]
-        image = np.asarray(load_image(str(row["image_path"])))
-        has_mask = not pd.isna(row["mask_path"]) and str(row["mask_path"]) != ""
-        mask = _fit_mask(load_mask(str(row["mask_path"])), image.shape) if has_mask else None
-        return image, mask
-
-    @functools.lru_cache(maxsize=32)
-    def predict(case_id: str, text: str) -> np.ndarray:
-        return np.asarray(segmenter.predict(load_case(case_id)[0], text), dtype=np.float32)
-
-    def split_ids(split: str) -> list[str]:
-        return list(table["case_id"] if split == "all" else table.loc[table["split"] == split, "case_id"])
-
-    first_ids = split_ids("all")
-    threshold0 = float(np.clip(getattr(segmenter, "threshold", 0.5), 0.05, 0.95))
-    controls = {
-        "split": widgets.Dropdown(options=["all", *pd.unique(table["split"])], value="all",
-                                  description="split"),
-        "case": widgets.Dropdown(options=first_ids, value=first_ids[0], description="case"),
-        "prev": widgets.Button(description="◀ Previous"),
-        "next": widgets.Button(description="Next ▶"),
-        "threshold": widgets.FloatSlider(value=threshold0, min=0.05, max=0.95, step=0.01,
-                                         description="threshold", continuous_update=False),
-        "alpha": widgets.FloatSlider(value=0.4, min=0.0, max=1.0, step=0.05, description="opacity",
-                                     continuous_update=False),
-        "text": widgets.Textarea(value=table.loc[first_ids[0], "text"], description="text",
-                                 continuous_update=False,
-                                 layout=widgets.Layout(width="100%", height="80px")),
-        "reset": widgets.Button(description="Reset text"),
-        "save": widgets.Button(description="Save PNG"),
-    }
-    status = widgets.Label(value="")
-    out = widgets.Output()
-    box = widgets.VBox([
-        widgets.HBox([controls["split"], controls["case"], controls["prev"], controls["next"]]),
-        widgets.HBox([controls["threshold"], controls["alpha"]]),
-        controls["text"],
-        widgets.HBox([controls["reset"], controls["save"], status]),
-        out,
-    ])
-    box.controls, box.last_figure, box.last_saved = controls, None, None
-    # Moving to another case sets several widgets; `holding` keeps their observers from re-plotting
-    # once per widget.
-    holding = [False]
-
-    def refresh() -> None:
-        case_id, text = controls["case"].value, controls["text"].value
-        with out:
-            image, mask = load_case(case_id)
-            fig = plot_fn(image, predict(case_id, text), text, mask=mask,
-                          threshold=controls["threshold"].value, alpha=controls["alpha"].value,
-                          title=case_id)
-            clear_output(wait=True)
-            display(fig)
-            plt.close(fig)
-            box.last_figure = fig
-        index = controls["case"].options.index(case_id)
-        controls["prev"].disabled = index == 0
-        controls["next"].disabled = index == len(controls["case"].options) - 1
-
-    def show_case(case_id: str) -> None:
-        holding[0] = True
-        try:
-            controls["case"].value = case_id
-            controls["text"].value = table.loc[case_id, "text"]
-            status.value = ""
-        finally:
-            holding[0] = False
-        refresh()
-
-    def on_change(_change: dict) -> None:
-        if not holding[0]:
-            refresh()
-
-    def on_case(change: dict) -> None:
-        if not holding[0] and change["new"] is not None:
-            show_case(change["new"])
-
-    def on_split(change: dict) -> None:
-        ids = split_ids(change["new"])
-        holding[0] = True
-        try:
-            controls["case"].options = ids
-        finally:
-            holding[0] = False
-        show_case(ids[0])
-
-    def step(offset: int) -> None:
-        options = controls["case"].options
-        index = options.index(controls["case"].value) + offset
-        if 0 <= index < len(options):
-            show_case(options[index])
-
-    def on_reset(_button: Any) -> None:
-        controls["text"].value = table.loc[controls["case"].value, "text"]
-
-    def on_save(_button: Any) -> None:
-        if box.last_figure is None:
-            return
-        save_dir.mkdir(parents=True, exist_ok=True)
-        path = save_dir / f"{_safe_name(controls['case'].value)}.png"
-        box.last_figure.savefig(path, dpi=120)
-        box.last_saved = path
-        status.value = f"saved {path}"
-
-    controls["split"].observe(on_split, names="value")
-    controls["case"].observe(on_case, names="value")
-    for name in ("threshold", "alpha", "text"):
-        controls[name].observe(on_change, names="value")
-    controls["prev"].on_click(lambda _b: step(-1))
-    controls["next"].on_click(lambda _b: step(+1))
-    controls["reset"].on_click(on_reset)
-    controls["save"].on_click(on_save)
-    box.refresh = refresh
-    refresh()
-    return box

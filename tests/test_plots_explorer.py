@@ -11,7 +11,9 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import viz  # noqa: E402
+from helpers import overlay, plots  # noqa: E402
+from helpers.explorer import explore  # noqa: E402
+from helpers.metrics import dice_score  # noqa: E402
 
 H, W = 24, 32
 
@@ -34,7 +36,7 @@ def box_mask(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- exploration
 def test_plot_counts_orders_known_keys_and_labels_bars():
-    fig = viz.plot_counts({"masks": 5, "extra": 2, "images": 10, "problems": 0})
+    fig = plots.plot_counts({"masks": 5, "extra": 2, "images": 10, "problems": 0})
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["images", "masks", "problems", "extra"]
     assert [p.get_height() for p in ax.patches] == [10, 5, 0, 2]
@@ -43,11 +45,11 @@ def test_plot_counts_orders_known_keys_and_labels_bars():
 
 def test_plot_counts_rejects_empty_summary():
     with pytest.raises(ValueError, match="empty"):
-        viz.plot_counts({})
+        plots.plot_counts({})
 
 
 def test_plot_text_lengths_titles_share_over_limit():
-    fig = viz.plot_text_lengths([5, 9, 40, 12], [10, 80, 50, 77], max_tokens=77)
+    fig = plots.plot_text_lengths([5, 9, 40, 12], [10, 80, 50, 77], max_tokens=77)
     ax_words, ax_tokens = fig.axes
     assert "25.0% over 77" in ax_tokens.get_title()
     assert list(ax_tokens.lines[0].get_xdata()) == [77, 77]
@@ -56,20 +58,20 @@ def test_plot_text_lengths_titles_share_over_limit():
 
 def test_plot_term_frequencies_counts_words_without_stopwords():
     texts = ["The effusion is large.", "No effusion. Small opacity", "Effusion and opacity, XXXX"]
-    fig = viz.plot_term_frequencies(texts, top=2)
+    fig = plots.plot_term_frequencies(texts, top=2)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_yticklabels()]
     widths = [p.get_width() for p in ax.patches]
     assert labels == ["opacity", "effusion"]  # barh draws the first bar at the bottom
     assert widths == [2, 3]
-    fig = viz.plot_term_frequencies(texts, top=10, stopwords={"effusion"})
+    fig = plots.plot_term_frequencies(texts, top=10, stopwords={"effusion"})
     words = {t.get_text() for t in fig.axes[0].get_yticklabels()}
     assert "effusion" not in words and "the" in words
 
 
 def test_plot_mask_stats_counts_centroids_by_patient_side():
     centroids = np.array([[0.2, 0.1], [0.8, 0.9], [0.7, 0.85]])
-    fig = viz.plot_mask_stats([0.1, 0.2, 0.05], centroids)
+    fig = plots.plot_mask_stats([0.1, 0.2, 0.05], centroids)
     ax_areas, ax_cells = fig.axes
     assert "n=3" in ax_areas.get_title()
     ticks = dict(zip(ax_cells.get_xticks(), (t.get_text() for t in ax_cells.get_xticklabels())))
@@ -85,12 +87,12 @@ def test_plot_mask_stats_counts_centroids_by_patient_side():
 @pytest.mark.parametrize("centroids", [np.array([[1.5, 0.2]]), np.zeros((2, 3))])
 def test_plot_mask_stats_rejects_bad_centroids(centroids):
     with pytest.raises(ValueError, match="centroids"):
-        viz.plot_mask_stats([0.1] * len(centroids), centroids)
+        plots.plot_mask_stats([0.1] * len(centroids), centroids)
 
 
 def test_plot_case_grid_draws_contours_and_wrapped_text():
     long_text = "There is a small opacity in the right lower lobe, concerning for pneumonia."
-    fig = viz.plot_case_grid([gray(0), gray(1), gray(2)], [box_mask(2, 10, 3, 9), None, box_mask(0, 5, 0, 5)],
+    fig = plots.plot_case_grid([gray(0), gray(1), gray(2)], [box_mask(2, 10, 3, 9), None, box_mask(0, 5, 0, 5)],
                              [long_text, "clear", "left"], titles=["a", "b", "c"], ncols=2, wrap=20)
     assert len(fig.axes) == 3
     ax = fig.axes[0]
@@ -101,7 +103,7 @@ def test_plot_case_grid_draws_contours_and_wrapped_text():
 
 def test_plot_case_grid_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="one of each"):
-        viz.plot_case_grid([gray()], [], ["x"])
+        plots.plot_case_grid([gray()], [], ["x"])
 
 
 # ---------------------------------------------------------------- phase 1
@@ -109,28 +111,28 @@ def test_plot_history_groups_losses():
     history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5],
                             "val_loss": [1.1, 0.8, 0.6], "val_dice": [0.2, 0.4, 0.5],
                             "lr": [1e-3, 5e-4, 1e-4]})
-    fig = viz.plot_history(history)
+    fig = plots.plot_history(history)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["train_loss / val_loss", "val_dice", "lr"]
     assert len(fig.axes[0].lines) == 2 and fig.axes[2].get_yscale() == "log"
-    assert [ax.get_title() for ax in viz.plot_history(history, metrics=["val_dice"]).axes] == ["val_dice"]
+    assert [ax.get_title() for ax in plots.plot_history(history, metrics=["val_dice"]).axes] == ["val_dice"]
     with pytest.raises(ValueError, match="epoch"):
-        viz.plot_history(history.drop(columns="epoch"))
+        plots.plot_history(history.drop(columns="epoch"))
     with pytest.raises(ValueError, match="val_iou"):
-        viz.plot_history(history, metrics=["val_iou"])
+        plots.plot_history(history, metrics=["val_iou"])
 
 
 def test_plot_reconstructions_columns_and_value_range():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(3, 8, 8)).astype(np.float32)
-    fig = viz.plot_reconstructions(inputs, inputs * 0, inputs * 0.5, n=2)
+    fig = plots.plot_reconstructions(inputs, inputs * 0, inputs * 0.5, n=2)
     assert len(fig.axes) == 6
     assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "masked input", "reconstruction"]
     assert fig.axes[5].images[0].get_clim() == pytest.approx((inputs[1].min(), inputs[1].max()))
-    fig = viz.plot_reconstructions(inputs[:, None], None, inputs[:, None], n=5)
+    fig = plots.plot_reconstructions(inputs[:, None], None, inputs[:, None], n=5)
     assert len(fig.axes) == 6 and fig.axes[1].get_title() == "reconstruction"
     with pytest.raises(ValueError, match="same shape"):
-        viz.plot_reconstructions(inputs, None, inputs[:2])
+        plots.plot_reconstructions(inputs, None, inputs[:2])
 
 
 # ---------------------------------------------------------------- phase 2
@@ -138,18 +140,18 @@ def test_plot_prediction_grid_titles_dice():
     mask = box_mask(0, 12, 0, 16)  # 192 px
     prob = np.zeros((H, W), np.float32)
     prob[0:12, 0:8] = 0.9  # 96 px, all inside the mask: Dice = 2*96 / (96 + 192)
-    fig = viz.plot_prediction_grid([gray(), gray()], [mask, mask], [prob, prob], ["a", "b"], n=1)
+    fig = plots.plot_prediction_grid([gray(), gray()], [mask, mask], [prob, prob], ["a", "b"], n=1)
     (ax,) = fig.axes
     assert ax.get_title() == f"Dice {2 * 96 / 288:.2f}"
     assert len(ax.collections) == 2  # predicted (red) and true (green) contours
-    fig = viz.plot_prediction_grid([gray()], [mask], [prob], ["a"], dices=[0.834])
+    fig = plots.plot_prediction_grid([gray()], [mask], [prob], ["a"], dices=[0.834])
     assert fig.axes[0].get_title() == "Dice 0.83"
 
 
 def test_plot_ablation_bars_errors_and_labels():
     table = pd.DataFrame({"variant": ["concat", "film"], "dice": [0.6, 0.7], "dice_lo": [0.5, 0.65],
                           "dice_hi": [0.68, 0.8], "dice_sd": [0.01, 0.02]})
-    fig = viz.plot_ablation(table)
+    fig = plots.plot_ablation(table)
     (ax,) = fig.axes
     assert [p.get_height() for p in ax.patches] == pytest.approx([0.6, 0.7])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["concat", "film"]
@@ -158,13 +160,13 @@ def test_plot_ablation_bars_errors_and_labels():
     assert [tuple(s[:, 1]) for s in segments] == [pytest.approx((0.5, 0.68)), pytest.approx((0.65, 0.8))]
     assert "0.700\n± 0.020" in [t.get_text() for t in ax.texts]
     with pytest.raises(ValueError, match="dice_hi"):
-        viz.plot_ablation(table.drop(columns="dice_hi"))
+        plots.plot_ablation(table.drop(columns="dice_hi"))
 
 
 def test_plot_counterfactual_two_panels_and_colorbar():
     prob_a, prob_b = np.zeros((H, W), np.float32), np.zeros((H, W), np.float32)
     prob_a[:, W // 2:], prob_b[:, : W // 2] = 1.0, 1.0
-    fig = viz.plot_counterfactual(gray(), prob_a, prob_b, "left effusion", "right effusion")
+    fig = plots.plot_counterfactual(gray(), prob_a, prob_b, "left effusion", "right effusion")
     assert len(fig.axes) == 3
     assert fig.axes[0].get_title() == "left effusion" and fig.axes[1].get_title() == "right effusion"
     assert "50.0%" in fig.axes[0].get_xlabel()
@@ -175,42 +177,42 @@ def test_overlay_changes_only_high_probability_pixels():
     image = gray()
     prob = np.zeros((H, W), np.float32)
     prob[4:12, 6:20] = 0.9
-    rgb = viz.overlay(image, prob, threshold=0.5, alpha=0.4)
+    rgb = overlay.overlay(image, prob, threshold=0.5, alpha=0.4)
     assert rgb.dtype == np.uint8 and rgb.shape == (H, W, 3)
     changed = (rgb != image[..., None]).any(-1)
     assert not changed[prob == 0].any()
     assert changed[prob > 0].all()
     assert (rgb[4, 10] == 255).all() and not (rgb[8, 10] == 255).all()  # outline, not the inside
-    assert (viz.overlay(image, prob, alpha=0.0)[8, 10] == image[8, 10]).all()
+    assert (overlay.overlay(image, prob, alpha=0.0)[8, 10] == image[8, 10]).all()
 
 
 def test_overlay_rejects_bad_input():
     with pytest.raises(ValueError, match="same"):
-        viz.overlay(gray(), np.zeros((H, W + 1), np.float32))
+        overlay.overlay(gray(), np.zeros((H, W + 1), np.float32))
     with pytest.raises(ValueError, match="uint8"):
-        viz.overlay(gray().astype(np.float32), np.zeros((H, W), np.float32))
+        overlay.overlay(gray().astype(np.float32), np.zeros((H, W), np.float32))
 
 
 def test_dice_by_hand():
-    assert viz.dice(box_mask(0, 2, 0, 2), box_mask(0, 2, 0, 4)) == pytest.approx(2 * 4 / 12)
-    assert viz.dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    assert dice_score(box_mask(0, 2, 0, 2), box_mask(0, 2, 0, 4)) == pytest.approx(2 * 4 / 12)
+    assert dice_score(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
 
 
 def test_case_figure_title_has_dice():
     mask = box_mask(0, 12, 0, 16)
     prob = np.zeros((H, W), np.float32)
     prob[0:12, 8:24] = 0.8  # overlap 96 px of 192 + 192
-    fig = viz.case_figure(gray(), prob, "effusion on the left", mask=mask, title="case7")
+    fig = plots.case_figure(gray(), prob, "effusion on the left", mask=mask, title="case7")
     assert len(fig.axes) == 5  # 4 panels + colour bar
     assert fig.get_suptitle() == "case7 | Dice 0.50"
     assert "effusion on the left" in fig._supxlabel.get_text()
-    fig = viz.case_figure(gray(), prob, "text", threshold=0.9)
+    fig = plots.case_figure(gray(), prob, "text", threshold=0.9)
     assert fig.get_suptitle() == ""
     assert "no mask" in [t.get_text() for t in fig.axes[1].texts]
 
 
 def test_save_overlay_png_writes_image_size(tmp_path):
-    path = viz.save_overlay_png(tmp_path / "sub" / "o.png", gray(), np.ones((H, W), np.float32))
+    path = overlay.save_overlay_png(tmp_path / "sub" / "o.png", gray(), np.ones((H, W), np.float32))
     with Image.open(path) as png:
         assert png.format == "PNG" and png.size == (W, H) and png.mode == "RGB"
 
@@ -260,7 +262,7 @@ def explorer(tmp_path):
         "split": ["train", "test", "test"],
     })
     segmenter, plot = FakeSegmenter(), FakePlot()
-    box = viz.explore(cases, segmenter, load_image=load_png, load_mask=load_png, plot_fn=plot,
+    box = explore(cases, segmenter, load_image=load_png, load_mask=load_png, plot_fn=plot,
                       save_dir=tmp_path / "saved")
     return box, segmenter, plot
 
@@ -322,12 +324,12 @@ def test_explore_save_writes_png(explorer, tmp_path):
 def test_explore_rejects_missing_columns():
     cases = pd.DataFrame({"case_id": ["a"], "image_path": ["a.png"], "text": ["x"]})
     with pytest.raises(ValueError, match="mask_path"):
-        viz.explore(cases, FakeSegmenter(), load_image=load_png, load_mask=load_png)
+        explore(cases, FakeSegmenter(), load_image=load_png, load_mask=load_png)
 
 
 def test_save_figure_writes_png(tmp_path):
-    fig = viz.plot_counts({"images": 3, "masks": 1})
+    fig = plots.plot_counts({"images": 3, "masks": 1})
     path = tmp_path / "a" / "counts.png"
-    viz.save_figure(fig, path)
+    plots.save_figure(fig, path)
     assert path.exists() and Image.open(path).format == "PNG"
     plt.close(fig)

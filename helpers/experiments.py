@@ -1,0 +1,111 @@
+"""Experiments: train many Phase-2 variants and score them on the test split (the ablations).
+
+Each variant changes a few settings of the base run (fusion, Phase-1 initialisation, upsampling) or
+how the test texts are given (shuffled across cases); the table shows whether the model reads the
+text and which choices matter, with bootstrap intervals and the spread over seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .config import AblationConfig, FinetuneConfig
+from .evaluation import counterfactual_sides, evaluate
+from .inference import Segmenter
+from .layout import BEST_FILE
+from .metrics import bootstrap_ci
+from .train import finetune
+
+
+@dataclasses.dataclass
+class Variant:
+    """One row of the ablation table: what to train (overrides of the base settings) and how the
+    test texts are given."""
+
+    name: str
+    overrides: dict
+    text_mode: str = "report"
+    seeds: Sequence[int] | None = None  # None: all seeds of the ablation settings
+
+
+def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
+                      phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
+    """The ablations of the Phase-2 issue: text vs shuffled text vs image only; the fusion
+    variants; Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
+    main = f"text ({base.fusion})"
+    variants = [Variant(main, {}), Variant(f"shuffled test text ({base.fusion})", {}, "shuffled"),
+                Variant("image only (none)", {"fusion": "none"})]
+    variants += [Variant(f"text ({f})", {"fusion": f}) for f in settings.fusions if f != base.fusion]
+    if settings.with_init:
+        variants.append(Variant("no Phase-1 init", {"pretrained_encoder": None}))
+        for objective, path in (phase1_encoders or {}).items():
+            if path != base.pretrained_encoder:
+                variants.append(Variant(f"Phase-1 {objective} init", {"pretrained_encoder": path}))
+    if settings.with_upsampling:
+        other = "transpose" if base.upsampling == "interp" else "interp"
+        variants.append(Variant(f"{other} upsampling", {"upsampling": other}, seeds=settings.seeds[:1]))
+    return variants
+
+
+def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig,
+                  settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
+                  main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+                  text_cache_dir: str | Path | None = None, progress: bool = False
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate every variant for every seed on the test split.
+
+    `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
+    trained again. Returns (summary table, one row per variant and seed). Variants sharing the
+    same training settings and seed are trained once (e.g. text vs shuffled test text).
+    """
+    out = Path(out_dir)
+    test = cases[cases["split"] == "test"].reset_index(drop=True)
+    trained: dict[tuple, Segmenter] = {}
+    runs, per_case = [], []
+    for variant in ablation_variants(base, settings, phase1_encoders):
+        for seed in variant.seeds or settings.seeds:
+            cfg = dataclasses.replace(base, seed=seed, **variant.overrides)
+            key = tuple(sorted(dataclasses.asdict(cfg).items()))
+            if key not in trained:
+                if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
+                    path = Path(main_checkpoint)
+                else:
+                    tag = "".join(c if c.isalnum() else "_" for c in variant.name).strip("_")
+                    run_dir = out / f"{tag}_seed{seed}"
+                    # a finished run (best_model.pth and its history) is reused: resume=True
+                    finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
+                             resume=True, progress=progress)
+                    path = run_dir / BEST_FILE
+                trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
+                                                         text_cache_dir=text_cache_dir)
+            seg = trained[key]
+            cases_eval, summary = evaluate(seg, test, text_mode=variant.text_mode, cache_dir=cache_dir,
+                                           n_boot=settings.bootstrap, seed=seed)
+            row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
+                   ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
+            if variant.text_mode == "report" and cfg.fusion != "none":
+                row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+            runs.append(row)
+            per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
+    runs_frame = pd.DataFrame(runs)
+    return summarize_runs(runs_frame, pd.concat(per_case), settings.bootstrap), runs_frame
+
+
+def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per variant: mean over cases of all seeds with a bootstrap 95% interval, and the
+    standard deviation of the per-seed means when there is more than one seed."""
+    rows = []
+    for name, group in per_case.groupby("variant", sort=False):
+        row = {"variant": name, "seeds": group["seed"].nunique(), "n_cases": len(group)}
+        seeds = runs[runs["variant"] == name]
+        for metric in ("dice", "iou", "pointing_hit"):
+            mean, lo, hi = bootstrap_ci(group[metric].to_numpy(), n_boot=n_boot, seed=0)
+            sd = seeds[metric].std(ddof=1) if len(seeds) > 1 else float("nan")
+            row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
+        if "moved_share" in seeds:
+            row["moved_share"] = seeds["moved_share"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)

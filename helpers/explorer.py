@@ -1,0 +1,196 @@
+"""The interactive case explorer (ipywidgets): pick a case, edit its text, move the threshold.
+
+Works with ipywidgets 7 (Colab's preinstalled version) and 8: only widgets, `observe`, `on_click`
+and `Output` are used.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .io import fit_mask, load_gray
+from .io import load_mask as load_mask_file
+from .plots import case_figure
+
+if TYPE_CHECKING:
+    import ipywidgets as widgets
+
+EXPLORE_COLUMNS = ("case_id", "image_path", "mask_path", "text", "split")
+
+
+def _case_table(cases: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in EXPLORE_COLUMNS if c not in cases.columns]
+    if missing:
+        raise ValueError(f"cases lacks column(s) {missing}; expected {list(EXPLORE_COLUMNS)}")
+    if cases.empty:
+        raise ValueError("cases is empty: nothing to explore")
+    duplicated = cases["case_id"][cases["case_id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"case_id must be unique; repeated: {duplicated[:5]}")
+    table = cases.astype({"case_id": str, "split": str}).set_index("case_id", drop=False)
+    return table.assign(text=table["text"].fillna("").astype(str))
+
+
+
+def _safe_name(case_id: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", case_id)
+
+
+def explore(cases: pd.DataFrame, segmenter: Any, *,
+            load_image: Callable[[str], np.ndarray] | None = None,
+            load_mask: Callable[[str], np.ndarray] | None = None,
+            plot_fn: Callable[..., Figure] = case_figure,
+            save_dir: str | Path = ".") -> widgets.VBox:
+    """Interactive explorer: pick a case, edit its text, move the threshold and opacity, save PNGs.
+
+    Args:
+        cases: columns `case_id, image_path, mask_path, text, split`; a NaN/None `mask_path`
+            means no mask.
+        segmenter: has `.predict(image, text) -> float32 [H, W]` and a float `.threshold`
+            (`helpers.inference.Segmenter`).
+        load_image, load_mask: path -> uint8 `[H, W]`; default `helpers.io.load_gray` and
+            `helpers.io.load_mask`. A mask of another resolution is resized to the image.
+        plot_fn: called as `plot_fn(image, prob, text, mask=, threshold=, alpha=, title=case_id)`,
+            returns a Figure.
+        save_dir: where "Save PNG" writes `<case_id>.png`.
+
+    Returns:
+        The widget box. For scripts and tests it also carries `controls` (dict of the widgets:
+        split, case, prev, next, threshold, alpha, text, reset, save), `refresh()` (re-plot now),
+        `last_figure` (the latest Figure, closed after display) and `last_saved` (Path or None).
+        Predictions are cached per (case_id, text): threshold and opacity only re-plot.
+    """
+    import ipywidgets as widgets
+    from IPython.display import clear_output, display
+
+    load_image = load_image or load_gray
+    load_mask = load_mask or load_mask_file
+    table = _case_table(cases)
+    save_dir = Path(save_dir)
+
+    @functools.lru_cache(maxsize=4)
+    def load_case(case_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        row = table.loc[case_id]
+        image = np.asarray(load_image(str(row["image_path"])))
+        has_mask = not pd.isna(row["mask_path"]) and str(row["mask_path"]) != ""
+        mask = fit_mask(load_mask(str(row["mask_path"])), image.shape) if has_mask else None
+        return image, mask
+
+    @functools.lru_cache(maxsize=32)
+    def predict(case_id: str, text: str) -> np.ndarray:
+        return np.asarray(segmenter.predict(load_case(case_id)[0], text), dtype=np.float32)
+
+    def split_ids(split: str) -> list[str]:
+        return list(table["case_id"] if split == "all" else table.loc[table["split"] == split, "case_id"])
+
+    first_ids = split_ids("all")
+    threshold0 = float(np.clip(getattr(segmenter, "threshold", 0.5), 0.05, 0.95))
+    controls = {
+        "split": widgets.Dropdown(options=["all", *pd.unique(table["split"])], value="all",
+                                  description="split"),
+        "case": widgets.Dropdown(options=first_ids, value=first_ids[0], description="case"),
+        "prev": widgets.Button(description="◀ Previous"),
+        "next": widgets.Button(description="Next ▶"),
+        "threshold": widgets.FloatSlider(value=threshold0, min=0.05, max=0.95, step=0.01,
+                                         description="threshold", continuous_update=False),
+        "alpha": widgets.FloatSlider(value=0.4, min=0.0, max=1.0, step=0.05, description="opacity",
+                                     continuous_update=False),
+        "text": widgets.Textarea(value=table.loc[first_ids[0], "text"], description="text",
+                                 continuous_update=False,
+                                 layout=widgets.Layout(width="100%", height="80px")),
+        "reset": widgets.Button(description="Reset text"),
+        "save": widgets.Button(description="Save PNG"),
+    }
+    status = widgets.Label(value="")
+    out = widgets.Output()
+    box = widgets.VBox([
+        widgets.HBox([controls["split"], controls["case"], controls["prev"], controls["next"]]),
+        widgets.HBox([controls["threshold"], controls["alpha"]]),
+        controls["text"],
+        widgets.HBox([controls["reset"], controls["save"], status]),
+        out,
+    ])
+    box.controls, box.last_figure, box.last_saved = controls, None, None
+    # Moving to another case sets several widgets; `holding` keeps their observers from re-plotting
+    # once per widget.
+    holding = [False]
+
+    def refresh() -> None:
+        case_id, text = controls["case"].value, controls["text"].value
+        with out:
+            image, mask = load_case(case_id)
+            fig = plot_fn(image, predict(case_id, text), text, mask=mask,
+                          threshold=controls["threshold"].value, alpha=controls["alpha"].value,
+                          title=case_id)
+            clear_output(wait=True)
+            display(fig)
+            plt.close(fig)
+            box.last_figure = fig
+        index = controls["case"].options.index(case_id)
+        controls["prev"].disabled = index == 0
+        controls["next"].disabled = index == len(controls["case"].options) - 1
+
+    def show_case(case_id: str) -> None:
+        holding[0] = True
+        try:
+            controls["case"].value = case_id
+            controls["text"].value = table.loc[case_id, "text"]
+            status.value = ""
+        finally:
+            holding[0] = False
+        refresh()
+
+    def on_change(_change: dict) -> None:
+        if not holding[0]:
+            refresh()
+
+    def on_case(change: dict) -> None:
+        if not holding[0] and change["new"] is not None:
+            show_case(change["new"])
+
+    def on_split(change: dict) -> None:
+        ids = split_ids(change["new"])
+        holding[0] = True
+        try:
+            controls["case"].options = ids
+        finally:
+            holding[0] = False
+        show_case(ids[0])
+
+    def step(offset: int) -> None:
+        options = controls["case"].options
+        index = options.index(controls["case"].value) + offset
+        if 0 <= index < len(options):
+            show_case(options[index])
+
+    def on_reset(_button: Any) -> None:
+        controls["text"].value = table.loc[controls["case"].value, "text"]
+
+    def on_save(_button: Any) -> None:
+        if box.last_figure is None:
+            return
+        save_dir.mkdir(parents=True, exist_ok=True)
+        path = save_dir / f"{_safe_name(controls['case'].value)}.png"
+        box.last_figure.savefig(path, dpi=120)
+        box.last_saved = path
+        status.value = f"saved {path}"
+
+    controls["split"].observe(on_split, names="value")
+    controls["case"].observe(on_case, names="value")
+    for name in ("threshold", "alpha", "text"):
+        controls[name].observe(on_change, names="value")
+    controls["prev"].on_click(lambda _b: step(-1))
+    controls["next"].on_click(lambda _b: step(+1))
+    controls["reset"].on_click(on_reset)
+    controls["save"].on_click(on_save)
+    box.refresh = refresh
+    refresh()
+    return box

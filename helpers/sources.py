@@ -1,0 +1,135 @@
+"""Getting a dataset root: the built-in demo, a folder, a zip, or a Google Drive link or file id.
+
+`fetch_dataset` turns a source into a local folder that has the layout of `helpers.layout`; a zip
+is extracted once (members with absolute paths or `..` are refused before anything is written).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path, PureWindowsPath
+
+from tqdm.auto import tqdm
+
+from . import synthetic
+from .layout import DatasetError, find_root, missing_parts
+
+EXTRACTED_MARKER = ".extracted.json"
+_DRIVE_ID = re.compile(r"^[A-Za-z0-9_-]{25,}$")
+_DRIVE_URL = re.compile(r"drive\.google\.com/.*?(?:/d/|[?&]id=)([A-Za-z0-9_-]{25,})")
+
+
+def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs: dict | None = None
+                  ) -> Path:
+    """Returns a local dataset root (the folder holding `indiana_reports.csv`) for `source`.
+
+    Args:
+        source: "demo" (generated into `dest/demo`, reused while `demo_kwargs` stay the same), a
+            dataset folder (used in place; the root may be one level down), a `.zip` (copied into
+            `dest` when it lives elsewhere, e.g. on a mounted Google Drive, then extracted once into
+            `dest/<zip stem>/`), or a Google Drive link or file id (downloaded to `dest/<id>.zip`).
+        dest: the local folder where datasets land.
+        demo_kwargs: keyword arguments of `synthetic.make_demo_dataset` for the demo.
+    """
+    dest = Path(dest)
+    if str(source) == "demo":
+        return _fetch_demo(dest / "demo", demo_kwargs or {})
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return find_root(path)
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise DatasetError(f"{path}: not a zip file; pass a dataset folder, a .zip of it, a Google "
+                               f"Drive link or 'demo'")
+        return _fetch_zip(path, dest)
+    drive_id = _drive_id(str(source))
+    if drive_id is not None:
+        return _fetch_zip(_download_drive(drive_id, dest), dest)
+    raise DatasetError(f"{source}: not found; pass an existing dataset folder, a .zip of it, a Google "
+                       f"Drive link or file id, or 'demo'")
+
+
+def _fetch_demo(folder: Path, demo_kwargs: dict) -> Path:
+    params = synthetic.demo_params(**demo_kwargs)
+    marker = folder / synthetic.MARKER
+    if marker.is_file():
+        stored = json.loads(marker.read_text())
+        if stored.get("complete") and stored.get("params") == params and not missing_parts(folder):
+            return folder
+    return synthetic.make_demo_dataset(folder, **demo_kwargs)
+
+
+def _drive_id(source: str) -> str | None:
+    """The Google Drive file id in a link (`/file/d/<id>`, `?id=<id>`) or a bare id, else None."""
+    match = _DRIVE_URL.search(source)
+    if match:
+        return match.group(1)
+    return source if _DRIVE_ID.match(source) else None
+
+
+def _download_drive(file_id: str, dest: Path) -> Path:
+    """Downloads a Drive file to `dest/<id>.zip` (reused when already there)."""
+    import gdown  # only needed for Drive links
+
+    target = dest / f"{file_id}.zip"
+    if zipfile.is_zipfile(target):
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    manual = (f"Download it manually instead: open https://drive.google.com/file/d/{file_id}/view in "
+              f"a browser, download the zip, upload it to your Google Drive (or to Colab's file "
+              f"panel), and pass its path (e.g. /content/drive/MyDrive/Dataset.zip) as the source.")
+    try:
+        result = gdown.download(id=file_id, output=str(partial), quiet=False)
+    except Exception as err:  # gdown raises many types: network, permission, quota
+        partial.unlink(missing_ok=True)
+        raise DatasetError(f"Google Drive file {file_id}: download failed ({err}). {manual}") from err
+    if result is None or not zipfile.is_zipfile(partial):
+        partial.unlink(missing_ok=True)
+        raise DatasetError(f"Google Drive file {file_id}: the download is not a zip (is the file shared "
+                           f"with 'anyone with the link'?). {manual}")
+    partial.replace(target)
+    return target
+
+
+def _fetch_zip(zip_path: Path, dest: Path) -> Path:
+    """Extracts `zip_path` once into `dest/<stem>/` and returns the dataset root inside it."""
+    target = dest / zip_path.stem
+    stat = zip_path.stat()
+    stamp = {"zip": zip_path.name, "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    marker = target / EXTRACTED_MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return find_root(target, origin=zip_path)
+    local = dest / zip_path.name
+    if local.resolve() != zip_path.resolve():  # reading a mounted Drive member by member is slow
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(zip_path, local)
+    _extract(local, target, origin=zip_path)
+    marker.write_text(json.dumps(stamp))
+    return find_root(target, origin=zip_path)
+
+
+def _unsafe_member(name: str) -> bool:
+    """True for absolute paths (also Windows drives and UNC) and paths with `..` components."""
+    return (name.startswith(("/", "\\")) or bool(PureWindowsPath(name).drive)
+            or ".." in name.replace("\\", "/").split("/"))
+
+
+def _extract(zip_path: Path, target: Path, origin: Path) -> None:
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = zf.infolist()
+            unsafe = [m.filename for m in members if _unsafe_member(m.filename)]
+            if unsafe:
+                raise DatasetError(f"{origin}: unsafe member '{unsafe[0]}' (absolute path or '..'); "
+                                   f"nothing was extracted. Re-create the zip from the dataset folder.")
+            if target.exists():  # an interrupted or outdated extraction
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            for member in tqdm(members, desc=f"Extracting {zip_path.name}", unit="file"):
+                zf.extract(member, target)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise DatasetError(f"{origin}: corrupt zip ({err}); download it again") from err
+
