@@ -36,26 +36,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-SIDES = ("right", "left")
-LEVELS = ("upper", "middle", "lower")
-ZONES: list[str] = [f"{side} {level}" for side in SIDES for level in LEVELS]
-KINDS = ("nodule", "mass", "opacity", "consolidation", "effusion", "atelectasis")
+from .synthetic_text import KINDS, LEVELS, SIDES, SPLITS, ZONES, Lesion, finding_sentence, report
+
 
 IMAGES_DIR = Path("images") / "images_normalized"
 MASKS_DIR = Path("masked")
 MARKER = "demo.json"  # the generator's parameters; "complete" turns true once everything is written
 LESIONS_CSV = "demo_lesions.csv"
+PATIENT_SPLITS_CSV = "patient_splits.csv"  # uid -> train / val / test; test reports use held-out phrasings
+PROBE_DIR = "demo_probe"  # binary masks of the distractors, <image stem>_d<k>.png
+SPLIT_SHARES = (0.7, 0.15, 0.15)  # of the labeled reports; unlabeled reports are all "train"
 ZIP_NAME = "Dataset.zip"
 MASK_FORMS = 5  # see _save_mask
 
 Array = np.ndarray
-
-
-@dataclass(frozen=True)
-class Lesion:
-    kind: str
-    zone: str  # one of ZONES, in the patient's frame
-    role: str  # "target" (masked, described), "distractor" (neither), "finding" (described only)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,25 +226,24 @@ def _to_uint8(img: Array, rng: np.random.Generator) -> Array:
 
 
 def _draw_frontal(shape: tuple[int, int], lesions: list[Lesion], rng: np.random.Generator
-                  ) -> tuple[Array, Array | None, list[dict]]:
-    """A frontal image with `lesions`: (uint8 [H, W], target mask uint8 [H, W] in {0, 1} or None,
-    one dict per lesion with its peak pixel and area)."""
+                  ) -> tuple[Array, list[Array], list[dict]]:
+    """A frontal image with `lesions`: (uint8 [H, W], one mask uint8 [H, W] in {0, 1} per lesion (its
+    own footprint, nothing else), one dict per lesion with its peak pixel and area)."""
     anatomy = _Anatomy.sample(rng)
     img = _frontal(shape, anatomy, rng)
-    mask, records = None, []
+    masks, records = [], []
     for lesion in lesions:  # the target comes first
         footprint = _lesion_footprint(lesion, shape, anatomy, rng)
         img += rng.uniform(0.38, 0.5) * footprint
         y, x = np.unravel_index(int(np.argmax(footprint)), shape)
         records.append({"kind": lesion.kind, "zone": lesion.zone, "role": lesion.role, "x": int(x),
                         "y": int(y), "area": int((footprint > 0.5).sum())})
-        if lesion.role == "target":
-            mask = (footprint > 0.5).astype(np.uint8)  # the target's own footprint, nothing else
-    return _to_uint8(img, rng), mask, records
+        masks.append((footprint > 0.5).astype(np.uint8))
+    return _to_uint8(img, rng), masks, records
 
 
 # ---------------------------------------------------------------------------------------------
-# Lesion plans and report texts
+# Lesion plans and splits (the texts are written by helpers.synthetic_text)
 # ---------------------------------------------------------------------------------------------
 
 def _pick_lesion(role: str, rng: np.random.Generator) -> Lesion:
@@ -280,100 +273,14 @@ def _pick_labeled_lesions(rng: np.random.Generator) -> list[Lesion]:
     return [_lesion_in(target, "target", rng)] + [_lesion_in(z, "distractor", rng) for z in zones]
 
 
-_PLACES = {
-    "upper": ["{s} upper lobe", "{s} upper lung zone", "{s} upper lung", "{s} lung apex"],
-    "middle": ["{s} midlung zone", "{s} mid lung", "{s} perihilar region"],
-    "lower": ["{s} lower lobe", "{s} lung base", "{s} base", "{s} lower lung zone"],
-}
-_RIGHT_MIDDLE = ["right middle lobe"]
-_FINDING_TEMPLATES = {
-    "nodule": ["There is a {size} cm nodule in the {place}.", "A {size} cm nodular opacity projects "
-               "over the {place}.", "Small nodule in the {place}.", "Rounded {size} cm nodule at the "
-               "{place}."],
-    "mass": ["There is a {big} cm mass in the {place}.", "Large mass in the {place}, concerning for "
-             "malignancy.", "A lobulated mass is present in the {place}."],
-    "opacity": ["Patchy opacity in the {place}.", "Patchy opacity at the {place}.", "Hazy airspace "
-                "opacity in the {place}.", "Ill-defined opacity is seen in the {place}."],
-    "consolidation": ["Focal consolidation in the {place}.", "Airspace consolidation in the {place}, "
-                      "concerning for pneumonia.", "There is dense consolidation in the {place}."],
-    "effusion": ["Small {side} pleural effusion.", "{Side} pleural effusion with blunting of the "
-                 "costophrenic angle.", "There is a small {side} effusion.", "Moderate {side} pleural "
-                 "effusion layering at the {side} base."],
-    "atelectasis": ["Linear atelectasis in the {place}.", "Platelike atelectasis at the {place}.",
-                    "Subsegmental atelectasis in the {place}.", "Streaky atelectasis in the {place}."],
-}
-# (sentence, kinds whose presence it would contradict)
-_NORMAL_SENTENCES = [
-    ("Heart size is normal.", ()),
-    ("The cardiomediastinal silhouette is within normal limits.", ()),
-    ("No pneumothorax.", ()),
-    ("No pleural effusion.", ("effusion",)),
-    ("No focal consolidation.", ("consolidation",)),
-    ("No focal airspace disease.", ("consolidation", "opacity")),
-    ("Pulmonary vasculature is within normal limits.", ()),
-    ("No acute bony abnormality.", ()),
-    ("Mediastinal contours are normal.", ()),
-    ("The lungs are clear.", KINDS),
-]
-_XXXX_SENTENCES = ["The XXXX are intact.", "Degenerative changes of the XXXX spine.",
-                   "XXXX sternotomy wires are unchanged."]
-_NORMAL_IMPRESSIONS = ["No acute cardiopulmonary disease.", "No acute cardiopulmonary abnormality.",
-                       "Normal chest."]
-_INDICATIONS = ["Cough.", "Chest pain.", "Shortness of breath.", "Fever and cough.", "Preoperative."]
-
-
-def _place(zone: str, rng: np.random.Generator) -> str:
-    side, level = zone.split()
-    options = _PLACES[level] + (_RIGHT_MIDDLE if zone == "right middle" else [])
-    return str(rng.choice(options)).format(s=side)
-
-
-def _finding_sentence(lesion: Lesion, rng: np.random.Generator) -> str:
-    side = lesion.zone.split()[0]
-    template = str(rng.choice(_FINDING_TEMPLATES[lesion.kind]))
-    return template.format(place=_place(lesion.zone, rng), side=side, Side=side.capitalize(),
-                           size=f"{rng.uniform(0.6, 2.0):.1f}", big=f"{rng.uniform(3.0, 6.0):.1f}")
-
-
-def _impression(lesion: Lesion | None, rng: np.random.Generator) -> str:
-    if lesion is None:
-        return str(rng.choice(_NORMAL_IMPRESSIONS))
-    side, level = lesion.zone.split()
-    if lesion.kind == "effusion":
-        return f"{side.capitalize()} pleural effusion."
-    where = {"upper": f"{side} upper lobe", "lower": f"{side} lower lobe",
-             "middle": "right middle lobe" if side == "right" else "left midlung"}[level]
-    return f"{where.capitalize()} {lesion.kind}."
-
-
-def _mesh(lesion: Lesion | None) -> str:
-    if lesion is None:
-        return "normal"
-    side, level = lesion.zone.split()
-    if lesion.kind == "effusion":
-        return f"Pleural Effusion/{side}"
-    return f"{lesion.kind.capitalize()}/lung, {level} lobe/{side}"
-
-
-def _report(uid: int, described: Lesion | None, drawn: list[Lesion], rng: np.random.Generator,
-            quirks: bool) -> dict:
-    """One row of indiana_reports.csv; `described` is the only lesion the text mentions."""
-    drawn_kinds = {lesion.kind for lesion in drawn}
-    normals = [s for s, contradicts in _NORMAL_SENTENCES if not drawn_kinds & set(contradicts)]
-    sentences = [str(s) for s in rng.choice(normals, size=int(rng.integers(2, 5)), replace=False)]
-    if quirks and rng.random() < 0.2:
-        sentences.append(str(rng.choice(_XXXX_SENTENCES)))
-    if described is not None:
-        sentences.append(_finding_sentence(described, rng))
-    order = rng.permutation(len(sentences))
-    indication = str(rng.choice(_INDICATIONS))
-    if quirks and rng.random() < 0.1:
-        indication = f"XXXX-year-old with {indication.lower()}"
-    return {"uid": uid, "MeSH": _mesh(described),
-            "Problems": described.kind.capitalize() if described else "normal",
-            "image": "Xray Chest PA and Lateral", "indication": indication,
-            "comparison": "None.", "findings": " ".join(sentences[i] for i in order),
-            "impression": _impression(described, rng)}
+def _patient_splits(n_reports: int, n_masks: int, seed: int) -> dict[int, str]:
+    """uid -> split: the labeled reports shuffled (seeded) into SPLIT_SHARES, the others "train"."""
+    order = np.random.default_rng([seed, 0]).permutation(np.arange(1, n_masks + 1))
+    n_val, n_test = (round(share * n_masks) for share in SPLIT_SHARES[1:])
+    splits = {uid: "train" for uid in range(1, n_reports + 1)}
+    splits.update({int(uid): "test" for uid in order[:n_test]})
+    splits.update({int(uid): "val" for uid in order[n_test: n_test + n_val]})
+    return splits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,9 +291,13 @@ def _image_name(uid: int, view: int) -> str:
     return f"{uid}_IM-{uid:04d}-{view}001.dcm.png"
 
 
+def _stem(image_name: str) -> str:
+    return image_name[: -len(".dcm.png")]
+
+
 def _save_mask(folder: Path, image_name: str, mask: Array, form: int) -> str:
     """Writes `mask` (uint8 [H, W] in {0, 1}) in one of MASK_FORMS hand-made styles; returns its name."""
-    stem = image_name[: -len(".dcm.png")]
+    stem = _stem(image_name)
     if form == 1:  # exactly the image's name, upper-case extension
         name, pixels = f"{stem}.dcm.PNG", Image.fromarray(mask * 255)
     elif form == 2:  # no .dcm, RGB red on black
@@ -456,28 +367,38 @@ def make_demo_dataset(dest: str | Path, n_reports: int = 300, n_masks: int = 200
     dest = Path(dest)
     _prepare(dest, demo_params(n_reports=n_reports, n_masks=n_masks, image_size=image_size, seed=seed,
                                make_zip=make_zip, quirks=quirks))
+    (dest / PROBE_DIR).mkdir()
+    splits = _patient_splits(n_reports, n_masks, seed)
     reports, projections, lesion_rows = [], [], []
     empty_findings_uid = min(2, n_masks) or 1  # a labeled report where possible: its case falls back
     for uid in range(1, n_reports + 1):
         rng = np.random.default_rng([seed, uid])
+        text_rng = np.random.default_rng([seed, uid, 1])  # texts do not move the pictures
         if uid <= n_masks:
             drawn = _pick_labeled_lesions(rng)
             described = drawn[0]
         else:  # half normal, half with a described lesion that has no mask
             described = _pick_lesion("finding", rng) if rng.random() < 0.5 else None
             drawn = [described] if described else []
-        report = _report(uid, described, drawn, rng, quirks)
+        row, describing = report(uid, described, drawn, splits[uid], text_rng, quirks)
+        sentences = [describing] + [finding_sentence(lesion, splits[uid], text_rng) for lesion in drawn[1:]]
         if quirks and uid == empty_findings_uid:
-            report["findings"] = ""
-        reports.append(report)
+            row["findings"] = ""
+        reports.append(row)
         for view, projection in ((1, "Frontal"), (2, "Lateral")):
             name = _image_name(uid, view)
             shape = (int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)))
             if view == 1:
-                pixels, mask, records = _draw_frontal(shape, drawn, rng)
-                lesion_rows += [{"uid": uid, "filename": name, **r} for r in records]
-                if mask is not None:
-                    _save_mask(dest / MASKS_DIR, name, mask, uid % MASK_FORMS if quirks else 0)
+                pixels, masks, records = _draw_frontal(shape, drawn, rng)
+                for k, (lesion, mask, record) in enumerate(zip(drawn, masks, records)):
+                    probe = ""
+                    if lesion.role == "target":
+                        _save_mask(dest / MASKS_DIR, name, mask, uid % MASK_FORMS if quirks else 0)
+                    elif lesion.role == "distractor":
+                        probe = f"{PROBE_DIR}/{_stem(name)}_d{k}.png"
+                        Image.fromarray(mask * 255).save(dest / probe)
+                    lesion_rows.append({"uid": uid, "filename": name, **record, "sentence": sentences[k],
+                                        "mask_file": probe})
             else:
                 pixels = _to_uint8(_lateral(shape, rng), rng)
             Image.fromarray(pixels).save(dest / IMAGES_DIR / name)
@@ -488,8 +409,10 @@ def make_demo_dataset(dest: str | Path, n_reports: int = 300, n_masks: int = 200
         _save_mask(dest / MASKS_DIR, _image_name(n_reports + 1, 1), orphan, 0)
     pd.DataFrame(reports).to_csv(dest / "indiana_reports.csv", index=False)
     pd.DataFrame(projections).to_csv(dest / "indiana_projections.csv", index=False)
-    pd.DataFrame(lesion_rows, columns=["uid", "filename", "role", "kind", "zone", "x", "y", "area"]
-                 ).to_csv(dest / LESIONS_CSV, index=False)
+    pd.DataFrame(lesion_rows, columns=["uid", "filename", "role", "kind", "zone", "x", "y", "area", "sentence",
+                                       "mask_file"]).to_csv(dest / LESIONS_CSV, index=False)
+    pd.DataFrame({"uid": list(splits), "split": list(splits.values())}).to_csv(dest / PATIENT_SPLITS_CSV,
+                                                                             index=False)
     if make_zip:
         _write_zip(dest)
     marker = json.loads((dest / MARKER).read_text())
