@@ -2,25 +2,30 @@
 
 `make_demo_dataset` writes the Indiana University / OpenI layout (`images/images_normalized/*.png`,
 `indiana_reports.csv`, `indiana_projections.csv`, `masked/*`) so the whole pipeline runs on a CPU in
-minutes without the real data.
+minutes without the real data. The report texts are written by `helpers.synthetic_text`.
 
 Every report has a frontal and a lateral image. The first `n_masks` reports are labeled: their frontal
 image holds a TARGET lesion (nodule, mass, opacity, consolidation, effusion or atelectasis) in one of
 the six `ZONES`, drawn by the radiological convention (the patient's right lung is on the image's
 LEFT), its mask, and a findings text that names its kind and place.
 
-The text is necessary by construction: every labeled image also holds 2 DISTRACTOR lesions in
-other zones that are neither in the mask nor in the
-text, so an image-only model cannot know which lesion to segment. (The original plan had distractors
-in about half of the images; with one distractor an image-only model that segments every lesion
-still scores a Dice near 0.6, so every labeled image has two here, laid out so that
-the picture does not tell which lesion is the target, and reading the text always matters.)
-The lesions' kinds, zones and peak pixels are written to `demo_lesions.csv` (role `target`,
-`distractor`, or `finding` for described lesions of unlabeled reports) for tests and evaluation.
+The text is necessary by construction: every labeled image also holds 2 DISTRACTOR lesions in other
+zones that are neither in the mask nor in the text, so an image-only model cannot know which lesion to
+segment. (With one distractor an image-only model that segments every lesion still scores a Dice near
+0.6; the layout does not tell which of the three lesions is the target.)
+
+Written besides the layout, for tests and evaluation:
+- `demo_lesions.csv`: each drawn lesion's kind, zone, peak pixel and area, role (`target`,
+  `distractor`, or `finding` for described lesions of unlabeled reports), a `sentence` describing it
+  (for the target, the report's own describing sentence) and, for distractors, `mask_file`;
+- `demo_probe/<image stem>_d<k>.png`: each distractor's mask (0/255), for a two-lesion probe (same
+  image, another lesion's sentence: the mask should move);
+- `patient_splits.csv` (`uid, split`): labeled reports shuffled into train/val/test (70/15/15), the
+  others train. Test reports are written with held-out phrasings only (see `helpers.synthetic_text`).
 
 With `quirks=True` the demo also exercises the variations of real hand-made data: masks named and
 stored in several ways (`_mask`/`-mask` suffixes, `.PNG`, RGB, 0/1 values, another resolution), one
-orphan mask, one report whose findings are empty, and a few de-identification `XXXX` tokens.
+orphan mask, one report whose findings are empty, and de-identification `XXXX` tokens.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .synthetic_text import KINDS, LEVELS, SIDES, SPLITS, ZONES, Lesion, finding_sentence, report
+from .synthetic_text import KINDS, LEVELS, SIDES, SPLITS, ZONES, Lesion, finding_sentence, report  # noqa: F401
 
 
 IMAGES_DIR = Path("images") / "images_normalized"

@@ -99,11 +99,11 @@ SHAPES = [
     "There is {a}{adj} {noun} {loc}{tail}.", "{Adj} {noun} {loc}{tail}.",
     "{Loc}, there is {a}{adj} {noun}{tail}.", "Noted is {a}{adj} {noun} {loc}{tail}.",
     "{A}{adj} {mod} {noun} is present{tail}.", "{Adj} {mod} {noun}{tail}.",
-    "{A}{adj} {noun} is seen {loc}{tail}.", "{A}{adj} {noun} is again seen {loc}{tail}.",
+    "{A}{adj} {noun} is seen {loc}{tail}.", "{A}{adj} {mod} {noun} is again seen{tail}.",
     "There is {a}{adj} {mod} {noun}{tail}.", "Findings include {a}{adj} {noun} {loc}{tail}.",
     "{A}{adj} {noun} is identified {loc}{tail}.", "{A}{adj} {noun} is demonstrated {loc}{tail}.",
     "{Adj} {mod} {noun} is noted{tail}.", "There has been interval development of {a}{adj} {noun} {loc}{tail}.",
-    "Again demonstrated is {a}{adj} {mod} {noun}{tail}.", "Frontal and lateral views show {a}{adj} {noun} {loc}{tail}.",
+    "Again demonstrated is {a}{adj} {mod} {noun}{tail}.", "Frontal and lateral views show {a}{adj} {mod} {noun}{tail}.",
 ]
 EFFUSION_SHAPES = [
     "There is {a}{adj} {sd} pleural effusion{tail}.", "{Adj} {sd} pleural effusion{tail}.",
