@@ -159,7 +159,7 @@ NORMALS = [
     ("heart", (), "Heart size is normal."), ("heart", (), "The heart is normal in size."),
     ("heart", (), "The cardiac silhouette is within normal limits."), ("heart", (), "Normal heart size."),
     ("mediastinum", (), "The mediastinum is unremarkable."), ("mediastinum", (), "Mediastinal contours are normal."),
-    ("mediastinum", (), "The cardiomediastinal silhouette is within normal limits."),
+    ("heart", (), "The cardiomediastinal silhouette is within normal limits."),
     ("mediastinum", (), "Normal mediastinal and hilar contours."),
     ("vessels", (), "Pulmonary vasculature is within normal limits."), ("vessels", (), "No vascular congestion."),
     ("vessels", (), "The pulmonary vascularity is normal."), ("vessels", (), "There is no evidence of pulmonary edema."),
@@ -180,15 +180,15 @@ NORMALS = [
     ("softtissue", (), "The soft tissues are unremarkable."), ("softtissue", (), "Soft tissues are within normal limits."),
     ("trachea", (), "The trachea is midline."), ("aorta", (), "The thoracic aorta is normal in caliber."),
     ("abdomen", (), "Visualized upper abdomen is unremarkable."),
-    ("diaphragm", ("effusion",), "Both hemidiaphragms are well defined."),
+    ("diaphragm", ("effusion",), "The hemidiaphragms are well defined."),
     ("heart", (), "The heart and mediastinum are stable in appearance."),
-    ("mediastinum", (), "Cardiac and mediastinal contours are unremarkable."), ("hila", (), "The hila are normal."),
+    ("heart", (), "Cardiac and mediastinal contours are unremarkable."), ("hila", (), "The hila are normal."),
     ("abdomen", (), "No free air under the diaphragm."), ("softtissue", (), "No subcutaneous emphysema."),
     ("volumes", (), "Lung volumes are preserved."), ("vessels", (), "No evidence of interstitial edema."),
     ("bones", (), "There is no acute osseous abnormality."), ("trachea", (), "The trachea is normal in appearance."),
     ("pleura", ("effusion",), "There is no evidence of pleural fluid."),
     ("pneumothorax", (), "No pneumothorax is detected on these radiographs."),
-    ("lungs", _ALL, "Both lungs are clear without infiltrate."),
+    ("lungs", _ALL, "The lungs are clear without focal infiltrate."),
 ]
 # Sided negations: (kinds the sentence denies on side {s}, text)
 SIDED_NEGATIONS = [
