@@ -15,8 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .io import load_mask, open_image
-from .layout import (IMAGE_SUFFIXES, IMAGES_DIR, MASKS_CSV, MASKS_DIR, PROJECTIONS_CSV, REPORTS_CSV,
-                     DatasetError, find_root)
+from .layout import (IMAGE_SUFFIXES, IMAGES_DIR, MASKS_CSV, MASKS_DIR, PATIENT_SPLITS_CSV,
+                     PROJECTIONS_CSV, REPORTS_CSV, DatasetError, find_root)
+from .split import read_patient_splits
 
 REPORT_COLUMNS = ("uid", "findings", "impression")
 PROJECTION_COLUMNS = ("uid", "filename", "projection")
@@ -56,6 +57,7 @@ class Catalog:
     cases: pd.DataFrame  # case_id, mask_path, image_path, filename, uid, projection, text, text_source
     problems: pd.DataFrame  # kind, file, detail
     n_mask_files: int = 0
+    patient_splits: pd.Series | None = None  # uid -> split from patient_splits.csv, if present
 
     def summary(self) -> dict[str, int]:
         """Counts for a quick look (images, masks, cases, problems)."""
@@ -114,8 +116,10 @@ def load_catalog(root: str | Path, *, check_images: bool = True) -> Catalog:
         targets = {name for _, name, _ in pairs}
         images = _check_images(images, targets, problems)
     cases = _build_cases(pairs, images, reports, check_images, problems)
+    fixed = root / PATIENT_SPLITS_CSV
     return Catalog(root=root, images=images, reports=reports, cases=cases, problems=problems.frame(),
-                   n_mask_files=len(mask_files))
+                   n_mask_files=len(mask_files),
+                   patient_splits=read_patient_splits(fixed) if fixed.is_file() else None)
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

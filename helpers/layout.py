@@ -2,7 +2,8 @@
 
 The dataset layout is the Indiana University / OpenI collection as published on Kaggle:
 `images/images_normalized/*.png`, `indiana_reports.csv`, `indiana_projections.csv`, optionally
-`masked/*` (masks named after their images) and `masks.csv` (`mask, image, text` overrides).
+`masked/*` (masks named after their images), `masks.csv` (`mask, image, text` overrides) and
+`patient_splits.csv` (`uid, split`: a split fixed by the dataset, e.g. the demo's held-out phrasings).
 Every module that names a file takes the name from here.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ PROJECTIONS_CSV = "indiana_projections.csv"
 IMAGES_DIR = "images/images_normalized"
 MASKS_DIR = "masked"
 MASKS_CSV = "masks.csv"
+PATIENT_SPLITS_CSV = "patient_splits.csv"  # optional: `uid, split` fixes the split by patient
+SPLITS = ("train", "val", "test")
 LAYOUT_HELP = ("a dataset root holds images/images_normalized/*.png, indiana_reports.csv and "
                "indiana_projections.csv (optionally masked/); see data/README.md")
 

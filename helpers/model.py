@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .datasets import normalize
-from .fusion import FUSIONS, ConcatFusion, build_fusion
+from .fusion import ConcatFusion, build_fusion
 
 UPSAMPLINGS = ("interp", "transpose")
 ENCODER_DEPTH = 5

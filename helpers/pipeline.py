@@ -36,7 +36,8 @@ def prepare(source: str = "demo", mode: str | None = None, *, data_dir: str | Pa
     catalog = load_catalog(root)
     paths.root.mkdir(parents=True, exist_ok=True)
     cases = split_cases(catalog.cases, paths.splits, val_fraction=settings.split.val_fraction,
-                        test_fraction=settings.split.test_fraction, seed=settings.split.seed)
+                        test_fraction=settings.split.test_fraction, seed=settings.split.seed,
+                        fixed=catalog.patient_splits)
     return Prepared(settings, paths, catalog, cases)
 
 

@@ -430,3 +430,37 @@ def test_split_is_reused_when_present_and_rebuilt_when_cases_change(tmp_path, ca
     written = pd.read_csv(out)
     assert written[["case_id", "split"]].values.tolist() == rebuilt[["case_id", "split"]].values.tolist()
     assert set(first["split"]) == {"train", "val", "test"}
+
+
+def test_fixed_patient_split_wins_and_is_saved(tmp_path):
+    fixed = pd.Series({1: "test", 2: "val", 3: "train", 4: "train"})
+    out = tmp_path / "splits.csv"
+    split_cases(cases_frame(4), out)  # a random split saved earlier
+    result = split_cases(cases_frame(4, per_uid=2), out, fixed=fixed)
+    assert result.groupby("uid")["split"].first().to_dict() == fixed.to_dict()
+    assert pd.read_csv(out)["split"].tolist() == result["split"].tolist()
+    with pytest.raises(DatasetError, match=r"no split for uid\(s\) \[5\]"):
+        split_cases(cases_frame(5), fixed=fixed)
+    with pytest.raises(DatasetError, match="without a labeled case"):
+        split_cases(cases_frame(4), fixed=fixed.replace("val", "train"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("uid,fold\n1,test\n", "needs columns uid, split"),
+    ("uid,split\n1,holdout\n", "integer uid and a split"),
+    ("uid,split\nx,test\n", "integer uid and a split"),
+    ("uid,split\n1,test\n1,val\n", "listed twice"),
+])
+def test_patient_splits_file_errors_name_the_file(tmp_path, content, message):
+    from helpers.split import read_patient_splits
+
+    path = tmp_path / "patient_splits.csv"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=message) as err:
+        read_patient_splits(path)
+    assert str(path) in str(err.value)
+
+
+def test_demo_catalog_carries_its_fixed_split(catalog):
+    assert catalog.patient_splits is not None
+    assert set(catalog.cases["uid"]) <= set(catalog.patient_splits.index)

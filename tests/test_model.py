@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from helpers.model import (FUSIONS, UPSAMPLINGS, MultimodalUnet, TransposeUpsample,
+from helpers.fusion import FUSIONS
+from helpers.model import (UPSAMPLINGS, MultimodalUnet, TransposeUpsample,
                            build_autoencoder, encoder_checkpoint, freeze_encoder, from_config,
                            load_pretrained_encoder)
 

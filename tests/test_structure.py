@@ -16,7 +16,7 @@ PACKAGE = ROOT / "helpers"
 LAYERS = [
     ["config", "checkpoint", "layout"],
     ["io", "sentences"],
-    ["synthetic_text", "synthetic", "sources", "catalog", "split"],
+    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "catalog"],
     ["tiny_clip", "text", "datasets"],
     ["fusion", "model", "losses", "metrics"],
     ["train"],
@@ -25,7 +25,8 @@ LAYERS = [
     ["overlay", "plots", "explorer"],
     ["pipeline", "notebooks", "__main__"],
 ]
-SAME_LAYER = {("synthetic", "synthetic_text"), ("sources", "synthetic"), ("text", "tiny_clip"),
+SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
+              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
               ("__main__", "pipeline"), ("__main__", "notebooks")}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import pytest
 from PIL import Image
 
 from helpers import synthetic
+from helpers import synthetic_text as st
 from helpers.catalog import load_catalog
 from helpers.io import load_gray, load_mask
+from helpers.layout import PATIENT_SPLITS_CSV
 
 SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96))
 
@@ -66,14 +69,18 @@ def test_mask_forms_vary_and_all_load_as_binary(catalog):
         assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
 
 
-def test_mask_lies_on_the_image_side_the_text_names(catalog):
+def test_mask_lies_on_the_image_side_the_text_names(catalog, demo):
+    targets = pd.read_csv(demo / synthetic.LESIONS_CSV).query("role == 'target'").set_index("uid")
     for row in catalog.cases.itertuples():
-        words = set(row.text.lower().replace(",", " ").replace(".", " ").split())
-        assert len(words & {"right", "left"}) == 1, row.text
+        target = targets.loc[row.uid]
+        side = target.zone.split()[0]
+        if row.text_source == "findings":
+            assert target.sentence in row.text
+            assert side in target.sentence.lower() or "lingula" in target.sentence.lower(), target.sentence
         image = load_gray(row.image_path)
         mask = load_mask(row.mask_path, size=image.shape[::-1])
         centroid_x = np.nonzero(mask)[1].mean()
-        if "right" in words:  # the patient's right is on the image's left
+        if side == "right":  # the patient's right is on the image's left
             assert centroid_x < image.shape[1] / 2, row.text
         else:
             assert centroid_x > image.shape[1] / 2, row.text
@@ -98,12 +105,12 @@ def test_every_labeled_image_has_a_visible_distractor_outside_the_mask(catalog, 
             assert image[max(d.y - 1, 0): d.y + 2, max(d.x - 1, 0): d.x + 2].mean() > background + 40
         target = own[own["role"] == "target"].iloc[0]
         assert mask[target.y, target.x] == 1
-        assert target.kind in row.text.lower() or target.kind == "nodule" and "nodul" in row.text.lower()
+        assert _kind_word(target.kind) in row.text.lower()
 
 
 def test_effusions_only_in_lower_zones(demo):
     lesions = pd.read_csv(demo / synthetic.LESIONS_CSV)
-    assert lesions["zone"].isin(synthetic.ZONES).all()
+    assert lesions["zone"].isin(st.ZONES).all()
     assert lesions.loc[lesions["kind"] == "effusion", "zone"].str.endswith("lower").all()
 
 
@@ -148,3 +155,169 @@ def test_regenerates_over_an_old_demo_but_refuses_a_foreign_folder(tmp_path):
 def test_bad_arguments_raise(tmp_path, kwargs):
     with pytest.raises(ValueError):
         synthetic.make_demo_dataset(tmp_path / "x", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report texts (helpers.synthetic_text): a bigger demo at a tiny image size
+# ---------------------------------------------------------------------------------------------
+
+N_LABELED = 160
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("texts") / "demo", n_reports=200,
+                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False)
+    reports = pd.read_csv(root / "indiana_reports.csv", keep_default_na=False).set_index("uid")
+    lesions = pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
+    splits = pd.read_csv(root / PATIENT_SPLITS_CSV)
+    return root, reports, lesions, splits
+
+
+def _kind_word(kind: str) -> str:
+    return {"nodule": "nodul", "atelectasis": "atelecta"}.get(kind, kind)
+
+
+def _places_in(text: str) -> list[tuple[str, str, str]]:
+    """(zone, phrase, pool) of each place phrase in `text`, leaving out those inside a longer one
+    ("right lower lobe" inside "posterior segment of the right lower lobe")."""
+    hits = []
+    for table in (st.LOCATIONS, st.MODIFIERS):
+        for zone, phrases in table.items():
+            for pool in ("train", "held"):
+                for phrase in st.pooled(phrases, pool):
+                    for m in re.finditer(r"(?<![\w-])" + re.escape(phrase) + r"(?![\w-])", text, re.IGNORECASE):
+                        hits.append((m.start(), m.end(), zone, phrase, pool))
+    return [h[2:] for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o[1] - o[0] > h[1] - h[0]
+                                           for o in hits)]
+
+
+def _alternation(options) -> str:
+    return "(?:" + "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) + ")"
+
+
+def _shape_regex(shape: str, kind: str) -> re.Pattern:
+    """A full-sentence pattern of one sentence shape for `kind`, its slots filled by any variant."""
+    sides = "(?:right|left)"
+    tails = [re.escape(t).replace(re.escape("{s}"), sides).replace(re.escape("{size}"), r"\d+(?:\.\d)? (?:cm|mm)")
+             for t in st.TAILS[kind]]
+    slots = {"a": "(?:an? )?", "adj": _alternation(st.QUALIFIERS[kind]), "s": sides,
+             "noun": _alternation(st.NOUNS.get(kind, ["effusion"])), "sd": f"{sides}(?:-sided)?",
+             "loc": _alternation(p for v in st.LOCATIONS.values() for p in v),
+             "mod": _alternation(p for v in st.MODIFIERS.values() for p in v),
+             "tail": "(?:" + "|".join(sorted(tails, key=len, reverse=True)) + ")"}
+    parts = re.split(r"\{(\w+)\}", shape)
+    pattern = "".join(slots[p.lower()] if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def _shapes_matching(sentence: str, kind: str, pool: str) -> list[str]:
+    shapes = st.EFFUSION_SHAPES if kind == "effusion" else st.SHAPES
+    return [s for s in st.pooled(shapes, pool) if _shape_regex(s, kind).fullmatch(sentence)]
+
+
+def test_findings_vocabulary_and_length_are_like_real_reports(texts):
+    _, reports, _, _ = texts
+    findings = reports.loc[1:N_LABELED, "findings"].iloc[:150]
+    words = [re.findall(r"[a-z]+", t.lower()) for t in findings]
+    assert len({w for ws in words for w in ws}) >= 300
+    assert np.mean([len(ws) for ws in words]) >= 30
+    tokens = np.array([st.estimate_clip_tokens(t) for t in findings])
+    assert 0.10 <= (tokens > 77).mean() <= 0.40
+    with_xxxx = findings.str.contains("XXXX").mean()
+    assert 0.1 <= with_xxxx <= 0.4
+
+
+def test_target_sentence_is_in_its_report_and_names_kind_side_and_level(texts):
+    _, reports, lesions, _ = texts
+    targets = lesions[lesions["role"] == "target"]
+    cut = 0
+    for t in targets.itertuples():
+        findings = reports.loc[t.uid, "findings"]
+        if not findings:  # the quirk's empty findings
+            continue
+        assert t.sentence and t.sentence in findings
+        assert _kind_word(t.kind) in t.sentence.lower(), t.sentence
+        places = _places_in(t.sentence)
+        assert {zone for zone, *_ in places} <= {t.zone}, t.sentence
+        if t.kind == "effusion":  # effusions lie in the lower zones: the side is the place
+            assert t.zone.split()[0] in t.sentence.lower(), t.sentence
+        else:
+            assert places, t.sentence
+        before = findings[: findings.index(t.sentence)]
+        cut += st.estimate_clip_tokens(before) >= 70  # CLIP's window ends before the sentence
+    assert cut >= 3
+
+
+def test_no_report_describes_or_denies_a_drawn_lesion_it_should_not(texts):
+    _, reports, lesions, _ = texts
+    for uid, own in lesions.groupby("uid"):
+        sentences = re.split(r"(?<=\.) ", reports.loc[uid, "findings"])
+        for d in own[own["role"] == "distractor"].itertuples():
+            side = d.zone.split()[0]
+            for sentence in sentences:
+                low = sentence.lower()
+                if _kind_word(d.kind) not in low:
+                    continue
+                assert d.zone not in {zone for zone, *_ in _places_in(sentence)}, (d, sentence)
+                assert not (d.kind == "effusion" and side in low), (d, sentence)
+        for lesion in own.itertuples():  # nothing drawn is denied, on its side or anywhere
+            side = lesion.zone.split()[0]
+            for kinds, text in st.SIDED_NEGATIONS:
+                assert lesion.kind not in kinds or text.format(s=side) not in sentences, (lesion, text)
+            for _, kinds, text in st.NORMALS:
+                assert lesion.kind not in kinds or text not in sentences, (lesion, text)
+
+
+def test_patient_splits_cover_every_uid_once(texts):
+    _, reports, _, splits = texts
+    assert list(splits.columns) == ["uid", "split"]
+    assert sorted(splits["uid"]) == sorted(reports.index) and splits["uid"].is_unique
+    labeled = splits[splits["uid"] <= N_LABELED]["split"].value_counts().to_dict()
+    assert labeled == {"train": 112, "val": 24, "test": 24}
+    assert (splits[splits["uid"] > N_LABELED]["split"] == "train").all()
+
+
+def test_every_phrasing_list_keeps_variants_in_both_pools():
+    lists = [*st.LOCATIONS.values(), *st.MODIFIERS.values(), st.SHAPES, st.EFFUSION_SHAPES, st.EFFUSION_SIDES,
+             *st.NOUNS.values(), *st.QUALIFIERS.values(), *st.TAILS.values()]
+    for options in lists:
+        train, held = st.pooled(options, "train"), st.pooled(options, "held")
+        assert train and held and sorted(train + held) == sorted(options)
+    assert "right basilar" in st.pooled(st.MODIFIERS["right lower"], "held")
+    assert "right base" in st.pooled(st.MODIFIERS["right lower"], "train")
+
+
+def test_test_reports_use_held_out_phrasings_only_and_train_reports_never(texts):
+    _, reports, lesions, splits = texts
+    split_of = splits.set_index("uid")["split"]
+    seen = {"train": set(), "held": set()}
+    for row in lesions.itertuples():
+        if not row.sentence:
+            continue
+        pool = st.pool_of(split_of[row.uid])
+        other = "train" if pool == "held" else "held"
+        assert _shapes_matching(row.sentence, row.kind, pool), (pool, row.sentence)
+        assert not _shapes_matching(row.sentence, row.kind, other), (pool, row.sentence)
+        for zone, phrase, phrase_pool in _places_in(row.sentence):
+            assert phrase_pool == pool, (pool, phrase, row.sentence)
+            seen[pool].add(phrase)
+        if row.role == "target" and reports.loc[row.uid, "findings"]:
+            assert row.sentence in reports.loc[row.uid, "findings"]
+    assert len(seen["held"]) >= 10 and len(seen["train"]) >= 30
+
+
+def test_probe_masks_cover_each_distractor(texts):
+    root, _, lesions, _ = texts
+    labeled = lesions[lesions["uid"] <= N_LABELED]
+    assert (lesions.loc[lesions["role"] != "distractor", "mask_file"] == "").all()
+    distractors = labeled[labeled["role"] == "distractor"]
+    assert len(distractors) == 2 * N_LABELED
+    assert len(list((root / synthetic.PROBE_DIR).iterdir())) == len(distractors)
+    for d in distractors.itertuples():
+        with Image.open(root / d.mask_file) as img:
+            mask = np.asarray(img)
+        with Image.open(root / "images/images_normalized" / d.filename) as img:
+            assert mask.shape == img.size[::-1]
+        assert set(np.unique(mask)) == {0, 255} and mask[d.y, d.x] == 255
+        assert (mask > 0).sum() == d.area
