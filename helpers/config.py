@@ -111,7 +111,11 @@ class FinetuneConfig:
     encoder: str = "resnet34"
     text_model: str = DEFAULT_TEXT_MODEL
     text_fallback: bool = False  # demo: use the tiny offline CLIP when the model hub is unreachable
-    fusion: str = "concat"  # "concat" | "film" | "film_multi" | "none"
+    fusion: str = "concat"  # "concat" | "film" | "film_multi" | "cross_attn" | "none"
+    text_mode: str = "raw"  # "raw": the findings as written; "positive": only sentences that
+    #                         describe something present (normal and negated ones dropped)
+    negative_rate: float = 0.0  # share of training items given another case's text whose lesion
+    #                             lies elsewhere, with an empty target: teaches the model to check
     upsampling: str = "interp"  # "interp" (smp) | "transpose"
     pretrained_encoder: str | None = None  # path to my_pretrained_encoder.pth; None = from scratch
     freeze_encoder_epochs: int = 0

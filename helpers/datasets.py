@@ -151,20 +151,30 @@ class LabeledCases(Dataset):
     With `flip_prob` > 0 and `flipped_text_index` given, an item is flipped left-right with that
     probability *concordantly*: image and mask are mirrored and the text index switches to the text
     with "left" and "right" swapped, so the report still describes the picture.
+
+    With `negative_rate` > 0, an item gets with that probability a text drawn from
+    `negative_text_index[i]` (texts whose finding lies elsewhere) and an empty mask: the model
+    must check that the described finding is where it looks.
     """
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, text_index: Sequence[int],
                  augment: bool = False, flip_prob: float = 0.0,
-                 flipped_text_index: Sequence[int] | None = None):
+                 flipped_text_index: Sequence[int] | None = None, negative_rate: float = 0.0,
+                 negative_text_index: Sequence[Sequence[int]] | None = None):
         if not len(images) == len(masks) == len(text_index):
             raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and text_index "
                              f"({len(text_index)}) must have the same length")
         if flip_prob > 0 and flipped_text_index is None:
             raise ValueError("flip_prob > 0 needs flipped_text_index (texts with sides swapped)")
+        if negative_rate > 0 and negative_text_index is None:
+            raise ValueError("negative_rate > 0 needs negative_text_index (texts of other places)")
         self.images, self.masks = images, masks
         self.text_index = list(text_index)
         self.flipped_text_index = list(flipped_text_index) if flipped_text_index is not None else None
         self.flip_prob = flip_prob
+        self.negative_rate = negative_rate
+        self.negative_text_index = ([list(c) for c in negative_text_index]
+                                    if negative_text_index is not None else None)
         self.transform = train_augmentation() if augment else None
 
     def __len__(self) -> int:
@@ -177,7 +187,11 @@ class LabeledCases(Dataset):
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+        candidates = self.negative_text_index[i] if self.negative_rate > 0 else []
+        if candidates and torch.rand(()) < self.negative_rate:
+            text = candidates[int(torch.randint(len(candidates), ()))]
+            mask = torch.zeros_like(mask)
+        elif self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
             # concordant flip: mirror picture and mask AND use the side-swapped text
             image, mask = image.flip(-1), mask.flip(-1)
             text = self.flipped_text_index[i]

@@ -14,8 +14,8 @@ import torch
 
 from .datasets import labeled_arrays
 from .inference import Segmenter
+from .io import load_masks
 from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
-from .model import predict_arrays
 from .text import names_side, swap_sides
 
 TEXT_MODES = ("report", "shuffled", "swapped")
@@ -51,7 +51,7 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, text_mode: str = "rep
         texts = [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))]
     elif text_mode == "swapped":
         texts = [swap_sides(t) for t in texts]
-    probs = predict_arrays(segmenter.model, arrays.images, segmenter.embed(texts), segmenter.device)
+    probs = segmenter.predict_arrays(arrays.images, texts)
     masks = torch.from_numpy(arrays.masks)[:, None].bool()
     pred = probs >= segmenter.threshold
     per_case = pd.DataFrame({
@@ -89,8 +89,7 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
     texts = list(arrays.cases["text"])
     both = []
     for variant in (texts, [swap_sides(t) for t in texts]):
-        probs = predict_arrays(segmenter.model, arrays.images, segmenter.embed(variant),
-                               segmenter.device)
+        probs = segmenter.predict_arrays(arrays.images, variant)
         both.append([image_side(p[0].numpy()) for p in probs])
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": texts,
                           "expected_side": [expected_image_side(t) for t in texts],
@@ -98,3 +97,30 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
     table["moved"] = table["side"] != table["swapped_side"]
     return table[columns], {"n_sided": len(table), "moved_share": float(table["moved"].mean()),
                             "correct_side_share": float((table["side"] == table["expected_side"]).mean())}
+
+
+def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
+                     cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The direct test of the mission: images that hold two lesions, each asked about with a text
+    that describes one of them. An item follows its text when more predicted probability lies in
+    the described lesion's mask than in the other one's.
+
+    items: one row per (image, text) with `image_path`, `text`, `mask_path` (the described
+    lesion) and `other_mask_path` (the other lesion), e.g. `synthetic.probe_items` for the demo.
+    Returns (items with `mass_described`, `mass_other`, `follows`, summary with `follows_share`).
+    """
+    columns = ["image_path", "text", "mask_path", "other_mask_path"]
+    missing = [c for c in columns if c not in items.columns]
+    if missing:
+        raise ValueError(f"probe items lack column(s) {missing}; expected {columns}")
+    if items.empty:
+        return items.assign(follows=pd.Series(dtype=bool)), {"n_items": 0, "follows_share": float("nan")}
+    arrays = labeled_arrays(items, segmenter.image_size, cache_dir)
+    probs = segmenter.predict_arrays(arrays.images, list(arrays.cases["text"]))[:, 0]
+    others = torch.from_numpy(load_masks(list(arrays.cases["other_mask_path"]), segmenter.image_size))
+    own = torch.from_numpy(arrays.masks)
+    table = arrays.cases.assign(mass_described=(probs * own).flatten(1).sum(1).numpy(),
+                                mass_other=(probs * others).flatten(1).sum(1).numpy())
+    table["follows"] = table["mass_described"] > table["mass_other"]
+    return table, {"n_items": len(table), "n_images": table["image_path"].nunique(),
+                   "follows_share": float(table["follows"].mean())}

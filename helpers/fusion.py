@@ -1,7 +1,8 @@
 """Text fusions: how the text embedding enters the U-Net.
 
-A fusion takes the encoder's feature maps (a list, shallow to deep) and the standardised text
-embedding [B, D] and returns the feature maps the decoder reads. New fusions start as the identity
+A fusion takes the encoder's feature maps (a list, shallow to deep), the standardised text
+embedding [B, D] and, for the fusions that attend, the token states [B, L, H] with their mask
+[B, L] (True on real tokens), and returns the feature maps the decoder reads. New fusions start as the identity
 (or close to it) so that a Phase-1 U-Net starts undisturbed.
 """
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-FUSIONS = ("concat", "film", "film_multi", "none")
+FUSIONS = ("concat", "film", "film_multi", "cross_attn", "none")
+TOKEN_FUSIONS = ("cross_attn",)  # fusions that read the token states, not only the pooled text
 
 
 def coordinate_maps(like: Tensor) -> Tensor:
@@ -38,7 +41,8 @@ class ConcatFusion(nn.Module):
             nn.Conv2d(channels + text_dim + 2, channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
-    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+    def forward(self, features: list[Tensor], text: Tensor, tokens: Tensor | None = None,
+                token_mask: Tensor | None = None) -> list[Tensor]:
         deepest = features[-1]
         tiled = text[:, :, None, None].expand(-1, -1, *deepest.shape[2:]).to(deepest.dtype)
         fused = self.fuse(torch.cat([deepest, tiled, coordinate_maps(deepest)], dim=1))
@@ -68,7 +72,8 @@ class FiLMFusion(nn.Module):
         self.levels = list(levels)
         self.films = nn.ModuleList(FiLM(channels[i], text_dim) for i in self.levels)
 
-    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+    def forward(self, features: list[Tensor], text: Tensor, tokens: Tensor | None = None,
+                token_mask: Tensor | None = None) -> list[Tensor]:
         features = list(features)
         for level, film in zip(self.levels, self.films):
             features[level] = film(features[level], text)
@@ -78,12 +83,69 @@ class FiLMFusion(nn.Module):
 class NoFusion(nn.Module):
     """Image-only baseline: the text is ignored."""
 
-    def forward(self, features: list[Tensor], text: Tensor) -> list[Tensor]:
+    def forward(self, features: list[Tensor], text: Tensor, tokens: Tensor | None = None,
+                token_mask: Tensor | None = None) -> list[Tensor]:
         return features
 
 
-def build_fusion(fusion: str, channels: Sequence[int], text_dim: int) -> nn.Module:
-    """`channels`: the encoder's out_channels, e.g. (1, 64, 64, 128, 256, 512) for resnet34."""
+class CrossAttention(nn.Module):
+    """Every image position (a query, with its x/y coordinates) attends to the text tokens (keys
+    and values), as in GuideDecoder / LViT; the result is added back through a zero-initialised
+    1x1 convolution, so the block starts as the identity.
+
+    x float [B, C, H, W], tokens float [B, L, T], token_mask bool [B, L] -> float [B, C, H, W].
+    """
+
+    def __init__(self, channels: int, token_dim: int, dim: int = 128, heads: int = 4):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.heads = heads
+        self.query = nn.Sequential(nn.GroupNorm(1, channels), nn.Conv2d(channels, dim, 1))
+        self.position = nn.Conv2d(2, dim, 1)
+        self.token_norm = nn.LayerNorm(token_dim)
+        self.key, self.value = nn.Linear(token_dim, dim), nn.Linear(token_dim, dim)
+        self.out = nn.Conv2d(dim, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _heads(self, y: Tensor) -> Tensor:
+        """[B, N, dim] -> [B, heads, N, dim / heads]."""
+        return y.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, x: Tensor, tokens: Tensor, token_mask: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        q = (self.query(x) + self.position(coordinate_maps(x))).flatten(2).transpose(1, 2)
+        t = self.token_norm(tokens.to(q.dtype))
+        attended = F.scaled_dot_product_attention(
+            self._heads(q), self._heads(self.key(t)), self._heads(self.value(t)),
+            attn_mask=token_mask[:, None, None, :])  # [B, heads, HW, dim / heads]
+        attended = attended.transpose(1, 2).flatten(2)  # [B, HW, dim]
+        return x + self.out(attended.transpose(1, 2).reshape(b, -1, h, w))
+
+
+class CrossAttentionFusion(nn.Module):
+    """`CrossAttention` on the encoder features at `levels` (the deeper ones: few positions)."""
+
+    def __init__(self, channels: Sequence[int], token_dim: int, levels: Sequence[int]):
+        super().__init__()
+        self.levels = list(levels)
+        self.blocks = nn.ModuleList(CrossAttention(channels[i], token_dim) for i in self.levels)
+
+    def forward(self, features: list[Tensor], text: Tensor, tokens: Tensor | None = None,
+                token_mask: Tensor | None = None) -> list[Tensor]:
+        if tokens is None or token_mask is None:
+            raise ValueError("the cross_attn fusion needs the text's token states and mask")
+        features = list(features)
+        for level, block in zip(self.levels, self.blocks):
+            features[level] = block(features[level], tokens, token_mask)
+        return features
+
+
+def build_fusion(fusion: str, channels: Sequence[int], text_dim: int,
+                 token_dim: int = 0) -> nn.Module:
+    """`channels`: the encoder's out_channels, e.g. (1, 64, 64, 128, 256, 512) for resnet34;
+    `token_dim`: width of the text's token states (fusions in `TOKEN_FUSIONS`)."""
     if fusion == "concat":
         return ConcatFusion(channels[-1], text_dim)
     if fusion == "film":
@@ -91,6 +153,11 @@ def build_fusion(fusion: str, channels: Sequence[int], text_dim: int) -> nn.Modu
     if fusion == "film_multi":
         # every map the decoder reads: the skips at all scales and the bottleneck (not the input)
         return FiLMFusion(channels, text_dim, levels=range(1, len(channels)))
+    if fusion == "cross_attn":
+        if token_dim < 1:
+            raise ValueError("the cross_attn fusion needs token_dim (the text model's hidden size)")
+        # strides 8, 16 and 32: where a lung zone spans a few positions
+        return CrossAttentionFusion(channels, token_dim, levels=range(len(channels) - 3, len(channels)))
     if fusion == "none":
         return NoFusion()
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")

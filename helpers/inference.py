@@ -17,6 +17,7 @@ from .io import gray_image, load_gray
 from .layout import LAST_FILE
 from .losses import hide_patches, scaled_patch
 from .model import build_autoencoder, from_config, predict_arrays
+from .sentences import SentenceSelection, prepare_text, select_sentences, split_sentences
 from .text import EmbeddingCache, load_text_encoder
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -49,7 +50,8 @@ class Segmenter:
         self.threshold = threshold
         self.device = device
         self.info = info or {}
-        self.embeddings = EmbeddingCache(text_encoder)
+        self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
+        self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -73,9 +75,26 @@ class Segmenter:
                 "epoch": state.get("epoch"), "metrics": state.get("metrics", {}), **cfg}
         return cls(model, encoder, cfg["image_size"], float(cfg["threshold"]), device, info)
 
+    def model_text(self, text: str) -> str:
+        """The text as the model reads it (`text_mode` "positive": the positive sentences only)."""
+        return prepare_text(text, self.text_mode)
+
+    def sentences(self, text: str) -> SentenceSelection:
+        """Which sentences of `text` the model is given (kept) and which it is not (dropped)."""
+        if self.text_mode == "raw":
+            return SentenceSelection(kept=split_sentences(text), dropped=[])
+        return select_sentences(text)
+
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Text embeddings [N, D], each unique text encoded once per Segmenter."""
-        return self.embeddings.get(list(texts))
+        """Text embeddings [N, D] of the texts as the model reads them, each encoded once."""
+        return self.embeddings.get([self.model_text(t) for t in texts])
+
+    def predict_arrays(self, images: np.ndarray, texts: Sequence[str]) -> torch.Tensor:
+        """Probabilities float32 [N, 1, S, S] for uint8 images [N, S, S] at the model's size."""
+        prepared = [self.model_text(t) for t in texts]
+        tokens = self.embeddings.tokens(prepared) if self.model.needs_tokens else None
+        return predict_arrays(self.model, images, self.embeddings.get(prepared), self.device,
+                              tokens=tokens)
 
     def predict_batch(self, images: Sequence[ImageLike], texts: Sequence[str]) -> list[np.ndarray]:
         """Probability maps, float32 [H, W] at each input image's own resolution."""
@@ -83,7 +102,7 @@ class Segmenter:
             raise ValueError(f"got {len(images)} images but {len(texts)} texts")
         grays = [to_gray(im) for im in images]
         small = np.stack([gray_image(Image.fromarray(g), self.image_size) for g in grays])
-        probs = predict_arrays(self.model, small, self.embed(list(texts)), self.device)
+        probs = self.predict_arrays(small, texts)
         return [F.interpolate(p[None], size=g.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
                 for p, g in zip(probs, grays)]
 
@@ -99,8 +118,9 @@ class Segmenter:
     def describe(self) -> str:
         tiny = " (tiny offline CLIP with random weights, not the real model)" \
             if self.info.get("text_model_is_tiny") else ""
-        return (f"fusion={self.info.get('model', {}).get('fusion')}, image size {self.image_size}, "
-                f"threshold {self.threshold:.2f}, text encoder {self.info.get('text_model')}{tiny}")
+        return (f"fusion={self.info.get('model', {}).get('fusion')}, text_mode={self.text_mode}, "
+                f"image size {self.image_size}, threshold {self.threshold:.2f}, "
+                f"text encoder {self.info.get('text_model')}{tiny}")
 
 
 def reconstruct_examples(encoder_path: str | Path, images: np.ndarray,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .datasets import normalize
-from .fusion import ConcatFusion, build_fusion
+from .fusion import TOKEN_FUSIONS, ConcatFusion, build_fusion
 
 UPSAMPLINGS = ("interp", "transpose")
 ENCODER_DEPTH = 5
@@ -117,18 +117,19 @@ class MultimodalUnet(nn.Module):
 
     def __init__(self, encoder_name: str = "resnet34", text_dim: int = 512,
                  fusion: str = "concat", upsampling: str = "interp", in_channels: int = 1,
-                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)):
+                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), token_dim: int = 0):
         super().__init__()
         if upsampling not in UPSAMPLINGS:
             raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
         self._config = {"encoder_name": encoder_name, "text_dim": int(text_dim),
                         "fusion": fusion, "upsampling": upsampling,
                         "in_channels": int(in_channels),
-                        "decoder_channels": [int(c) for c in decoder_channels]}
+                        "decoder_channels": [int(c) for c in decoder_channels],
+                        "token_dim": int(token_dim)}
         self.encoder_frozen = False
         self.encoder = build_encoder(encoder_name, in_channels)
         channels = list(self.encoder.out_channels)
-        self.fusion = build_fusion(fusion, channels, text_dim)
+        self.fusion = build_fusion(fusion, channels, text_dim, token_dim)
         self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=decoder_channels,
                                    n_blocks=ENCODER_DEPTH, use_norm="batchnorm",
                                    interpolation_mode="nearest")
@@ -167,13 +168,20 @@ class MultimodalUnet(nn.Module):
             self.encoder.eval()
         return self
 
-    def forward(self, images: Tensor, text_emb: Tensor) -> Tensor:
-        """images float [B, C, H, W] (H, W multiples of 32), text_emb float [B, D] ->
+    @property
+    def needs_tokens(self) -> bool:
+        """Whether `forward` needs the text's token states (the fusion attends to them)."""
+        return self._config["fusion"] in TOKEN_FUSIONS
+
+    def forward(self, images: Tensor, text_emb: Tensor, text_tokens: Tensor | None = None,
+                token_mask: Tensor | None = None) -> Tensor:
+        """images float [B, C, H, W] (H, W multiples of 32), text_emb float [B, D], and for
+        `needs_tokens` text_tokens float [B, L, token_dim] with token_mask bool [B, L] ->
         mask logits float [B, 1, H, W]."""
         self._check_inputs(images, text_emb)
         features = self.encoder(images)
         text = (text_emb.float() - self.text_mean) / self.text_std
-        features = self.fusion(features, text)
+        features = self.fusion(features, text, text_tokens, token_mask)
         return self.segmentation_head(self.decoder(features))
 
     def _check_inputs(self, images: Tensor, text_emb: Tensor) -> None:
@@ -206,15 +214,17 @@ def freeze_encoder(model: MultimodalUnet, frozen: bool) -> None:
 
 @torch.no_grad()
 def predict_arrays(model: nn.Module, images: np.ndarray, text_emb: Tensor, device: torch.device,
-                   batch_size: int = 16) -> Tensor:
-    """Probabilities of `model` for uint8 images [N, S, S] and text embeddings [N, D].
+                   batch_size: int = 16, tokens: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Probabilities of `model` for uint8 images [N, S, S] and text embeddings [N, D] (with the
+    token states [N, L, H] and mask [N, L] for a model that `needs_tokens`).
 
     Returns float32 [N, 1, S, S] on the CPU. The model is left in eval mode.
     """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.array(images[start:start + batch_size]))[:, None])
-        t = text_emb[start:start + batch_size].to(device)
-        out.append(torch.sigmoid(model(x.to(device), t).float()).cpu())
+        part = slice(start, start + batch_size)
+        x = normalize(torch.from_numpy(np.array(images[part]))[:, None])
+        extra = [t[part].to(device) for t in tokens] if tokens is not None else []
+        out.append(torch.sigmoid(model(x.to(device), text_emb[part].to(device), *extra).float()).cpu())
     return torch.cat(out) if out else torch.zeros(0, 1, *images.shape[1:])

@@ -249,3 +249,30 @@ def demo_params(**kwargs) -> dict:
     bound.apply_defaults()
     params = {k: v for k, v in bound.arguments.items() if k != "dest"}
     return json.loads(json.dumps(params))
+
+
+def probe_items(root: str | Path, cases: pd.DataFrame) -> pd.DataFrame:
+    """The two-lesion probe of a demo dataset for its labeled `cases` (columns `filename`,
+    `image_path`, `mask_path`): for each image and each distractor, the target's sentence and the
+    distractor's sentence, each with its own lesion's mask and the other's.
+
+    Returns one row per (image, text): pair_id, image_path, text, mask_path, other_mask_path, role.
+    """
+    root = Path(root)
+    lesions = pd.read_csv(root / LESIONS_CSV, keep_default_na=False)
+    by_image = {name: group for name, group in lesions.groupby("filename")}
+    rows = []
+    for case in cases.itertuples():
+        group = by_image.get(case.filename)
+        if group is None:
+            continue
+        target = group[group["role"] == "target"].iloc[0]
+        for k, distractor in enumerate(group[group["role"] == "distractor"].itertuples()):
+            other = str(root / distractor.mask_file)
+            pair = f"{case.filename}#{k + 1}"
+            rows += [{"pair_id": pair, "image_path": case.image_path, "text": target["sentence"],
+                      "mask_path": case.mask_path, "other_mask_path": other, "role": "target"},
+                     {"pair_id": pair, "image_path": case.image_path, "text": distractor.sentence,
+                      "mask_path": other, "other_mask_path": case.mask_path, "role": "distractor"}]
+    return pd.DataFrame(rows, columns=["pair_id", "image_path", "text", "mask_path",
+                                       "other_mask_path", "role"])

@@ -7,6 +7,7 @@ path.
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import warnings
@@ -32,9 +33,13 @@ class TextModelError(RuntimeError):
 class TextEncoder:
     """A frozen Hugging Face text model that turns texts into float32 vectors.
 
-    CLIP models (`model_type` "clip" or "clip_text_model") give the projected `text_embeds`; other
-    (BERT-like) models give `pooler_output`, or the first token's hidden state when there is none.
-    Texts longer than `max_length` tokens are truncated; `n_truncated` counts them.
+    Pooling per model family: CLIP models (`model_type` "clip" or "clip_text_model") give the
+    projected `text_embeds`; BERT-like models are mean-pooled over the attention mask, the standard
+    sentence embedding (their `pooler_output` head is a next-sentence classifier, not one), unless a
+    sentence-transformers folder says otherwise (`1_Pooling/config.json`: cls / mean / max; a
+    `Normalize` module in `modules.json`; `max_seq_length` in `sentence_bert_config.json`).
+    `encode_tokens` gives the token-level states (`last_hidden_state`) for fusions that attend.
+    Texts longer than `max_length` tokens are truncated at the end; `n_truncated` counts them.
     """
 
     def __init__(self, name_or_path: str | Path, device: str | torch.device = "cpu",
@@ -49,14 +54,20 @@ class TextEncoder:
         config = self.model.config
         self.dim = (self.model.text_projection.out_features if self.is_clip
                     else config.hidden_size)
+        self.token_dim = config.hidden_size
+        st = _sentence_transformers_config(Path(self.name))
+        self.pooling = "clip" if self.is_clip else st.get("pooling", "mean")
+        self.normalize = bool(st.get("normalize"))
         self.max_length = min(self.tokenizer.model_max_length,
                               getattr(config, "max_position_embeddings",
-                                      self.tokenizer.model_max_length))
+                                      self.tokenizer.model_max_length),
+                              st.get("max_seq_length", 10 ** 6))
         self.n_truncated = 0
         self.is_tiny = (Path(self.name) / TINY_MARKER).is_file()
 
     def __repr__(self) -> str:
-        return f"TextEncoder({self.name!r}, dim={self.dim}, max_length={self.max_length})"
+        return (f"TextEncoder({self.name!r}, dim={self.dim}, pooling={self.pooling!r}, "
+                f"max_length={self.max_length})")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Untruncated token count of each text, special tokens included."""
@@ -65,32 +76,79 @@ class TextEncoder:
         ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
+    def truncation_report(self, texts: Sequence[str]) -> dict:
+        """How many `texts` this encoder truncates, and how many tokens they lose at the end."""
+        counts = self.count_tokens(list(texts))
+        lost = [n - self.max_length for n in counts if n > self.max_length]
+        return {"n_texts": len(counts), "max_length": self.max_length, "n_truncated": len(lost),
+                "share_truncated": len(lost) / len(counts) if counts else 0.0,
+                "mean_tokens_lost": sum(lost) / len(lost) if lost else 0.0}
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed `texts` in batches.
+        """Embed `texts` in batches: float32 [N, dim] on the CPU."""
+        return self._encode(list(texts), with_tokens=False)[0]
 
-        Returns:
-            float32 tensor [N, dim] on the CPU.
-        """
-        texts = list(texts)
+    @torch.inference_mode()
+    def encode_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(pooled float32 [N, dim], token states: one float32 [L_i, token_dim] per text, padding
+        removed), on the CPU."""
+        return self._encode(list(texts), with_tokens=True)
+
+    def _encode(self, texts: list[str], with_tokens: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not texts:
-            return torch.empty(0, self.dim)
-        chunks = []
+            return torch.empty(0, self.dim), []
+        pooled, tokens = [], []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start:start + self.batch_size]
             self.n_truncated += sum(n > self.max_length for n in self.count_tokens(batch))
             inputs = self.tokenizer(batch, padding=True, truncation=True,
-                                    max_length=self.max_length, return_tensors="pt")
-            chunks.append(self._embed(inputs.to(self.device)).float().cpu())
-        return torch.cat(chunks)
+                                    max_length=self.max_length, return_tensors="pt").to(self.device)
+            out = self.model(**inputs)
+            pooled.append(self._pool(out, inputs["attention_mask"]).float().cpu())
+            if with_tokens:
+                states = out.last_hidden_state.float().cpu()
+                lengths = inputs["attention_mask"].sum(1).tolist()
+                tokens += [s[:n] for s, n in zip(states, lengths)]
+        return torch.cat(pooled), tokens
 
-    def _embed(self, inputs) -> torch.Tensor:
-        out = self.model(**inputs)
+    def _pool(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.is_clip:
             return out.text_embeds
-        pooled = getattr(out, "pooler_output", None)
-        return pooled if pooled is not None else out.last_hidden_state[:, 0]
+        states, mask = out.last_hidden_state, attention_mask[..., None].to(out.last_hidden_state.dtype)
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        elif self.pooling == "max":
+            pooled = states.masked_fill(mask == 0, -torch.inf).amax(1)
+        else:
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)
+            if self.pooling == "mean_sqrt_len":
+                pooled = pooled * mask.sum(1).clamp_min(1).sqrt()
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
+
+def _sentence_transformers_config(folder: Path) -> dict:
+    """Pooling mode, normalisation and length limit declared by a sentence-transformers folder
+    (empty for other folders and for hub names)."""
+    found: dict = {}
+    pooling = folder / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        flags = json.loads(pooling.read_text())
+        for mode in ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens"):
+            if flags.get(f"pooling_mode_{mode}"):
+                found["pooling"] = {"cls_token": "cls", "max_tokens": "max",
+                                    "mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, "mean")
+                break
+    modules = folder / "modules.json"
+    if modules.is_file():
+        found["normalize"] = any(m.get("type", "").endswith("Normalize")
+                                 for m in json.loads(modules.read_text()))
+    bert_config = folder / "sentence_bert_config.json"
+    if bert_config.is_file():
+        length = json.loads(bert_config.read_text()).get("max_seq_length")
+        if length:
+            found["max_seq_length"] = int(length)
+    return found
 
 
 def _load_pretrained(name: str) -> tuple:
@@ -151,15 +209,20 @@ def load_text_encoder(name_or_path: str | Path, device: str | torch.device = "cp
 class EmbeddingCache:
     """Each unique text is encoded once per (model, text); optionally persisted to a .pt file.
 
-    The file holds `{"model": encoder name, "texts": [...], "emb": float32 [U, D]}`; one written
-    for another model (or unreadable) is ignored and replaced on `save()`.
+    With `with_tokens=True` the token states are kept too (for fusions that attend to tokens).
+    The file holds `{"model": encoder name, "texts": [...], "emb": float32 [U, D]}` (and
+    `"tokens"`: one float32 [L_i, H] per text); one written for another model (or unreadable) is
+    ignored and replaced on `save()`.
     """
 
-    def __init__(self, encoder: TextEncoder, path: str | Path | None = None):
+    def __init__(self, encoder: TextEncoder, path: str | Path | None = None,
+                 with_tokens: bool = False):
         self.encoder = encoder
         self.path = Path(path) if path is not None else None
+        self.with_tokens = with_tokens
         self.n_encoded = 0
         self._emb: dict[str, torch.Tensor] = {}
+        self._tok: dict[str, torch.Tensor] = {}
         if self.path is not None and self.path.is_file():
             self._load(self.path)
 
@@ -172,20 +235,49 @@ class EmbeddingCache:
         except CheckpointError as err:
             warnings.warn(f"Ignoring the text embedding cache: {err}", stacklevel=3)
             return
-        emb = data.get("emb")
-        if (data.get("model") == self.encoder.name and isinstance(emb, torch.Tensor)
+        emb, tokens = data.get("emb"), data.get("tokens")
+        if not (data.get("model") == self.encoder.name and isinstance(emb, torch.Tensor)
                 and emb.ndim == 2 and emb.shape[1] == self.encoder.dim):
-            self._emb = dict(zip(data["texts"], emb.float()))
+            return
+        if self.with_tokens and not (isinstance(tokens, list) and len(tokens) == len(emb)):
+            return  # encoded without tokens: encode again
+        self._emb = dict(zip(data["texts"], emb.float()))
+        if self.with_tokens:
+            self._tok = dict(zip(data["texts"], tokens))
+
+    def _encode_new(self, texts: Sequence[str]) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in self._emb]
+        if not new:
+            return
+        if self.with_tokens:
+            pooled, tokens = self.encoder.encode_tokens(new)
+            self._tok.update(zip(new, tokens))
+        else:
+            pooled = self.encoder.encode(new)
+        self._emb.update(zip(new, pooled))
+        self.n_encoded += len(new)
 
     def get(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of `texts` (float32 [N, D], CPU); only texts not seen before are encoded."""
-        new = [t for t in dict.fromkeys(texts) if t not in self._emb]
-        if new:
-            self._emb.update(zip(new, self.encoder.encode(new)))
-            self.n_encoded += len(new)
+        self._encode_new(texts)
         if not texts:
             return torch.empty(0, self.encoder.dim)
         return torch.stack([self._emb[t] for t in texts])
+
+    def tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states of `texts` padded to the longest: (float32 [N, L, H], bool mask [N, L],
+        True on real tokens). Needs `with_tokens=True`."""
+        if not self.with_tokens:
+            raise ValueError("This EmbeddingCache keeps no token states: create it with "
+                             "with_tokens=True.")
+        self._encode_new(texts)
+        states = [self._tok[t] for t in texts]
+        length = max((len(x) for x in states), default=1)
+        out = torch.zeros(len(states), length, self.encoder.token_dim)
+        mask = torch.zeros(len(states), length, dtype=torch.bool)
+        for i, x in enumerate(states):
+            out[i, :len(x)], mask[i, :len(x)] = x, True
+        return out, mask
 
     def table(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
         """A table of the unique texts' embeddings (float32 [U, D]) and each text's row in it."""
@@ -194,13 +286,16 @@ class EmbeddingCache:
         return self.get(unique), [row[t] for t in texts]
 
     def save(self) -> None:
-        """Write all embeddings seen so far to `path`."""
+        """Write all embeddings (and token states) seen so far to `path`."""
         if self.path is None:
             raise ValueError("This EmbeddingCache has no file: create it with a path to save it.")
         texts = list(self._emb)
         emb = (torch.stack([self._emb[t] for t in texts]) if texts
                else torch.empty(0, self.encoder.dim))
-        save_checkpoint({"model": self.encoder.name, "texts": texts, "emb": emb}, self.path)
+        payload = {"model": self.encoder.name, "texts": texts, "emb": emb}
+        if self.with_tokens:
+            payload["tokens"] = [self._tok[t] for t in texts]
+        save_checkpoint(payload, self.path)
 
 
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)

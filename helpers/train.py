@@ -36,6 +36,7 @@ from .losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss, pos_
 from .metrics import best_threshold, dice_per_image
 from .model import (MultimodalUnet, build_autoencoder, encoder_checkpoint, freeze_encoder,
                     load_pretrained_encoder, predict_arrays)
+from .sentences import prepare_text, select_sentences
 from .text import EmbeddingCache, load_text_encoder, swap_sides
 
 
@@ -322,11 +323,20 @@ def _split(cases: pd.DataFrame, name: str) -> pd.DataFrame:
     return part
 
 
+def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
+    """For each mask of uint8 [N, S, S], the other cases whose mask does not touch it."""
+    flat = torch.from_numpy(np.asarray(masks)).flatten(1).float()
+    overlap = (flat @ flat.T) > 0
+    return [[j for j in range(len(flat)) if j != i and not overlap[i, j]] for i in range(len(flat))]
+
+
 class SegmentationTask(Task):
     """Phase 2: the multimodal U-Net learns the mask of the finding a text describes.
 
-    Every unique text (with its side-swapped twin for the concordant flip) is encoded once by the
-    frozen text encoder into `table` [U, D]; batches carry row indices into it.
+    Each case's text goes through `sentences.prepare_text(text, cfg.text_mode)`; every unique
+    text (with its side-swapped twin for the concordant flip) is encoded once by the frozen text
+    encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L] for a fusion that
+    attends); batches carry row indices into them.
     """
 
     def __init__(self, cfg: FinetuneConfig, train: LabeledArrays, val: LabeledArrays,
@@ -337,19 +347,36 @@ class SegmentationTask(Task):
         self.text_encoder = encoder
         self.text_model = (TINY_TEXT_MODEL if encoder.is_tiny and cfg.text_model != encoder.name
                            else cfg.text_model)
-        texts = list(train.cases["text"]) + list(val.cases["text"])
-        flipped = [swap_sides(t) for t in train.cases["text"]] if cfg.concordant_flip > 0 else []
-        embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE)
+        model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
+                               upsampling=cfg.upsampling, token_dim=encoder.token_dim)
+        selections = [select_sentences(t) for t in train.cases["text"]]
+        train_texts = [prepare_text(t, cfg.text_mode) for t in train.cases["text"]]
+        texts = train_texts + [prepare_text(t, cfg.text_mode) for t in val.cases["text"]]
+        flipped = [swap_sides(t) for t in train_texts] if cfg.concordant_flip > 0 else []
+        embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
+                                    with_tokens=model.needs_tokens)
         table, index = embeddings.table(texts + flipped)
+        self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
+        if model.needs_tokens:
+            unique = list(dict.fromkeys(texts + flipped))
+            self.tokens = tuple(t.to(device) for t in embeddings.tokens(unique))
         embeddings.save()
         n_train = len(train.cases)
         train_idx, self.val_idx = index[:n_train], index[n_train:len(texts)]
         flipped_idx = index[len(texts):] or None
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
+        self.text_report = {
+            "text_mode": cfg.text_mode, "truncation": encoder.truncation_report(texts),
+            "sentences_kept": sum(len(x.kept) for x in selections),
+            "sentences_dropped": sum(len(x.dropped) for x in selections),
+            "texts_without_positive_sentence": sum(x.fallback for x in selections)}
+        if self.text_report["truncation"]["n_truncated"]:
+            t = self.text_report["truncation"]
+            print(f"{t['n_truncated']} of {t['n_texts']} training/validation texts are longer than "
+                  f"the text encoder's {t['max_length']} tokens and lose {t['mean_tokens_lost']:.0f} "
+                  f"tokens at the end on average (text_mode={cfg.text_mode!r}).")
 
-        model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
-                               upsampling=cfg.upsampling)
         train_emb = table[sorted(set(train_idx))]
         model.set_text_norm(train_emb.mean(0), train_emb.std(0, unbiased=False) if len(train_emb) > 1
                             else torch.ones(encoder.dim))
@@ -368,22 +395,31 @@ class SegmentationTask(Task):
             {"params": encoder_params, "lr": cfg.encoder_lr},
             {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": cfg.lr},
         ], weight_decay=cfg.weight_decay)
+        negatives = ([[train_idx[j] for j in others] for others in disjoint_cases(train.masks)]
+                     if cfg.negative_rate > 0 else None)
         train_set = LabeledCases(train.images, train.masks, train_idx, augment=cfg.augment,
-                                 flip_prob=cfg.concordant_flip, flipped_text_index=flipped_idx)
+                                 flip_prob=cfg.concordant_flip, flipped_text_index=flipped_idx,
+                                 negative_rate=cfg.negative_rate, negative_text_index=negatives)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)
         self.val_masks = torch.from_numpy(val.masks)[:, None].bool()
         self.config = {"phase": 2, **dataclasses.asdict(cfg)}
 
+    def text_args(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """The model's text inputs for table rows [B]: embeddings, and token states + mask."""
+        extra = [t[rows] for t in self.tokens] if self.tokens is not None else []
+        return [self.table[rows], *extra]
+
     def loss(self, batch) -> tuple[torch.Tensor, int]:
         images, masks, text = (t.to(self.device, non_blocking=True) for t in batch)
-        return self.criterion(self.model(images, self.table[text]), masks), len(images)
+        return self.criterion(self.model(images, *self.text_args(text)), masks), len(images)
 
     def val_probs(self) -> torch.Tensor:
         """Validation probabilities float32 [N, 1, S, S]."""
-        return predict_arrays(self.model, self.val.images, self.table[self.val_idx], self.device,
-                              self.cfg.batch_size)
+        emb, *tokens = self.text_args(torch.tensor(self.val_idx, device=self.device))
+        return predict_arrays(self.model, self.val.images, emb, self.device, self.cfg.batch_size,
+                              tokens=tuple(tokens) or None)
 
     def validate(self) -> dict[str, float]:
         probs = self.val_probs()
@@ -400,7 +436,8 @@ class SegmentationTask(Task):
                 "config": {"model": self.model.config(), "image_size": self.cfg.image_size,
                            "text_model": self.text_model, "text_model_requested": self.cfg.text_model,
                            "text_model_is_tiny": self.text_encoder.is_tiny,
-                           "text_dim": self.text_encoder.dim, "threshold": 0.5,
+                           "text_dim": self.text_encoder.dim, "text_mode": self.cfg.text_mode,
+                           "text_report": self.text_report, "threshold": 0.5,
                            "finetune": self.config}}
 
 

@@ -185,3 +185,44 @@ def test_run_paths_find_trained_phase1_encoders(tmp_path):
     paths.phase1("masked").mkdir(parents=True)
     (paths.phase1("masked") / "my_pretrained_encoder.pth").write_bytes(b"")
     assert paths.phase1_encoders() == {"masked": str(paths.phase1("masked") / "my_pretrained_encoder.pth")}
+
+
+def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
+    from helpers.evaluation import two_lesion_probe
+
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
+    left, right = np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
+    left[8:16, 2:10], right[8:16, 22:30] = 255, 255
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(right).save(tmp_path / "right.png")
+
+    class LeftOnly:
+        """Predicts the image's left half whatever the text: follows half of the texts."""
+        image_size = 32
+
+        def predict_arrays(self, images, texts):
+            probs = torch.zeros(len(images), 1, 32, 32)
+            probs[..., :16] = 1.0
+            return probs
+
+    import pandas as pd
+
+    items = pd.DataFrame({"image_path": [str(image)] * 2, "text": ["a", "b"],
+                          "mask_path": [str(tmp_path / "left.png"), str(tmp_path / "right.png")],
+                          "other_mask_path": [str(tmp_path / "right.png"), str(tmp_path / "left.png")]})
+    table, summary = two_lesion_probe(LeftOnly(), items)
+    assert table["follows"].tolist() == [True, False] and summary["follows_share"] == 0.5
+    with pytest.raises(ValueError, match="other_mask_path"):
+        two_lesion_probe(LeftOnly(), items.drop(columns="other_mask_path"))
+
+
+def test_demo_probe_items_pair_each_distractor_with_the_target(demo_root, catalog):
+    from helpers.synthetic import probe_items
+
+    items = probe_items(demo_root, catalog.cases.head(3))
+    assert len(items) == 3 * 2 * 2  # 2 distractors per image, both directions
+    first = items.iloc[0]
+    assert first["mask_path"] == catalog.cases["mask_path"].iloc[0]
+    assert items.iloc[1]["other_mask_path"] == first["mask_path"]
+    assert (load_mask(items.iloc[1]["mask_path"]) > 0).any()

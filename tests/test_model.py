@@ -14,6 +14,7 @@ from helpers.model import (UPSAMPLINGS, MultimodalUnet, TransposeUpsample,
                            load_pretrained_encoder)
 
 D = 16
+T = 12  # token width
 ENCODER = "resnet18"
 
 
@@ -23,7 +24,16 @@ class Untrusted:
 
 def make_model(fusion: str = "concat", upsampling: str = "interp", seed: int = 0) -> MultimodalUnet:
     torch.manual_seed(seed)
-    return MultimodalUnet(ENCODER, text_dim=D, fusion=fusion, upsampling=upsampling).eval()
+    return MultimodalUnet(ENCODER, text_dim=D, fusion=fusion, upsampling=upsampling,
+                          token_dim=T).eval()
+
+
+def text_args(n: int, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pooled embeddings [n, D], token states [n, 5, T] and their mask (the last text is shorter)."""
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, 5, dtype=torch.bool)
+    mask[-1, 3:] = False
+    return torch.randn(n, D, generator=gen), torch.randn(n, 5, T, generator=gen), mask
 
 
 def same_image_two_texts() -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +45,7 @@ def same_image_two_texts() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_forward_shape(fusion, upsampling):
     model = make_model(fusion, upsampling).train()
-    logits = model(torch.randn(2, 1, 64, 64), torch.randn(2, D))
+    logits = model(torch.randn(2, 1, 64, 64), *text_args(2))
     assert logits.shape == (2, 1, 64, 64) and logits.dtype == torch.float32
     logits.mean().backward()
     assert model.encoder.conv1.weight.grad is not None
@@ -62,6 +72,38 @@ def test_film_is_identity_at_init_and_uses_text_once_trained(fusion):
         logits = model(images, texts)
     assert len(model.fusion.films) == (5 if fusion == "film_multi" else 1)
     assert (logits[0] - logits[1]).abs().max() > 1e-4
+
+
+def test_cross_attention_is_identity_at_init_and_reads_tokens_after_training():
+    images = torch.randn(1, 1, 64, 64).expand(2, -1, -1, -1)
+    emb, tokens, mask = text_args(2)
+    model = make_model("cross_attn")
+    assert model.needs_tokens and not make_model("film_multi").needs_tokens
+    baseline = make_model("none")
+    baseline.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images, emb, tokens, mask), baseline(images, emb))
+    # A few steps toward different targets for the two texts: the output comes to depend on them.
+    target = torch.zeros(2, 1, 64, 64)
+    target[0, :, :, :32] = 1
+    target[1, :, :, 32:] = 1
+    optimizer = torch.optim.Adam(model.fusion.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(5):
+        loss = F.binary_cross_entropy_with_logits(model(images, emb, tokens, mask), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(images, emb, tokens, mask)
+        assert (logits[0] - logits[1]).abs().max() > 1e-3
+        # padded tokens are ignored: changing them changes nothing
+        noisy = tokens.clone()
+        noisy[-1, 3:] = 100.0
+        torch.testing.assert_close(model(images, emb, noisy, mask), logits)
+    with pytest.raises(ValueError, match="token states"):
+        model(images, emb)
 
 
 def test_none_fusion_ignores_text():

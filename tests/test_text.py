@@ -133,23 +133,51 @@ def test_full_clip_checkpoint_gives_projected_text_embeds(tiny_dir, tmp_path):
     torch.testing.assert_close(enc.encode(texts), expected)
 
 
-def test_bert_like_model_uses_pooler_output(tmp_path):
+def save_tiny_bert(dest) -> tuple[BertModel, BertTokenizerFast]:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "left", "right", "lung", "nodule"]
-    (tmp_path / "vocab.txt").write_text("\n".join(words))
-    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"))
-    tokenizer.save_pretrained(tmp_path)
+    (dest / "vocab.txt").write_text("\n".join(words))
+    tokenizer = BertTokenizerFast(str(dest / "vocab.txt"))
+    tokenizer.save_pretrained(dest)
     torch.manual_seed(0)
     bert = BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=32,
                                 max_position_embeddings=40)).eval()
-    bert.save_pretrained(tmp_path)
+    bert.save_pretrained(dest)
+    return bert, tokenizer
+
+
+def test_bert_like_model_is_mean_pooled_over_real_tokens(tmp_path):
+    bert, tokenizer = save_tiny_bert(tmp_path)
     enc = TextEncoder(tmp_path)
-    assert not enc.is_clip and enc.dim == 16 and enc.max_length == 40
-    texts = ["left lung", "right nodule nodule"]
+    assert not enc.is_clip and enc.dim == 16 and enc.max_length == 40 and enc.pooling == "mean"
+    texts = ["left lung", "right nodule nodule"]  # 4 and 5 tokens: the first is padded
     with torch.no_grad():
-        expected = bert(**tokenizer(texts, padding=True, return_tensors="pt")).pooler_output
-    torch.testing.assert_close(enc.encode(texts), expected)
+        states = [bert(**tokenizer([t], return_tensors="pt")).last_hidden_state[0] for t in texts]
+    expected = torch.stack([s.mean(0) for s in states])  # by hand, each text alone, no padding
+    torch.testing.assert_close(enc.encode(texts), expected, atol=1e-5, rtol=1e-4)
     assert enc.count_tokens(texts) == [4, 5]
+    pooled, tokens = enc.encode_tokens(texts)
+    assert [t.shape for t in tokens] == [(4, 16), (5, 16)]
+    torch.testing.assert_close(tokens[0], states[0], atol=1e-5, rtol=1e-4)
+
+
+def test_sentence_transformers_config_is_honoured(tmp_path):
+    bert, tokenizer = save_tiny_bert(tmp_path)
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        '{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')
+    (tmp_path / "modules.json").write_text(
+        '[{"idx": 0, "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 2, "type": "sentence_transformers.models.Normalize"}]')
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 4}')
+    enc = TextEncoder(tmp_path)
+    assert enc.pooling == "cls" and enc.normalize and enc.max_length == 4
+    with torch.no_grad():
+        cls = bert(**tokenizer(["left lung"], return_tensors="pt")).last_hidden_state[:, 0]
+    torch.testing.assert_close(enc.encode(["left lung"]), F.normalize(cls, dim=-1), atol=1e-5,
+                               rtol=1e-4)
+    report = enc.truncation_report(["left lung", "right nodule nodule", "left left left left lung"])
+    assert report["n_truncated"] == 2 and report["mean_tokens_lost"] == 2.0  # 5 -> 4, 7 -> 4
 
 
 def test_unloadable_model_raises_text_model_error(tiny_dir, tmp_path):
@@ -235,3 +263,19 @@ def test_demo_falls_back_to_the_tiny_model_when_the_hub_is_unreachable(tmp_path,
     encoder = text.load_text_encoder("openai/clip-vit-base-patch32", cache_dir=tmp_path, fallback=True)
     assert encoder.is_tiny
     assert "tiny offline CLIP" in capsys.readouterr().out
+
+
+def test_embedding_cache_keeps_tokens_padded_with_a_mask(encoder, tmp_path):
+    path = tmp_path / "emb.pt"
+    cache = EmbeddingCache(encoder, path, with_tokens=True)
+    texts = ["nodule", "small nodule in the right upper lobe"]
+    tokens, mask = cache.tokens(texts)
+    lengths = encoder.count_tokens(texts)
+    assert tokens.shape == (2, max(lengths), encoder.token_dim)
+    assert mask.sum(1).tolist() == lengths and (tokens[0, lengths[0]:] == 0).all()
+    cache.save()
+    again = EmbeddingCache(encoder, path, with_tokens=True)
+    torch.testing.assert_close(again.tokens(texts)[0], tokens)
+    assert again.n_encoded == 0
+    with pytest.raises(ValueError, match="with_tokens"):
+        EmbeddingCache(encoder).tokens(texts)

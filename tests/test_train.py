@@ -157,3 +157,46 @@ def test_finetune_without_validation_cases_is_a_clear_error(cases, tmp_path, fin
     no_val = cases.assign(split=cases["split"].replace("val", "train"))
     with pytest.raises(DatasetError, match="'val' split"):
         finetune(finetune_cfg, no_val, tmp_path, text_cache_dir=text_dir, progress=False)
+
+
+def test_negatives_get_another_text_and_an_empty_mask():
+    images = np.zeros((2, 16, 16), np.uint8)
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[0, :4, :4] = masks[1, -4:, -4:] = 1
+    ds = LabeledCases(images, masks, [0, 1], negative_rate=1.0, negative_text_index=[[1], [0]])
+    _, mask, text = ds[0]
+    assert text == 1 and mask.sum() == 0
+    never = LabeledCases(images, masks, [0, 1], negative_rate=1.0, negative_text_index=[[], []])
+    assert never[0][2] == 0 and never[0][1].sum() == 16  # no candidate: the item stays as it is
+    with pytest.raises(ValueError, match="negative_text_index"):
+        LabeledCases(images, masks, [0, 1], negative_rate=0.5)
+
+
+def test_disjoint_cases_lists_masks_that_do_not_touch():
+    from helpers.train import disjoint_cases
+
+    masks = np.zeros((3, 8, 8), np.uint8)
+    masks[0, :4, :4] = masks[1, 2:6, 2:6] = masks[2, 6:, 6:] = 1
+    assert disjoint_cases(masks) == [[2], [2], [0, 1]]
+
+
+def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetune_cfg, text_dir):
+    cfg = dataclasses.replace(finetune_cfg, epochs=2, fusion="cross_attn", text_mode="positive",
+                              negative_rate=0.3)
+    result = finetune(cfg, cases, tmp_path, text_cache_dir=text_dir, progress=False)
+    best = load_checkpoint(result.best_path)["config"]
+    assert best["text_mode"] == "positive" and best["model"]["fusion"] == "cross_attn"
+    assert best["model"]["token_dim"] > 0
+    report = best["text_report"]
+    assert report["sentences_kept"] > 0 and report["sentences_dropped"] > 0  # demo reports mix both
+    assert report["truncation"]["n_texts"] == (cases["split"] != "test").sum()
+    from helpers.inference import Segmenter
+
+    seg = Segmenter.from_checkpoint(result.best_path, device="cpu", text_cache_dir=text_dir)
+    chosen = seg.sentences("No left effusion. Right basilar opacity.")
+    assert chosen.kept == ["Right basilar opacity."] and chosen.dropped == ["No left effusion."]
+    image = cases["image_path"].iloc[0]
+    # the model reads only the positive sentence: adding a normal one changes nothing
+    torch.testing.assert_close(
+        torch.from_numpy(seg.predict(image, "Right basilar opacity.")),
+        torch.from_numpy(seg.predict(image, "Heart size is normal. Right basilar opacity.")))
