@@ -20,25 +20,31 @@ from pathlib import Path
 from .config import MODES
 
 
-def _settings_args(parser: argparse.ArgumentParser, fields: dict[str, type]) -> None:
+def _settings_args(parser: argparse.ArgumentParser, fields: dict[str, type],
+                   lists: bool = False) -> None:
+    """One flag per settings field; with `lists`, the non-bool flags take several values."""
     for name, kind in fields.items():
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            parser.add_argument(flag, type=kind, default=None)
+            parser.add_argument(flag, type=kind, default=None, nargs="+" if lists else None)
 
 
 def _apply(cfg, args: argparse.Namespace, fields: dict[str, type]):
     changes = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
     return dataclasses.replace(cfg, **changes)
 
 
 PRETRAIN_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
                   "objective": str, "encoder": str, "max_images": int, "frontal_only": bool,
                   "num_workers": int, "device": str, "seed": int}
+ABLATION_FLAGS = {"seeds": int, "fusions": str, "text_modes": str, "negative_rates": float,
+                  "with_init": bool, "with_upsampling": bool}
 FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
                   "encoder_lr": float, "encoder": str, "text_model": str, "fusion": str,
+                  "text_mode": str, "negative_rate": float,
                   "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
                   "patience": int, "concordant_flip": float, "num_workers": int, "device": str,
                   "seed": int}
@@ -108,15 +114,18 @@ def cmd_evaluate(args) -> None:
 
 def cmd_ablate(args) -> None:
     from .experiments import run_ablations
-    from .pipeline import prepare
+    from .pipeline import demo_probe, prepare
 
     prep = prepare(args.data, args.mode, out_dir=args.out)
     base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
-    table, _ = run_ablations(prep.cases, prep.paths.ablations, base, prep.preset.ablation,
-                             phase1_encoders=prep.paths.phase1_encoders(), cache_dir=prep.paths.cache,
-                             text_cache_dir=prep.paths.text_models)
+    settings = _apply(prep.preset.ablation, args, ABLATION_FLAGS)
+    table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
+                                phase1_encoders=prep.paths.phase1_encoders(),
+                                cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,
+                                probe=demo_probe(prep), progress=args.progress)
     print(table.round(3).to_string(index=False))
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
+    runs.to_csv(prep.paths.ablations / "ablation_runs.csv", index=False)
 
 
 def cmd_predict(args) -> None:
@@ -175,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
         p.add_argument("--resume", action="store_true", help="continue from last.pth")
         _settings_args(p, FINETUNE_FLAGS)
+        if name == "ablate":
+            _settings_args(p, ABLATION_FLAGS, lists=True)
+            p.add_argument("--progress", action="store_true", help="show each training's epochs")
         p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")

@@ -133,7 +133,9 @@ class FinetuneConfig:
 @dataclass
 class AblationConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
-    fusions: tuple[str, ...] = ("concat", "film", "film_multi")
+    fusions: tuple[str, ...] = ("concat", "film", "film_multi", "cross_attn")
+    text_modes: tuple[str, ...] = ()  # also train each fusion with these text modes
+    negative_rates: tuple[float, ...] = ()  # also train the base with mismatched-text negatives
     with_upsampling: bool = True  # also train upsampling="transpose" once
     with_init: bool = True  # Phase-1 init vs none, reconstruct vs masked
     bootstrap: int = 1000

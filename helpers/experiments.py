@@ -13,7 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from .config import AblationConfig, FinetuneConfig
-from .evaluation import counterfactual_sides, evaluate
+from .evaluation import counterfactual_sides, evaluate, two_lesion_probe
 from .inference import Segmenter
 from .layout import BEST_FILE
 from .metrics import bootstrap_ci
@@ -31,14 +31,25 @@ class Variant:
     seeds: Sequence[int] | None = None  # None: all seeds of the ablation settings
 
 
+def _text_variant(fusion: str, text_mode: str) -> str:
+    return f"text ({fusion}, {text_mode})"
+
+
 def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
-    """The ablations of the Phase-2 issue: text vs shuffled text vs image only; the fusion
-    variants; Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
-    main = f"text ({base.fusion})"
-    variants = [Variant(main, {}), Variant(f"shuffled test text ({base.fusion})", {}, "shuffled"),
+    """The ablations of the Phase-2 issues: text vs shuffled text vs image only; the fusions, each
+    with the text modes; mismatched-text negatives; Phase-1 initialisation vs none and per
+    objective; transposed-conv upsampling."""
+    variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
+                Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
                 Variant("image only (none)", {"fusion": "none"})]
-    variants += [Variant(f"text ({f})", {"fusion": f}) for f in settings.fusions if f != base.fusion]
+    for fusion in settings.fusions:
+        for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
+            if (fusion, mode) != (base.fusion, base.text_mode):
+                variants.append(Variant(_text_variant(fusion, mode),
+                                        {"fusion": fusion, "text_mode": mode}))
+    variants += [Variant(f"negatives {rate:g}", {"negative_rate": rate})
+                 for rate in settings.negative_rates if rate != base.negative_rate]
     if settings.with_init:
         variants.append(Variant("no Phase-1 init", {"pretrained_encoder": None}))
         for objective, path in (phase1_encoders or {}).items():
@@ -53,13 +64,14 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
 def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig,
                   settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
                   main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
-                  text_cache_dir: str | Path | None = None, progress: bool = False
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  text_cache_dir: str | Path | None = None, probe: pd.DataFrame | None = None,
+                  progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and evaluate every variant for every seed on the test split.
 
     `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
     trained again. Returns (summary table, one row per variant and seed). Variants sharing the
     same training settings and seed are trained once (e.g. text vs shuffled test text).
+    `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows.
     """
     out = Path(out_dir)
     test = cases[cases["split"] == "test"].reset_index(drop=True)
@@ -86,8 +98,10 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                                            n_boot=settings.bootstrap, seed=seed)
             row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
                    ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
-            if variant.text_mode == "report" and cfg.fusion != "none":
+            if variant.text_mode == "report":
                 row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+                if probe is not None:
+                    row["probe_follows"] = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]["follows_share"]
             runs.append(row)
             per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
     runs_frame = pd.DataFrame(runs)
@@ -105,7 +119,9 @@ def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 100
             mean, lo, hi = bootstrap_ci(group[metric].to_numpy(), n_boot=n_boot, seed=0)
             sd = seeds[metric].std(ddof=1) if len(seeds) > 1 else float("nan")
             row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
-        if "moved_share" in seeds:
-            row["moved_share"] = seeds["moved_share"].mean()
+        for extra in ("moved_share", "probe_follows"):
+            if extra in seeds:
+                row[extra] = seeds[extra].mean()
+                row[f"{extra}_sd"] = seeds[extra].std(ddof=1) if len(seeds) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -6,6 +6,7 @@ and `Output` are used.
 from __future__ import annotations
 
 import functools
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,19 @@ def _case_table(cases: pd.DataFrame) -> pd.DataFrame:
 
 def _safe_name(case_id: str) -> str:
     return re.sub(r"[^\w.-]+", "_", case_id)
+
+
+def sentences_html(segmenter: Any, text: str) -> str:
+    """The sentences the model is given (kept) and those it is not (dropped, struck through),
+    for a segmenter with `.sentences(text)` (`helpers.inference.Segmenter`); "" otherwise."""
+    if not hasattr(segmenter, "sentences"):
+        return ""
+    chosen = segmenter.sentences(text)
+    kept = " ".join(html.escape(s) for s in chosen.kept)
+    dropped = " ".join(f"<s>{html.escape(s)}</s>" for s in chosen.dropped)
+    note = " (no positive sentence: the whole text)" if getattr(chosen, "fallback", False) else ""
+    return (f"<b>model reads{note}:</b> {kept}"
+            + (f"<br><b>dropped (normal or negated):</b> {dropped}" if dropped else ""))
 
 
 def explore(cases: pd.DataFrame, segmenter: Any, *,
@@ -110,21 +124,24 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
         "save": widgets.Button(description="Save PNG"),
     }
     status = widgets.Label(value="")
+    given = widgets.HTML(value="")  # which sentences the model reads
     out = widgets.Output()
     box = widgets.VBox([
         widgets.HBox([controls["split"], controls["case"], controls["prev"], controls["next"]]),
         widgets.HBox([controls["threshold"], controls["alpha"]]),
         controls["text"],
+        given,
         widgets.HBox([controls["reset"], controls["save"], status]),
         out,
     ])
-    box.controls, box.last_figure, box.last_saved = controls, None, None
+    box.controls, box.given, box.last_figure, box.last_saved = controls, given, None, None
     # Moving to another case sets several widgets; `holding` keeps their observers from re-plotting
     # once per widget.
     holding = [False]
 
     def refresh() -> None:
         case_id, text = controls["case"].value, controls["text"].value
+        given.value = sentences_html(segmenter, text)
         with out:
             image, mask = load_case(case_id)
             fig = plot_fn(image, predict(case_id, text), text, mask=mask,

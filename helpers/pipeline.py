@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import synthetic
 from .catalog import Catalog, load_catalog
 from .config import Preset, preset
 from .layout import DATA_ROOT, REPO_ROOT, RUNS_ROOT, RunPaths
@@ -39,6 +40,14 @@ def prepare(source: str = "demo", mode: str | None = None, *, data_dir: str | Pa
                         test_fraction=settings.split.test_fraction, seed=settings.split.seed,
                         fixed=catalog.patient_splits)
     return Prepared(settings, paths, catalog, cases)
+
+
+def demo_probe(prep: Prepared, split: str = "test") -> pd.DataFrame | None:
+    """The two-lesion probe items of a demo dataset's `split` (None for other datasets, which
+    have no second lesion's mask)."""
+    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
+        return None
+    return synthetic.probe_items(prep.catalog.root, prep.cases[prep.cases["split"] == split])
 
 
 def relative(path: str | Path) -> str:

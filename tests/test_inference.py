@@ -150,10 +150,14 @@ def test_ablation_variants_and_summary():
     from helpers.experiments import ablation_variants, summarize_runs
 
     base = FinetuneConfig(pretrained_encoder="masked.pth")
-    names = [v.name for v in ablation_variants(base, AblationConfig(fusions=("concat", "film")),
-                                               {"masked": "masked.pth", "reconstruct": "rec.pth"})]
-    assert names == ["text (concat)", "shuffled test text (concat)", "image only (none)", "text (film)",
-                     "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
+    settings = AblationConfig(fusions=("concat", "film"), text_modes=("positive",),
+                              negative_rates=(0.0, 0.25))
+    variants = ablation_variants(base, settings, {"masked": "masked.pth", "reconstruct": "rec.pth"})
+    assert [v.name for v in variants] == [
+        "text (concat, raw)", "shuffled test text (concat, raw)", "image only (none)",
+        "text (concat, positive)", "text (film, raw)", "text (film, positive)", "negatives 0.25",
+        "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
+    assert variants[5].overrides == {"fusion": "film", "text_mode": "positive"}
     per_case = pd.DataFrame({"variant": ["a"] * 4, "seed": [0, 0, 1, 1], "dice": [1.0, 0.0, 0.5, 0.5],
                              "iou": [1.0, 0.0, 0.5, 0.5], "pointing_hit": [1.0, 0.0, 1.0, 1.0]})
     runs = pd.DataFrame({"variant": ["a", "a"], "seed": [0, 1], "dice": [0.5, 0.5], "iou": [0.5, 0.5],

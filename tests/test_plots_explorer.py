@@ -333,3 +333,17 @@ def test_save_figure_writes_png(tmp_path):
     plots.save_figure(fig, path)
     assert path.exists() and Image.open(path).format == "PNG"
     plt.close(fig)
+
+
+def test_explorer_shows_which_sentences_the_model_reads():
+    from helpers.explorer import sentences_html
+    from helpers.sentences import select_sentences
+
+    class Reads:
+        def sentences(self, text):
+            return select_sentences(text)
+
+    shown = sentences_html(Reads(), "No left effusion. Right basilar <opacity>.")
+    assert "Right basilar &lt;opacity&gt;." in shown and "<s>No left effusion.</s>" in shown
+    assert "whole text" in sentences_html(Reads(), "Heart size is normal.")
+    assert sentences_html(FakeSegmenter(), "anything") == ""
