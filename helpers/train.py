@@ -367,7 +367,8 @@ class SegmentationTask(Task):
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
         self.text_report = {
-            "text_mode": cfg.text_mode, "truncation": encoder.truncation_report(texts),
+            "text_mode": cfg.text_mode, "pooling": encoder.pooling,
+            "truncation": encoder.truncation_report(texts),
             "sentences_kept": sum(len(x.kept) for x in selections),
             "sentences_dropped": sum(len(x.dropped) for x in selections),
             "texts_without_positive_sentence": sum(x.fallback for x in selections)}
