@@ -19,6 +19,8 @@ from .layout import BEST_FILE
 from .metrics import bootstrap_ci
 from .train import finetune
 
+CASES_FILE = "ablation_cases.csv"
+
 
 @dataclasses.dataclass
 class Variant:
@@ -104,8 +106,24 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                     row["probe_follows"] = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]["follows_share"]
             runs.append(row)
             per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
-    runs_frame = pd.DataFrame(runs)
-    return summarize_runs(runs_frame, pd.concat(per_case), settings.bootstrap), runs_frame
+    runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cases_frame.to_csv(out / CASES_FILE, index=False)  # for paired comparisons of variants
+    return summarize_runs(runs_frame, cases_frame, settings.bootstrap), runs_frame
+
+
+def paired_difference(per_case: pd.DataFrame, a: str, b: str, metric: str = "dice",
+                      n_boot: int = 1000) -> dict:
+    """Mean of `metric` for variant `a` minus variant `b`, paired on the same (seed, case), with
+    a bootstrap 95% interval over the pairs (from `ablation_cases.csv`)."""
+    pairs = (per_case[per_case["variant"] == a].merge(
+        per_case[per_case["variant"] == b], on=["seed", "case_id"], suffixes=("_a", "_b")))
+    if pairs.empty:
+        raise ValueError(f"no (seed, case) scored for both {a!r} and {b!r}")
+    mean, lo, hi = bootstrap_ci((pairs[f"{metric}_a"] - pairs[f"{metric}_b"]).to_numpy(),
+                                n_boot=n_boot, seed=0)
+    return {"a": a, "b": b, "metric": metric, "difference": mean, "lo": lo, "hi": hi,
+            "n_pairs": len(pairs), "seeds": pairs["seed"].nunique()}
 
 
 def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:

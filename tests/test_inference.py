@@ -230,3 +230,17 @@ def test_demo_probe_items_pair_each_distractor_with_the_target(demo_root, catalo
     assert first["mask_path"] == catalog.cases["mask_path"].iloc[0]
     assert items.iloc[1]["other_mask_path"] == first["mask_path"]
     assert (load_mask(items.iloc[1]["mask_path"]) > 0).any()
+
+
+def test_paired_difference_pairs_seed_and_case():
+    import pandas as pd
+
+    from helpers.experiments import paired_difference
+
+    per_case = pd.DataFrame({"variant": ["a", "a", "b", "b", "a"], "seed": [0, 1, 0, 1, 2],
+                             "case_id": ["x", "x", "x", "x", "x"], "dice": [0.9, 0.7, 0.5, 0.5, 0.0]})
+    diff = paired_difference(per_case, "a", "b", n_boot=200)
+    assert diff["difference"] == pytest.approx(0.3) and diff["n_pairs"] == 2  # seed 2 has no pair
+    assert diff["lo"] <= 0.3 <= diff["hi"]
+    with pytest.raises(ValueError, match="both"):
+        paired_difference(per_case, "a", "c")
