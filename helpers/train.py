@@ -188,7 +188,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     progress = progress and dist.is_main()
     if dist.is_distributed() and progress:
         per_rank, n = loader.batch_size, dist.world_size()
-        lrs = ", ".join(f"{g['lr']:g}" for g in optimizer.param_groups)
+        lrs = ", ".join(f"{g.get('initial_lr', g['lr']):g}" for g in optimizer.param_groups)
         print(f"DDP: {n} processes x batch {per_rank} = effective batch {per_rank * n}; lr {lrs} "
               "(as set: not rescaled for the larger batch)")
     if state is not None:
