@@ -8,6 +8,10 @@
     predict   mask and overlay for one image and one text
     bench     throughput of the data pipeline and training steps (images/s)
     notebooks execute the numbered notebooks headless (used by `make demo`)
+
+Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
+runs the same command as N data-parallel processes (see helpers/distributed.py and the README's
+"Phase 1 at scale").
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import distributed as dist
 from .config import MODES
 
 
@@ -70,23 +75,44 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
+    from .config import preset
+    from .layout import RUNS_ROOT, RunPaths
     from .pipeline import prepare
     from .train import pretrain
+    from .unlabeled import iu_pretrain_paths, list_unlabeled
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
-    cfg = _apply(prep.preset.pretrain, args, PRETRAIN_FLAGS)
-    paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)
-    result = pretrain(cfg, paths, prep.paths.phase1(cfg.objective), cache_dir=prep.paths.cache,
+    if args.data == "none" and not args.unlabeled:
+        raise ValueError("--data none needs --unlabeled sources")
+    if args.data == "none":  # Phase 1 on other collections only: no IU dataset to prepare
+        settings = preset(args.mode, "none")
+        run, paths = RunPaths(Path(args.out) if args.out else RUNS_ROOT / settings.mode), []
+    else:
+        with dist.main_first():  # rank 0 fetches / generates the data and writes the split
+            prep = prepare(args.data, args.mode, out_dir=args.out)
+        settings, run = prep.preset, prep.paths
+    cfg = _apply(settings.pretrain, args, PRETRAIN_FLAGS)
+    if args.data != "none":
+        paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
+        print(f"{args.data}: {len(paths)} image(s)")
+    if args.unlabeled:
+        extra = list_unlabeled(args.unlabeled)
+        print(extra.report())
+        print("(images of --unlabeled sources are used as given: keep Phase 2's test patients out "
+              "of them yourself)")
+        known = set(paths)
+        paths += [p for p in extra.paths if p not in known]
+    result = pretrain(cfg, paths, run.phase1(cfg.objective), cache_dir=run.cache,
                       resume=args.resume)
     print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
-          f"{result.images_per_second:.1f} images/s; saved {result.best_path}")
+          f"{result.images_per_second:.1f} images/s (all processes); saved {result.best_path}")
 
 
 def cmd_finetune(args) -> None:
     from .pipeline import prepare
     from .train import finetune
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    with dist.main_first():  # rank 0 fetches / generates the data and writes the split
+        prep = prepare(args.data, args.mode, out_dir=args.out)
     cfg = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
@@ -174,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
     p.add_argument("--resume", action="store_true", help="continue from last.pth")
+    p.add_argument("--unlabeled", nargs="+", default=None, metavar="SOURCE",
+                   help="more unlabeled images: folders of PNG/JPEG, .csv/.txt lists of paths "
+                        "(with --data none: these only)")
     _settings_args(p, PRETRAIN_FLAGS)
     p.set_defaults(func=cmd_pretrain)
 
@@ -226,10 +255,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        if args.command in ("pretrain", "finetune") and dist.launched_by_torchrun():
+            from .config import pick_device
+
+            dist.init_from_env(pick_device(args.device or "auto"))  # NCCL on GPUs, gloo on CPUs
+            dist.quiet_unless_main()
         args.func(args)
     except (ValueError, OSError, RuntimeError) as err:  # our errors say what to do: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        dist.cleanup()
     return 0
 
 

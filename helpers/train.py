@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, default_num_workers, pick_device
 from .datasets import LabeledArrays, LabeledCases, UnlabeledImages, build_image_cache, labeled_arrays
@@ -107,7 +110,7 @@ def prepare_out_dir(path: str | Path) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # one per process: DDP ranks probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -139,19 +142,32 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
                 num_workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
     """The DataLoader settings measured by `python -m helpers bench`: no workers on the CPU (the
     cache makes items cheap and workers would take cores from compute); on CUDA, persistent workers
-    with pinned memory and prefetch so the GPU never waits."""
+    with pinned memory and prefetch so the GPU never waits.
+
+    Under torchrun a shuffled loader gets a `DistributedSampler`: each rank draws its own shard
+    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step."""
     workers = default_num_workers(device) if num_workers is None else num_workers
     extra = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=shuffle and len(dataset) > batch_size,
-                      generator=generator, **extra)
+    sampler = None
+    if shuffle and dist.is_distributed():
+        # seeded from the loader's generator so every rank draws the same permutation to shard
+        sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True,
+                                     seed=generator.initial_seed() if generator else 0)
+    per_rank = len(dataset) // dist.world_size() if sampler is not None else len(dataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                      drop_last=shuffle and per_rank > batch_size, generator=generator, **extra)
 
 
 def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = False,
         progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
     """Train `task.model` for `settings.epochs`; keep the best epoch by `settings.monitor` as
     `out_dir/settings.best_name` and end every epoch with `last.pth`, from which `resume=True`
-    continues."""
+    continues.
+
+    Under torchrun (see `helpers.distributed`) every rank runs this same loop on its shard: the
+    model is wrapped in DDP for the training steps (gradients averaged across ranks), losses are
+    summed over ranks, and rank 0 alone writes files and shows progress."""
     model, optimizer, loader, device = task.model, task.optimizer, task.loader, task.device
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -162,12 +178,20 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     best_value, best_epoch, start_epoch = -math.inf if settings.maximize else math.inf, 0, 0
     last_path, best_path = out_dir / LAST_FILE, out_dir / settings.best_name
     state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    dist.barrier()  # every rank has read last.pth before rank 0 may move it
     if state is not None and state.get("config") != task.config:
         kept = last_path.with_name(PREVIOUS_LAST_FILE)
-        last_path.replace(kept)
+        if dist.is_main():
+            last_path.replace(kept)
         print(f"{last_path} was written with other settings: starting a new run "
               f"(the previous state is kept as {kept.name})")
         state = None
+    progress = progress and dist.is_main()
+    if dist.is_distributed() and progress:
+        per_rank, n = loader.batch_size, dist.world_size()
+        lrs = ", ".join(f"{g.get('initial_lr', g['lr']):g}" for g in optimizer.param_groups)
+        print(f"DDP: {n} processes x batch {per_rank} = effective batch {per_rank * n}; lr {lrs} "
+              "(as set: not rescaled for the larger batch)")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,6 +208,9 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             break
         model.train()
         task.start_epoch(epoch)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+        task.model = dist.wrap_ddp(model, device)  # the task's steps go through DDP (a no-op alone)
         total, count, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
                    disable=not progress)
@@ -199,6 +226,9 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
+        task.model = model
+        dist.broadcast_buffers(model)  # BatchNorm statistics of rank 0 everywhere
+        total, count = dist.all_reduce_sum(total, count)  # over all ranks: the global mean loss
         train_seconds = time.perf_counter() - t0
         seen += count
         model.eval()
@@ -210,14 +240,17 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         value = row[settings.monitor]
         if (value > best_value) if settings.maximize else (value < best_value):
             best_value, best_epoch, stale = value, epoch + 1, 0
-            save_checkpoint(task.best_checkpoint(row), best_path)
+            if dist.is_main():
+                save_checkpoint(task.best_checkpoint(row), best_path)
         else:
             stale += 1
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": {"torch": torch.get_rng_state(), "loader": task.generator.get_state()},
-                         "epoch": epoch + 1, "history": history, "best_value": best_value,
-                         "best_epoch": best_epoch, "config": task.config}, last_path)
+        if dist.is_main():
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                             "rng": {"torch": torch.get_rng_state(),
+                                     "loader": task.generator.get_state()},
+                             "epoch": epoch + 1, "history": history, "best_value": best_value,
+                             "best_epoch": best_epoch, "config": task.config}, last_path)
         if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
             print(f"epoch {epoch + 1}/{settings.epochs}: {shown}")
@@ -227,7 +260,9 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             break
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history)
-    frame.to_csv(out_dir / history_file(settings.best_name), index=False)
+    if dist.is_main():
+        frame.to_csv(out_dir / history_file(settings.best_name), index=False)
+    dist.barrier()  # the files are complete before any rank reads them
     return FitResult(frame, best_path, last_path, best_value, best_epoch, seconds,
                      seen / seconds if seconds > 0 else 0.0)
 
@@ -250,7 +285,9 @@ class AutoencoderTask(Task):
         self.loader = make_loader(UnlabeledImages(array, order[n_val:], augment=cfg.augment),
                                   cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)
-        self.val_set = UnlabeledImages(array, order[:n_val])
+        # each rank validates its own slice (no padding: counts are exact) and `validate` weights
+        # the ranks' mean losses by their counts: the whole set is scored once, in parallel
+        self.val_set = UnlabeledImages(array, order[:n_val][dist.rank()::dist.world_size()])
         self.val_loader = make_loader(self.val_set, cfg.batch_size, shuffle=False, device=device,
                                       num_workers=0)
         self.model = build_autoencoder(cfg.encoder).to(device)
@@ -275,7 +312,7 @@ class AutoencoderTask(Task):
     def validate(self) -> dict[str, float]:
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)  # same patches each epoch
         losses = [self.objective_loss(x.to(self.device), gen).item() * len(x) for x in self.val_loader]
-        return {"val_loss": sum(losses) / len(self.val_set)}
+        return {"val_loss": dist.all_reduce_mean(sum(losses), len(self.val_set))}
 
     def best_checkpoint(self, row: dict) -> dict:
         return encoder_checkpoint(self.model, self.cfg.encoder, config=self.config,
@@ -289,13 +326,18 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     """Phase 1: train a U-Net autoencoder on unlabeled images; save the encoder of the epoch with
     the lowest validation loss as `out_dir/my_pretrained_encoder.pth`.
 
+    Under torchrun (`torchrun --nproc_per_node N -m helpers pretrain ...`) every rank calls this
+    with the same paths: the cache is built in shards, `cfg.batch_size` is per rank.
+
     `objective="reconstruct"`: MSE of the output against the input. `objective="masked"`: a random
     share of patches is replaced by noise and the loss on them is weighted up, so copying the input
     through the top skip connection no longer pays and the deep encoder has to model anatomy.
     """
     out = prepare_out_dir(out_dir)
     device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    dist.init_from_env(device)
+    device = dist.rank_device(device)
+    seed_everything(cfg.seed)  # the same seed on every rank: one saved RNG state resumes them all
     paths = list(image_paths)[: cfg.max_images] if cfg.max_images else list(image_paths)
     cache = build_image_cache(paths, cfg.image_size, cache_dir, progress=progress)
     if len(cache.array) < 2:
@@ -308,6 +350,8 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     if cache.failed:
         print(f"Skipped {len(cache.failed)} unreadable image(s), e.g. {cache.failed[0][0]}")
+        for path, why in cache.failed[1:10]:
+            print(f"  {path}: {why}")
     return result
 
 
@@ -451,12 +495,18 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     Saves `best_model.pth` at the best validation Dice, with the threshold chosen on validation,
     the settings needed to rebuild model and text encoder, and the validation metrics.
     `max_steps` stops after that many optimizer steps (the benchmark times the real loop so).
+    Under torchrun every rank validates the whole validation set rather than a shard: it is small
+    (tens of cases), the threshold search needs all its probabilities, and identical weights give
+    identical metrics, hence the same best epoch and early stop, on every rank.
     """
     out = prepare_out_dir(out_dir)
     device = pick_device(cfg.device)
+    dist.init_from_env(device)
+    device = dist.rank_device(device)
     seed_everything(cfg.seed)
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
-    task = SegmentationTask(cfg, train, val, device, out, text_cache_dir)
+    with dist.main_first():  # rank 0 builds the text model and embedding cache, the others reuse
+        task = SegmentationTask(cfg, train, val, device, out, text_cache_dir)
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_dice", maximize=True,
                            best_name=BEST_FILE, patience=cfg.patience, max_steps=max_steps)
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
@@ -469,5 +519,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     best["config"]["threshold"] = threshold
     best["metrics"]["val_dice_at_threshold"] = dice_per_image(probs >= threshold,
                                                               task.val_masks).mean().item()
-    save_checkpoint(best, result.best_path)
+    if dist.is_main():
+        save_checkpoint(best, result.best_path)
+    dist.barrier()
     return result

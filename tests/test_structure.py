@@ -14,9 +14,10 @@ PACKAGE = ROOT / "helpers"
 # Bottom to top; a module may import modules of lower layers, and of its own layer only along the
 # edges listed in SAME_LAYER. The map of shared/DESIGN.md and the README's layout section.
 LAYERS = [
-    ["config", "checkpoint", "layout"],
+    ["config", "checkpoint", "layout", "distributed"],
     ["io", "sentences"],
-    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "catalog"],
+    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "catalog",
+     "unlabeled"],
     ["tiny_clip", "text", "datasets"],
     ["fusion", "model", "losses", "metrics"],
     ["train"],
