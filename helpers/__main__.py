@@ -45,7 +45,10 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="demo", help="dataset: demo, a folder, a .zip, a Drive link")
+    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link "
+                        "(default: what the run folder's run.json records, else demo)")
+    parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
+                        "masked/ folder: a folder, a .zip, a Drive path or link")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
@@ -54,9 +57,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def cmd_prepare(args) -> None:
     from .pipeline import prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     print(json.dumps(prep.catalog.summary(), indent=1))
-    print(prep.cases["split"].value_counts().to_string())
+    if prep.has_masks:
+        print(prep.cases["split"].value_counts().to_string())
+    else:
+        print(f"Phase 2 cannot run yet: {prep.masks_message}")
     if len(prep.catalog.problems):
         print(f"{len(prep.catalog.problems)} problem(s):")
         print(prep.catalog.problems.to_string(index=False))
@@ -67,7 +73,7 @@ def cmd_pretrain(args) -> None:
     from .pipeline import prepare
     from .train import pretrain
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     cfg = _apply(prep.preset.pretrain, args, PRETRAIN_FLAGS)
     paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)
     result = pretrain(cfg, paths, prep.paths.phase1(cfg.objective), cache_dir=prep.paths.cache,
@@ -80,7 +86,8 @@ def cmd_finetune(args) -> None:
     from .pipeline import prepare
     from .train import finetune
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
+    prep.require_masks()
     cfg = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
@@ -92,7 +99,8 @@ def cmd_evaluate(args) -> None:
     from .inference import Segmenter
     from .pipeline import prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out_dir)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
+    prep.require_masks()
     seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
     mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
@@ -110,7 +118,8 @@ def cmd_ablate(args) -> None:
     from .experiments import run_ablations
     from .pipeline import prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
+    prep.require_masks()
     base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
     table, _ = run_ablations(prep.cases, prep.paths.ablations, base, prep.preset.ablation,
                              phase1_encoders=prep.paths.phase1_encoders(), cache_dir=prep.paths.cache,
@@ -148,7 +157,8 @@ def cmd_bench(args) -> None:
 def cmd_notebooks(args) -> None:
     from .notebooks import run_notebooks
 
-    run_notebooks(args.out, mode=args.mode, names=args.only)
+    run_notebooks(args.out, mode=args.mode, names=args.only, timeout=args.cell_timeout,
+                  restart=args.restart)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")
     p.add_argument("--mode", choices=MODES, default=None)
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
+    p.add_argument("--restart", action="store_true",
+                   help="run every notebook again (default: continue after the finished ones)")
+    p.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     p.set_defaults(func=cmd_notebooks)
 
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, RUNS_ROOT
+from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, REPO_URL, RUNS_ROOT
 
 GPU_HELP = ("Runtime > Change runtime type > GPU, then run the notebook again; or set DEVICE = \"cpu\" "
             "in the parameters cell to train on the CPU on purpose (hours instead of minutes)")
@@ -79,17 +79,28 @@ def default_runs_root(colab: bool | None = None, drive_mount: str | Path = DRIVE
     return RUNS_ROOT
 
 
-def mount_drive(paths: tuple = ()) -> None:
-    """Mount Drive on Colab when the default run folder or a given path is on it."""
+def mount_drive(out_dir: str | Path | None, *sources) -> None:
+    """Mount Drive on Colab when the run folder is the default one (on Drive) or a path is on it."""
     if not on_colab():
         return
-    wanted = any(p is None or str(p).startswith(DRIVE_MOUNT) for p in paths) if paths else True
+    wanted = out_dir is None or any(str(p).startswith(DRIVE_MOUNT) for p in (out_dir, *sources) if p)
     if wanted and not Path(DRIVE_MOUNT, "MyDrive").is_dir():
         print(f"Mounting Google Drive: the run folder ({DRIVE_RUNS_ROOT}/<mode>) is shared by the "
               "four notebooks, each on its own machine. Allow access in the pop-up.")
         from google.colab import drive  # only on Colab
 
         drive.mount(DRIVE_MOUNT)
+
+
+def colab_link(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> str:
+    """The "Open in Colab" address of `notebooks/<notebook>` in the GitHub repository `repo_url`."""
+    slug = repo_url.split("github.com", 1)[-1].lstrip("/:").removesuffix(".git")
+    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{notebook}"
+
+
+def colab_badge(notebook: str, repo_url: str = REPO_URL) -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_link(notebook, repo_url)})")
 
 
 def check_device(mode: str, device: str | None = None) -> str:

@@ -1,42 +1,99 @@
-"""Execute the numbered notebooks headless (what `make demo` runs), keeping the executed copies."""
+"""Execute the numbered notebooks headless (what `make demo` runs), keeping the executed copies.
+
+Each notebook gets its own kernel, started by an explicit KernelManager and waited for with a
+startup timeout (nbclient's own start could wait forever on a kernel whose first reply was lost:
+`make demo` once hung, kernel idle, at the start of notebook 04), shut down in `finally`. Every cell
+has a timeout; a cell that runs past it stops the run with a message naming the notebook, the cell
+and the command that resumes. Finished notebooks are recorded in `runs/<mode>/notebooks.json`, so a second
+`make demo` continues with the first unfinished one (`--restart` starts over).
+"""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .config import SMOKE_ENV, resolve_mode
-from .layout import REPO_ROOT, RUNS_ROOT
+from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
+class NotebookRunError(RuntimeError):
+    """A notebook failed or timed out; the message says which cell and how to resume."""
+
+
+def _finished(state_file: Path, mode: str) -> list[str]:
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return []
+    return state.get("finished", []) if state.get("mode") == mode else []
+
+
 def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
-                  names: Sequence[str] | None = None, timeout: int = 1800) -> list[Path]:
+                  names: Sequence[str] | None = None, timeout: int = 3600, *,
+                  startup_timeout: int = 120, restart: bool = False,
+                  notebook_dir: str | Path = NOTEBOOK_DIR) -> list[Path]:
     """Run `notebooks/0*.ipynb` in order in `mode` and write the executed notebooks to `out_dir`.
 
-    The notebooks read the mode from their parameters cell, which defaults to the environment:
-    `CXR_SMOKE=1` for smoke; `CXR_MODE` otherwise.
+    timeout: seconds per cell. Without `names`, notebooks recorded as finished in
+    `runs/<mode>/notebooks.json` are skipped unless `restart`. The notebooks read the mode from their
+    parameters cell, which defaults to the environment: `CXR_SMOKE=1` for smoke; `CXR_MODE` otherwise.
     """
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     mode = resolve_mode(mode)
     out = Path(out_dir) if out_dir else RUNS_ROOT / mode
     out.mkdir(parents=True, exist_ok=True)
+    state_file = RUNS_ROOT / mode / NOTEBOOKS_STATE_FILE  # in the run folder the notebooks use
+    state_file.parent.mkdir(parents=True, exist_ok=True)
     os.environ["CXR_MODE"] = mode
     os.environ[SMOKE_ENV] = "1" if mode == "smoke" else "0"
+    finished = [] if restart else _finished(state_file, mode)
     written = []
-    for path in sorted(NOTEBOOK_DIR.glob("0*.ipynb")):
+    for path in sorted(Path(notebook_dir).glob("0*.ipynb")):
         if names and not any(path.name.startswith(n) for n in names):
+            continue
+        if not names and path.name in finished:
+            print(f"{path.name}: finished before, skipped (--restart runs it again)", flush=True)
             continue
         start = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+        current = {"index": -1}
+        km = KernelManager(kernel_name="python3")
+        try:
+            km.start_kernel(cwd=str(path.parent), env=dict(os.environ))
+            client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=startup_timeout,
+                                    interrupt_on_timeout=False, kernel_name="python3",
+                                    resources={"metadata": {"path": str(path.parent)}},
+                                    on_cell_start=lambda cell, cell_index: current.update(index=cell_index))
+            client.execute()
+        except (CellTimeoutError, TimeoutError, RuntimeError, CellExecutionError) as err:
+            cell = nb.cells[current["index"]] if current["index"] >= 0 else None
+            where = (f"cell {current['index']} ({cell.source.splitlines()[-1][:60]!r})" if cell is not None
+                     else "kernel start")
+            timed_out = isinstance(err, (CellTimeoutError, TimeoutError))
+            what = f"ran past {timeout} s" if timed_out else f"failed: {str(err).strip().splitlines()[-1][:300]}"
+            failed = out / path.name
+            nbformat.write(nb, failed)
+            prefix = path.name.split("_")[0]
+            raise NotebookRunError(
+                f"{path.name}: {where} {what}. The partly executed notebook is {failed}. Resume "
+                f"with: python -m helpers notebooks --mode {mode} --only {prefix} (or `make demo`, "
+                f"which continues with the first unfinished notebook)") from err
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
         target = out / path.name
         nbformat.write(nb, target)
         written.append(target)
+        finished = [n for n in finished if n != path.name] + [path.name]
+        state_file.write_text(json.dumps({"mode": mode, "finished": sorted(finished)}, indent=1))
         print(f"{path.name}: {time.perf_counter() - start:.0f} s -> {target}", flush=True)
     return written
