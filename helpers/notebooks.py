@@ -36,7 +36,8 @@ def _finished(state_file: Path, mode: str) -> list[str]:
 def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
                   names: Sequence[str] | None = None, timeout: int = 3600, *,
                   startup_timeout: int = 120, restart: bool = False,
-                  notebook_dir: str | Path = NOTEBOOK_DIR) -> list[Path]:
+                  notebook_dir: str | Path = NOTEBOOK_DIR, state_file: str | Path | None = None
+                  ) -> list[Path]:
     """Run `notebooks/0*.ipynb` in order in `mode` and write the executed notebooks to `out_dir`.
 
     timeout: seconds per cell. Without `names`, notebooks recorded as finished in
@@ -51,7 +52,7 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     mode = resolve_mode(mode)
     out = Path(out_dir) if out_dir else RUNS_ROOT / mode
     out.mkdir(parents=True, exist_ok=True)
-    state_file = RUNS_ROOT / mode / NOTEBOOKS_STATE_FILE  # in the run folder the notebooks use
+    state_file = Path(state_file or RUNS_ROOT / mode / NOTEBOOKS_STATE_FILE)  # in the run folder
     state_file.parent.mkdir(parents=True, exist_ok=True)
     os.environ["CXR_MODE"] = mode
     os.environ[SMOKE_ENV] = "1" if mode == "smoke" else "0"
