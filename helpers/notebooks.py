@@ -1,8 +1,10 @@
 """Execute the numbered notebooks headless (what `make demo` runs), keeping the executed copies.
 
-Each notebook gets its own kernel, started by an explicit KernelManager and waited for with a
-startup timeout (nbclient's own start could wait forever on a kernel whose first reply was lost:
-`make demo` once hung, kernel idle, at the start of notebook 04), shut down in `finally`. Every cell
+Each notebook gets its own kernel, talking over IPC sockets in a private folder instead of TCP ports
+(`make demo` once hung at the start of notebook 04, kernel idle, runner waiting: with TCP, the port
+jupyter_client picks is free when chosen but may be taken by another kernel started at the same
+moment on the machine, and replies then go elsewhere). Its start is waited for with a timeout and it
+is shut down in a `finally`. Every cell
 has a timeout; a cell that runs past it stops the run with a message naming the notebook, the cell
 and the command that resumes. Finished notebooks are recorded in `runs/<mode>/notebooks.json`, so a second
 `make demo` continues with the first unfinished one (`--restart` starts over).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -45,8 +48,8 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     parameters cell, which defaults to the environment: `CXR_SMOKE=1` for smoke; `CXR_MODE` otherwise.
     """
     import nbformat
-    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     mode = resolve_mode(mode)
@@ -67,30 +70,34 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
         start = time.perf_counter()
         nb = nbformat.read(path, as_version=4)
         current = {"index": -1}
-        km = KernelManager(kernel_name="python3")
-        try:
-            km.start_kernel(cwd=str(path.parent), env=dict(os.environ))
-            client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=startup_timeout,
-                                    interrupt_on_timeout=False, kernel_name="python3",
+        with tempfile.TemporaryDirectory(prefix="cxr-kernel-") as sockets:
+            # IPC sockets, not TCP ports: jupyter_client picks a free TCP port, releases it and lets
+            # the kernel bind it, so a kernel started at the same moment elsewhere on the machine
+            # (other test runs) can take it and the runner waits for replies that never come.
+            config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
+            client = NotebookClient(nb, timeout=timeout, startup_timeout=startup_timeout,
+                                    interrupt_on_timeout=False, kernel_name="python3", config=config,
                                     resources={"metadata": {"path": str(path.parent)}},
                                     on_cell_start=lambda cell, cell_index: current.update(index=cell_index))
-            client.execute()
-        except (CellTimeoutError, TimeoutError, RuntimeError, CellExecutionError) as err:
-            cell = nb.cells[current["index"]] if current["index"] >= 0 else None
-            where = (f"cell {current['index']} ({cell.source.splitlines()[-1][:60]!r})" if cell is not None
-                     else "kernel start")
-            timed_out = isinstance(err, (CellTimeoutError, TimeoutError))
-            what = f"ran past {timeout} s" if timed_out else f"failed: {str(err).strip().splitlines()[-1][:300]}"
-            failed = out / path.name
-            nbformat.write(nb, failed)
-            prefix = path.name.split("_")[0]
-            raise NotebookRunError(
-                f"{path.name}: {where} {what}. The partly executed notebook is {failed}. Resume "
-                f"with: python -m helpers notebooks --mode {mode} --only {prefix} (or `make demo`, "
-                f"which continues with the first unfinished notebook)") from err
-        finally:
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
+            try:
+                client.execute()  # starts its kernel and shuts it down in a `finally`
+            except (CellTimeoutError, TimeoutError, RuntimeError, CellExecutionError) as err:
+                cell = nb.cells[current["index"]] if current["index"] >= 0 else None
+                where = (f"cell {current['index']} ({cell.source.splitlines()[-1][:60]!r})"
+                         if cell is not None else "kernel start")
+                timed_out = isinstance(err, (CellTimeoutError, TimeoutError))
+                what = (f"ran past {timeout} s" if timed_out
+                        else f"failed: {str(err).strip().splitlines()[-1][:300]}")
+                failed = out / path.name
+                nbformat.write(nb, failed)
+                prefix = path.name.split("_")[0]
+                raise NotebookRunError(
+                    f"{path.name}: {where} {what}. The partly executed notebook is {failed}. Resume "
+                    f"with: python -m helpers notebooks --mode {mode} --only {prefix} (or `make demo`, "
+                    f"which continues with the first unfinished notebook)") from err
+            finally:
+                if client.km is not None and client.km.has_kernel:  # belt and braces
+                    client._cleanup_kernel()
         target = out / path.name
         nbformat.write(nb, target)
         written.append(target)

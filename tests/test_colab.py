@@ -82,7 +82,8 @@ def test_runner_resumes_after_finished_notebooks(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("CXR_MODE", "smoke")
     monkeypatch.setenv("CXR_SMOKE", "1")
-    _notebook(tmp_path, "01_ok.ipynb", "print('one')")
+    _notebook(tmp_path, "01_ok.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
+                                       "print(IPKernelApp.instance().transport)")
     _notebook(tmp_path, "02_fails.ipynb", "raise ValueError('boom')")
     kw = dict(notebook_dir=tmp_path, state_file=tmp_path / "state.json", timeout=60)
     with pytest.raises(RuntimeError, match="02_fails.ipynb: cell 0.*boom"):
@@ -92,4 +93,6 @@ def test_runner_resumes_after_finished_notebooks(tmp_path, monkeypatch, capsys):
     assert [p.name for p in written] == ["02_fails.ipynb"]
     assert "01_ok.ipynb: finished before, skipped" in capsys.readouterr().out
     assert run_notebooks(tmp_path / "out", "smoke", **kw) == []
+    ran = nbformat.read(tmp_path / "out" / "01_ok.ipynb", as_version=4)
+    assert ran.cells[0].outputs[0]["text"] == "ipc\n"  # no TCP port race between kernels
     assert len(run_notebooks(tmp_path / "out", "smoke", restart=True, **kw)) == 2
