@@ -1,17 +1,21 @@
-# `make demo`: the whole pipeline on the generated demo dataset (CPU, minutes) -> runs/demo/
+# `make demo`: the whole pipeline on the generated demo dataset (CPU, minutes) -> runs/demo/; a second
+#              `make demo` continues with the first unfinished notebook (`make demo-restart` starts over).
 # `make test`: unit tests and every notebook under nbval in smoke mode.
-# Both create or update .venv and install the requirements first.
+# `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
+# They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+COMPAT := .venv-compat
+COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
 
-.PHONY: demo test install clean
+.PHONY: demo demo-restart test test-compat install clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,8 +23,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m helpers notebooks --mode demo --out runs/demo
 
+demo-restart: $(STAMP)
+	$(PY) -m helpers notebooks --mode demo --out runs/demo --restart
+
 test: $(STAMP)
 	$(PY) -m pytest
 
+# A second venv that sees the main one's packages through a .pth file (torch is not downloaded
+# twice) and installs the pinned floors into itself, where they take precedence.
+$(COMPAT)/.installed: $(STAMP) requirements-compat.txt
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(COMPAT)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
+	$(COMPAT)/bin/python -m pip install --quiet -r requirements-compat.txt
+	touch $@
+
+test-compat: $(COMPAT)/.installed
+	$(COMPAT)/bin/python tools/check_pins.py requirements-compat.txt
+	$(COMPAT)/bin/python -m pytest -q -p no:nbval -o addopts="" $(COMPAT_TESTS)
+
 clean:
-	rm -rf runs data/demo data/smoke data/text-models
+	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)

@@ -56,7 +56,10 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="demo", help="dataset: demo, a folder, a .zip, a Drive link")
+    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link "
+                        "(default: what the run folder's run.json records, else demo)")
+    parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
+                        "masked/ folder: a folder, a .zip, a Drive path or link")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
@@ -65,9 +68,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def cmd_prepare(args) -> None:
     from .pipeline import prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     print(json.dumps(prep.catalog.summary(), indent=1))
-    print(prep.cases["split"].value_counts().to_string())
+    if prep.has_masks:
+        print(prep.cases["split"].value_counts().to_string())
+    else:
+        print(f"Phase 2 cannot run yet: {prep.masks_message}")
     if len(prep.catalog.problems):
         print(f"{len(prep.catalog.problems)} problem(s):")
         print(prep.catalog.problems.to_string(index=False))
@@ -88,7 +94,7 @@ def cmd_pretrain(args) -> None:
         run, paths = RunPaths(Path(args.out) if args.out else RUNS_ROOT / settings.mode), []
     else:
         with dist.main_first():  # rank 0 fetches / generates the data and writes the split
-            prep = prepare(args.data, args.mode, out_dir=args.out)
+            prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
         settings, run = prep.preset, prep.paths
     cfg = _apply(settings.pretrain, args, PRETRAIN_FLAGS)
     if args.data != "none":
@@ -112,7 +118,8 @@ def cmd_finetune(args) -> None:
     from .train import finetune
 
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
-        prep = prepare(args.data, args.mode, out_dir=args.out)
+        prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
+    prep.require_masks()
     cfg = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
@@ -124,7 +131,8 @@ def cmd_evaluate(args) -> None:
     from .inference import Segmenter
     from .pipeline import prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out_dir)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
+    prep.require_masks()
     seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
     mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
@@ -142,7 +150,8 @@ def cmd_ablate(args) -> None:
     from .experiments import run_ablations
     from .pipeline import demo_probe, prepare
 
-    prep = prepare(args.data, args.mode, out_dir=args.out)
+    prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
+    prep.require_masks()
     base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
     settings = _apply(prep.preset.ablation, args, ABLATION_FLAGS)
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
@@ -183,7 +192,8 @@ def cmd_bench(args) -> None:
 def cmd_notebooks(args) -> None:
     from .notebooks import run_notebooks
 
-    run_notebooks(args.out, mode=args.mode, names=args.only)
+    run_notebooks(args.out, mode=args.mode, names=args.only, timeout=args.cell_timeout,
+                  restart=args.restart)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         _settings_args(p, FINETUNE_FLAGS)
         if name == "ablate":
             _settings_args(p, ABLATION_FLAGS, lists=True)
-            p.add_argument("--progress", action="store_true", help="show each training's epochs")
+            p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                           help="progress bars and each training's epochs")
         p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")
@@ -251,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")
     p.add_argument("--mode", choices=MODES, default=None)
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
+    p.add_argument("--restart", action="store_true",
+                   help="run every notebook again (default: continue after the finished ones)")
+    p.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     p.set_defaults(func=cmd_notebooks)
 
     args = parser.parse_args(argv)

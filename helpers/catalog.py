@@ -96,8 +96,12 @@ class _Problems:
         return pd.DataFrame(self.rows, columns=["kind", "file", "detail"])
 
 
-def load_catalog(root: str | Path, *, check_images: bool = True) -> Catalog:
+def load_catalog(root: str | Path, *, check_images: bool = True,
+                 extra_masks: str | Path | None = None) -> Catalog:
     """Reads a dataset root (or the folder just above it) into a Catalog.
+
+    extra_masks: a folder of mask files kept apart from the dataset (the Kaggle download has no
+    `masked/`), merged with the root's `masked/`; a mask in both places is taken from here.
 
     check_images: read every image's header for width/height (corrupt ones are dropped and listed),
     fully decode the images that masks point to, and read every mask (corrupt ones dropped, empty and
@@ -111,6 +115,13 @@ def load_catalog(root: str | Path, *, check_images: bool = True) -> Catalog:
     images = _list_images(root, projections, problems)
     masks_csv = _read_masks_csv(root / MASKS_CSV) if (root / MASKS_CSV).is_file() else None
     mask_files = _list_masks(root / MASKS_DIR, problems)
+    if extra_masks is not None:
+        extra = _list_masks(Path(extra_masks), problems)
+        names = {p.name for p in extra}
+        for path in mask_files:
+            if path.name in names:
+                problems.add("duplicate_mask", path, f"also in {extra_masks}; that one is used")
+        mask_files = [p for p in mask_files if p.name not in names] + extra
     pairs = _pair_masks(mask_files, images, masks_csv, problems)
     if check_images:
         targets = {name for _, name, _ in pairs}

@@ -32,7 +32,7 @@ from . import distributed as dist
 from .io import load_gray, load_masks
 from .layout import DatasetError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -61,14 +61,16 @@ class ImageCache:
 
 
 def _cache_key(paths: Sequence[str], size: int) -> str:
-    """Hash of the file list (with sizes and modification times) and the model size."""
+    """Hash of the model size and, per file in order, its name and byte size: not its folder or
+    mtime, so the same data on another machine or mount point (a new Colab machine, a fresh copy)
+    reuses the cache. A file replaced by one of the same name and byte size is not noticed: delete
+    the cache folder after editing images in place."""
     h = hashlib.sha1(f"v{CACHE_VERSION}:{size}".encode())
     for p in paths:
         try:
-            st = os.stat(p)
-            h.update(f"\n{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"\n{os.path.basename(p)}:{os.stat(p).st_size}".encode())
         except OSError:
-            h.update(f"\n{p}:missing".encode())
+            h.update(f"\n{os.path.basename(p)}:missing".encode())
     return h.hexdigest()[:16]
 
 
@@ -84,10 +86,10 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
     """Decode and resize `paths` to `size` x `size` uint8, once.
 
     With `cache_dir` the result is stored as `images_<size>px_<key>.npy` + `.json` and reused while
-    the file list and size are unchanged (the key hashes both, with each file's size and mtime);
-    any change builds a new cache. Decoding runs in a thread pool (PIL releases the GIL).
-    Under torchrun with `cache_dir`, every rank must call this with the same paths: the ranks
-    decode their shares into one file (`_build_sharded`).
+    the file names, their byte sizes and the model size are unchanged (see `_cache_key`); caches of
+    other sizes and subsets are kept beside it (delete the folder to reclaim the space). Decoding
+    runs in a thread pool (PIL releases the GIL). Under torchrun with `cache_dir`, every rank must
+    call this with the same paths: the ranks decode their shares into one file (`_build_sharded`).
     """
     paths = [str(p) for p in paths]
     if cache_dir is not None and dist.is_distributed():
@@ -99,9 +101,10 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
         key = _cache_key(paths, size)
         npy, meta = cache_dir / f"images_{size}px_{key}.npy", cache_dir / f"images_{size}px_{key}.json"
         if npy.exists() and meta.exists():
-            info = json.loads(meta.read_text())
+            info = json.loads(meta.read_text())  # rows by position: the paths of this machine
             array = np.load(npy, mmap_mode="r")
-            return ImageCache(array, info["paths"], size, [tuple(f) for f in info["failed"]],
+            failed = [(paths[i], reason) for i, reason in info["failed"]]
+            return ImageCache(array, [paths[i] for i in info["kept"]], size, failed,
                               time.perf_counter() - start, False, npy)
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
@@ -112,12 +115,12 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
     array = np.stack([d for _, d in kept]) if kept else np.zeros((0, size, size), np.uint8)
     if npy is not None:
         npy.parent.mkdir(parents=True, exist_ok=True)
-        for old in npy.parent.glob(f"images_{size}px_*"):  # one cache per size: drop stale ones
-            old.unlink()
         tmp = npy.with_suffix(".tmp.npy")
         np.save(tmp, array)
         os.replace(tmp, npy)
-        meta.write_text(json.dumps({"paths": [p for p, _ in kept], "failed": failed}))
+        kept_index = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        meta.write_text(json.dumps({"kept": kept_index, "paths": [p for p, _ in kept],
+                                    "failed": [[i, d] for i, d in enumerate(decoded) if isinstance(d, str)]}))
         array = np.load(npy, mmap_mode="r")
     return ImageCache(array, [p for p, _ in kept], size, failed, time.perf_counter() - start, True, npy)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .config import AblationConfig, FinetuneConfig
 from .evaluation import counterfactual_sides, evaluate, two_lesion_probe
 from .inference import Segmenter
-from .layout import BEST_FILE
+from .layout import BEST_FILE, LAST_FILE
 from .metrics import bootstrap_ci
 from .train import finetune
 
@@ -67,7 +68,7 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                   settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
                   main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
                   text_cache_dir: str | Path | None = None, probe: pd.DataFrame | None = None,
-                  progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and evaluate every variant for every seed on the test split.
 
     `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
@@ -79,33 +80,38 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     test = cases[cases["split"] == "test"].reset_index(drop=True)
     trained: dict[tuple, Segmenter] = {}
     runs, per_case = [], []
-    for variant in ablation_variants(base, settings, phase1_encoders):
-        for seed in variant.seeds or settings.seeds:
-            cfg = dataclasses.replace(base, seed=seed, **variant.overrides)
-            key = tuple(sorted(dataclasses.asdict(cfg).items()))
-            if key not in trained:
-                if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
-                    path = Path(main_checkpoint)
-                else:
-                    tag = "".join(c if c.isalnum() else "_" for c in variant.name).strip("_")
-                    run_dir = out / f"{tag}_seed{seed}"
-                    # a finished run (best_model.pth and its history) is reused: resume=True
-                    finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
-                             resume=True, progress=progress)
-                    path = run_dir / BEST_FILE
-                trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
-                                                         text_cache_dir=text_cache_dir)
-            seg = trained[key]
-            cases_eval, summary = evaluate(seg, test, text_mode=variant.text_mode, cache_dir=cache_dir,
-                                           n_boot=settings.bootstrap, seed=seed)
-            row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
-                   ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
-            if variant.text_mode == "report":
-                row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
-                if probe is not None:
-                    row["probe_follows"] = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]["follows_share"]
-            runs.append(row)
-            per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
+    variants = ablation_variants(base, settings, phase1_encoders)
+    jobs = [(v, seed) for v in variants for seed in v.seeds or settings.seeds]
+    if progress:  # the cost up front: how many trainings, how many already there
+        todo = {_key(base, v, seed): _run_dir(out, v, seed) for v, seed in jobs
+                if not (main_checkpoint and not v.overrides and seed == settings.seeds[0])}
+        done = sum((d / LAST_FILE).exists() for d in todo.values())
+        print(f"{len(jobs)} ablation rows: {len(todo)} trainings of up to {base.epochs} epochs "
+              f"({done} of them started or finished before), then a test evaluation per row")
+    for variant, seed in tqdm(jobs, desc="ablations", unit="row", disable=not progress):
+        cfg, key = dataclasses.replace(base, seed=seed, **variant.overrides), _key(base, variant, seed)
+        if key not in trained:
+            if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
+                path = Path(main_checkpoint)
+            else:
+                run_dir = _run_dir(out, variant, seed)
+                # a finished run (best_model.pth and its history) is reused: resume=True
+                finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
+                         resume=True, progress=progress)
+                path = run_dir / BEST_FILE
+            trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
+                                                     text_cache_dir=text_cache_dir)
+        seg = trained[key]
+        cases_eval, summary = evaluate(seg, test, text_mode=variant.text_mode, cache_dir=cache_dir,
+                                       n_boot=settings.bootstrap, seed=seed)
+        row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
+               ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
+        if variant.text_mode == "report":
+            row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+            if probe is not None:
+                row["probe_follows"] = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]["follows_share"]
+        runs.append(row)
+        per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
     runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     cases_frame.to_csv(out / CASES_FILE, index=False)  # for paired comparisons of variants
@@ -124,6 +130,15 @@ def paired_difference(per_case: pd.DataFrame, a: str, b: str, metric: str = "dic
                                 n_boot=n_boot, seed=0)
     return {"a": a, "b": b, "metric": metric, "difference": mean, "lo": lo, "hi": hi,
             "n_pairs": len(pairs), "seeds": pairs["seed"].nunique()}
+
+
+def _key(base: FinetuneConfig, variant: Variant, seed: int) -> tuple:
+    return tuple(sorted(dataclasses.asdict(dataclasses.replace(base, seed=seed, **variant.overrides)).items()))
+
+
+def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
+    tag = "".join(c if c.isalnum() else "_" for c in variant.name).strip("_")
+    return out / f"{tag}_seed{seed}"
 
 
 def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:

@@ -16,6 +16,14 @@ DATA_ROOT = REPO_ROOT / "data"
 RUNS_ROOT = REPO_ROOT / "runs"
 TEXT_MODELS_DIR = DATA_ROOT / "text-models"  # the tiny offline text model, shared by all runs
 
+# The one place that names this project's repository: the notebooks' setup cell and their "Open in
+# Colab" badges (tools/build_notebooks.py) and the README's badge are generated from it.
+REPO_URL = "https://github.com/YOUR-ACCOUNT/cxr-text-localization.git"
+REPO_PLACEHOLDER = "YOUR-ACCOUNT"
+# On Colab each notebook runs on its own machine: the run folder of the series lives on Drive.
+DRIVE_MOUNT = "/content/drive"
+DRIVE_RUNS_ROOT = DRIVE_MOUNT + "/MyDrive/cxr-text-localization/runs"
+
 REPORTS_CSV = "indiana_reports.csv"
 PROJECTIONS_CSV = "indiana_projections.csv"
 IMAGES_DIR = "images/images_normalized"
@@ -25,6 +33,8 @@ PATIENT_SPLITS_CSV = "patient_splits.csv"  # optional: `uid, split` fixes the sp
 SPLITS = ("train", "val", "test")
 LAYOUT_HELP = ("a dataset root holds images/images_normalized/*.png, indiana_reports.csv and "
                "indiana_projections.csv (optionally masked/); see data/README.md")
+MASKS_HELP = ("the hand-drawn masks are not part of the Kaggle download: set MASKS_SOURCE in notebook "
+              "01 (command line: --masks) to a folder, a .zip, a Drive path or a Drive link holding them")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -63,6 +73,8 @@ BEST_FILE = "best_model.pth"  # Phase 2: the model of the best epoch, with its t
 LAST_FILE = "last.pth"  # the state of the last finished epoch, for resuming
 PREVIOUS_LAST_FILE = "last.prev.pth"  # a `last.pth` written with other settings, kept
 SPLITS_FILE = "splits.csv"
+RUN_SETTINGS_FILE = "run.json"  # data source, masks source and mode, written by notebook 01
+NOTEBOOKS_STATE_FILE = "notebooks.json"  # the notebooks the headless runner finished
 TEXT_EMBEDDINGS_FILE = "text_embeddings.pt"
 
 
@@ -80,6 +92,11 @@ class RunPaths:
     @property
     def splits(self) -> Path:
         return self.root / SPLITS_FILE
+
+    @property
+    def settings(self) -> Path:
+        """`run.json`: what notebook 01 (or `prepare --data`) was given, read by the others."""
+        return self.root / RUN_SETTINGS_FILE
 
     @property
     def cache(self) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path, PureWindowsPath
 from tqdm.auto import tqdm
 
 from . import synthetic
-from .layout import DatasetError, find_root, missing_parts
+from .layout import IMAGE_SUFFIXES, MASKS_DIR, MASKS_HELP, DatasetError, find_root, missing_parts
 
 EXTRACTED_MARKER = ".extracted.json"
 _DRIVE_ID = re.compile(r"^[A-Za-z0-9_-]{25,}$")
@@ -49,6 +49,45 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
         return _fetch_zip(_download_drive(drive_id, dest), dest)
     raise DatasetError(f"{source}: not found; pass an existing dataset folder, a .zip of it, a Google "
                        f"Drive link or file id, or 'demo'")
+
+
+def fetch_masks(source: str | Path, dest: str | Path = "data/masks") -> Path:
+    """A local folder of hand-drawn mask files for `source`: a folder, a `.zip` (copied and
+    extracted once into `dest`), a Drive path or a Drive link / file id. Inside it the masks may
+    lie at the top, in a `masked/` sub-folder or in the one sub-folder that holds images."""
+    dest = Path(dest)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return find_mask_folder(path)
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise DatasetError(f"MASKS_SOURCE {path}: not a zip file; {MASKS_HELP}")
+        return _fetch_zip(path, dest, find=find_mask_folder)
+    drive_id = _drive_id(str(source))
+    if drive_id is not None:
+        return _fetch_zip(_download_drive(drive_id, dest), dest, find=find_mask_folder)
+    raise DatasetError(f"MASKS_SOURCE {source}: not found; {MASKS_HELP}")
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def find_mask_folder(folder: str | Path, origin: str | Path | None = None) -> Path:
+    """The folder of mask images in `folder`: itself, its `masked/` (at most two levels down), or
+    its only sub-folder holding images. DatasetError otherwise."""
+    folder = Path(folder)
+    if _has_images(folder):
+        return folder
+    for candidate in [folder / MASKS_DIR, *sorted(folder.glob(f"*/{MASKS_DIR}"))]:
+        if candidate.is_dir() and _has_images(candidate):
+            return candidate
+    holding = [p for p in sorted(folder.rglob("*")) if p.is_dir() and not p.name.startswith((".", "__"))
+               and _has_images(p)]
+    if len(holding) == 1:
+        return holding[0]
+    raise DatasetError(f"MASKS_SOURCE {origin or folder}: no folder of mask images found inside "
+                       f"({len(holding)} candidates); {MASKS_HELP}")
 
 
 def _fetch_demo(folder: Path, demo_kwargs: dict) -> Path:
@@ -94,21 +133,22 @@ def _download_drive(file_id: str, dest: Path) -> Path:
     return target
 
 
-def _fetch_zip(zip_path: Path, dest: Path) -> Path:
-    """Extracts `zip_path` once into `dest/<stem>/` and returns the dataset root inside it."""
+def _fetch_zip(zip_path: Path, dest: Path, find=find_root) -> Path:
+    """Extracts `zip_path` once into `dest/<stem>/` and returns the dataset root inside it (or
+    what `find` picks)."""
     target = dest / zip_path.stem
     stat = zip_path.stat()
     stamp = {"zip": zip_path.name, "size": stat.st_size, "mtime": int(stat.st_mtime)}
     marker = target / EXTRACTED_MARKER
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
-        return find_root(target, origin=zip_path)
+        return find(target, origin=zip_path)
     local = dest / zip_path.name
     if local.resolve() != zip_path.resolve():  # reading a mounted Drive member by member is slow
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(zip_path, local)
     _extract(local, target, origin=zip_path)
     marker.write_text(json.dumps(stamp))
-    return find_root(target, origin=zip_path)
+    return find(target, origin=zip_path)
 
 
 def _unsafe_member(name: str) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import shutil
 import time
 import zipfile
@@ -235,7 +236,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
     marker = json.loads((dest / MARKER).read_text())
     (dest / MARKER).write_text(json.dumps({**marker, "complete": True}))
     print(f"Demo dataset generated: {2 * n_reports} images, {n_masks} masks in "
-          f"{time.perf_counter() - start:.1f} s")
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)  # stderr: not a compared output
     return dest
 
 

@@ -186,6 +186,9 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         print(f"{last_path} was written with other settings: starting a new run "
               f"(the previous state is kept as {kept.name})")
         state = None
+    if state is not None and state.get("complete"):  # a finished run: nothing left to train
+        frame = pd.DataFrame(state["history"])
+        return FitResult(frame, best_path, last_path, state["best_value"], state["best_epoch"], 0.0, 0.0)
     progress = progress and dist.is_main()
     if dist.is_distributed() and progress:
         per_rank, n = loader.batch_size, dist.world_size()
@@ -202,7 +205,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
         start_epoch = state["epoch"]
     stale, steps = start_epoch - best_epoch, 0
-    seen, start = 0, time.perf_counter()
+    seen, start, by_steps = 0, time.perf_counter(), False
     for epoch in range(start_epoch, settings.epochs):
         if settings.patience is not None and stale >= settings.patience:
             break
@@ -256,11 +259,21 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             print(f"epoch {epoch + 1}/{settings.epochs}: {shown}")
         if on_epoch_end is not None:
             on_epoch_end(row)
+        if progress and epoch == start_epoch and epoch + 1 < settings.epochs:  # the cost, once
+            left = (time.perf_counter() - t0) * (settings.epochs - epoch - 1)
+            print(f"~{left / 60:.0f} min left ({settings.epochs - epoch - 1} more epochs at "
+                  f"{time.perf_counter() - t0:.0f} s each; early stopping may end sooner)")
         if settings.max_steps is not None and steps >= settings.max_steps:
+            by_steps = True
             break
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history)
     if dist.is_main():
+        if not by_steps and last_path.exists():  # finished (all epochs or early stop): drop the
+            # optimizer/scheduler state (2/3 of the file); the final weights stay (Phase-1 figures)
+            save_checkpoint({"complete": True, "model": model.state_dict(), "epoch": len(history),
+                             "history": history, "best_value": best_value,
+                             "best_epoch": best_epoch, "config": task.config}, last_path)
         frame.to_csv(out_dir / history_file(settings.best_name), index=False)
     dist.barrier()  # the files are complete before any rank reads them
     return FitResult(frame, best_path, last_path, best_value, best_epoch, seconds,

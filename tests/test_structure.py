@@ -24,13 +24,13 @@ LAYERS = [
     ["inference", "evaluation"],
     ["experiments", "bench"],
     ["overlay", "plots", "explorer"],
-    ["pipeline", "notebooks", "__main__"],
+    ["colab", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
-              ("__main__", "pipeline"), ("__main__", "notebooks")}
+              ("__main__", "pipeline"), ("__main__", "notebooks"), ("pipeline", "colab")}
 MAX_LINES = 350
 
 

@@ -36,6 +36,28 @@ def test_cache_rebuilt_when_file_list_or_size_changes(catalog, tmp_path):
     assert resized.rebuilt and resized.array.shape[1:] == (48, 48)
 
 
+def test_cache_survives_a_fresh_copy_and_sizes_coexist(catalog, tmp_path):
+    """A new machine: the same files copied to another folder (new mtimes) reuse the cache, with
+    this machine's paths; caches of two sizes live side by side."""
+    import os
+    import shutil
+
+    paths = catalog.image_paths()[:5]
+    first = build_image_cache(paths, 32, tmp_path / "cache", progress=False)
+    other = build_image_cache(paths, 48, tmp_path / "cache", progress=False)
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    moved = [shutil.copy(p, copy / os.path.basename(p)) for p in paths]
+    for p in moved:
+        os.utime(p, (1, 1))
+    again = build_image_cache(moved, 32, tmp_path / "cache", progress=False)
+    assert first.rebuilt and other.rebuilt and not again.rebuilt
+    assert again.paths == [str(p) for p in moved]
+    np.testing.assert_array_equal(np.asarray(again.array), np.asarray(first.array))
+    assert not build_image_cache(paths, 48, tmp_path / "cache", progress=False).rebuilt
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
 def test_cache_skips_and_lists_corrupt_images(catalog, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -101,7 +123,12 @@ def test_pretrain_resume_matches_uninterrupted_run(catalog, tmp_path, pretrain_c
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, paths, tmp_path / "resumed", progress=False, on_epoch_end=interrupt)
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
+    assert "optimizer" in load_checkpoint(tmp_path / "resumed" / "last.pth")
     resumed = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
+    finished = load_checkpoint(resumed.last_path)
+    assert finished["complete"] and "optimizer" not in finished  # a finished run keeps no optimizer
+    again = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
+    assert again.seconds == 0 and again.best_epoch == resumed.best_epoch  # returns at once
     a = load_checkpoint(straight.last_path)["model"]
     b = load_checkpoint(resumed.last_path)["model"]
     for key in a:

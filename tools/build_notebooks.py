@@ -5,7 +5,8 @@ banner cells that the four notebooks share identical.
 Regenerate, then store the smoke-run outputs that nbval compares:
 
     .venv/bin/python tools/build_notebooks.py
-    CXR_SMOKE=1 .venv/bin/python -m helpers notebooks --mode smoke --out notebooks
+    rm -rf runs/smoke data/smoke
+    CXR_SMOKE=1 .venv/bin/python -m helpers notebooks --mode smoke --out notebooks --restart
 
 Cells whose output legitimately varies (timings, losses) start with `# NBVAL_IGNORE_OUTPUT`.
 """
@@ -19,31 +20,56 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
 
-SETUP_MD = """## Setup
-On Colab this cell clones the project (set `REPO_URL` to your copy), installs its requirements and
-mounts Google Drive only when a path under `/content/drive` is used. Elsewhere it only makes the
-`helpers` package importable."""
+import sys
 
-SETUP = """import os, subprocess, sys
+sys.path.insert(0, str(NOTEBOOKS.parent))
+from helpers.colab import check_repo_url, colab_badge  # noqa: E402  (stdlib only)
+from helpers.layout import DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_URL  # noqa: E402
+
+SETUP_MD = f"""## Setup
+On Colab this cell clones the project (or updates the clone: `git pull --ff-only`), installs its
+runtime requirements, mounts Google Drive, where the run folder of the series lives
+(`{DRIVE_RUNS_ROOT}/<mode>`: each notebook runs on its own machine, they share that folder), and
+shows the device. Elsewhere it only makes the `helpers` package importable. Its output varies by
+machine and is not compared by the tests."""
+
+SETUP = f"""import os, subprocess, sys
 from pathlib import Path
 
-if "google.colab" in sys.modules:
-    if not Path("helpers").exists():
-        if not Path("project").exists():
-            subprocess.run(["git", "clone", "-q", REPO_URL, "project"], check=True)
-        os.chdir("project")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)
-    if any(str(p).startswith("/content/drive") for p in (DATA_SOURCE, OUT_DIR) if p):
-        from google.colab import drive
-        drive.mount("/content/drive")
+REPO_URL = "{REPO_URL}"  # generated from helpers/layout.py
+if "google.colab" in sys.modules and not Path("helpers").is_dir():
+    if not Path("/content/project/.git").is_dir():
+        if "{REPO_PLACEHOLDER}" in REPO_URL:
+            raise SystemExit("REPO_URL is a placeholder: set it (here and in helpers/layout.py of your copy) "
+                             "to your copy of this project, e.g. https://github.com/<you>/cxr-text-localization.git")
+        clone = subprocess.run(["git", "clone", "-q", REPO_URL, "/content/project"], capture_output=True,
+                               text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+        if clone.returncode:
+            raise SystemExit(f"Cannot clone REPO_URL {{REPO_URL}} ({{clone.stderr.strip()}}): set REPO_URL "
+                             "in this cell to a reachable copy of this project")
+    os.chdir("/content/project")
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-sys.path.insert(0, str(ROOT))"""
+sys.path.insert(0, str(ROOT))
+from helpers import colab
 
-COMMON_PARAMS = """DATA_SOURCE = "demo"  # "demo", a folder, a .zip, a Drive path (/content/drive/MyDrive/...), a Drive link or file id
-MODE = None           # "real" | "demo" | "smoke"; None: smoke under CXR_SMOKE=1, demo for the demo data, real otherwise
-OUT_DIR = None        # run outputs (default runs/<mode>); on Colab a Drive folder survives a disconnect
-REPO_URL = "https://github.com/YOUR-ACCOUNT/cxr-text-localization.git"  # your copy of this project (Colab only)"""
+if colab.on_colab():
+    print("project:", colab.update_clone(ROOT))
+    colab.install_requirements(ROOT)
+    colab.mount_drive(OUT_DIR, DATA_SOURCE, MASKS_SOURCE)
+from helpers.pipeline import relative, resolve_run
 
+RUN = resolve_run(DATA_SOURCE, MASKS_SOURCE, MODE, OUT_DIR)
+print(f"run folder: {{relative(RUN.run_dir)}}; mode {{RUN.mode}}")
+print(colab.check_device(RUN.mode, DEVICE))"""
+
+SOURCE_01 = """DATA_SOURCE = "demo"  # "demo", a folder, a .zip, a Drive path (/content/drive/MyDrive/...), a Drive link or file id
+MASKS_SOURCE = None   # the hand-drawn masks when the data has no masked/ folder (the Kaggle download has none):
+                      # a folder, a .zip, a Drive path or link; None: only the dataset's masked/"""
+SOURCE_LATER = """DATA_SOURCE = None    # None: what notebook 01 recorded in the run folder (run.json), else "demo"
+MASKS_SOURCE = None   # None: what notebook 01 recorded"""
+COMMON_PARAMS = """MODE = None           # "real" | "demo" | "smoke"; None: smoke under CXR_SMOKE=1, else as recorded / by the data
+OUT_DIR = None        # the run folder of the series; None: on Colab the Drive folder, elsewhere runs/<mode>
+DEVICE = None         # None: the GPU when there is one; "cpu" to run the real preset on a CPU on purpose"""
 
 def md(text: str):
     return new_markdown_cell(text.strip("\n"))
@@ -59,31 +85,51 @@ BANNER = ("> **Stored outputs come from the smoke test** (64 px images, one epoc
           "from `tools/build_notebooks.py`: edit it there.")
 
 
-def header(title: str, intro: str, params: str) -> list:
-    return [md(f"# {title}\n\n{BANNER}\n\n{intro}"),
+def header(name: str, title: str, intro: str, params: str) -> list:
+    sources = SOURCE_01 if name.startswith("01") else SOURCE_LATER
+    where = ("Set `DATA_SOURCE` (and `MASKS_SOURCE`) here once: they are recorded in the run folder "
+             "and notebooks 02-04 read them." if name.startswith("01") else
+             "`DATA_SOURCE = None` reads what notebook 01 recorded in the run folder.")
+    return [md(f"{colab_badge(name)}\n\n# {title}\n\n{BANNER}\n\n{intro}"),
             md("## Parameters\nEvery setting you may change is here. `None` keeps the value of the "
                "preset for the mode: `real` (GPU, full sizes), `demo` (CPU, minutes), `smoke` "
-               "(tests, seconds)."),
-            code(COMMON_PARAMS + ("\n" + params if params else "")),
-            md(SETUP_MD), code(SETUP)]
+               f"(tests, seconds). {where}"),
+            code(sources + "\n" + COMMON_PARAMS + ("\n" + params if params else "")),
+            md(SETUP_MD), code(SETUP, ignore=True)]
+
+
+SIZE_CELL = """from helpers.pipeline import folder_size
+
+print("run folder:", folder_size(prep.paths.root))"""
+
+
+def footer() -> list:
+    return [md("## Disk use\nThe run folder's size (on Colab it counts against your Drive quota)."),
+            code(SIZE_CELL, ignore=True)]
 
 
 NB01 = header(
+    "01_data_setup_and_exploration.ipynb",
     "01 · Data setup and exploration",
     "We fetch the Indiana University chest X-ray collection (or the built-in demo dataset that has "
     "the same layout), check it, catalog images, reports and hand-drawn pathology masks, look at "
     "what is in it, and split the labeled cases by patient for the next notebooks.",
     'DATA_DIR = None      # where datasets land (default data/<mode>)') + [
     md("## Fetch, validate and catalog\n`prepare` fetches the source (a zip is copied to local disk and "
-       "extracted once), checks the layout and the CSVs, pairs every mask with its image, and "
-       "collects the problems it found instead of stopping at the first one."),
+       "extracted once) and the masks when they come apart (`MASKS_SOURCE`), checks the layout and "
+       "the CSVs, pairs every mask with its image, and collects the problems it found instead of "
+       "stopping at the first one. It records `DATA_SOURCE`, `MASKS_SOURCE` and the mode in the run "
+       "folder (`run.json`) for notebooks 02-04. Without any mask, exploration and Phase 1 still run; "
+       "Phase 2 needs the masks."),
     code("""from helpers import plots
 from helpers.catalog import mask_geometry
 from helpers.pipeline import prepare, relative
 
-prep = prepare(DATA_SOURCE, MODE, data_dir=DATA_DIR, out_dir=OUT_DIR)
+prep = prepare(DATA_SOURCE, MODE, masks=MASKS_SOURCE, data_dir=DATA_DIR, out_dir=OUT_DIR)
 catalog = prep.catalog
 print(f"mode: {prep.preset.mode}; dataset root: {relative(catalog.root)}")
+if not prep.has_masks:
+    print(f"Phase 2 needs masks: {prep.masks_message}")
 catalog.summary()"""),
     md("## Problems report\nOrphan masks (no image), images listed but missing, unreadable images, "
        "reports without text, empty masks and masks whose size differs from their image. None of "
@@ -111,25 +157,33 @@ fig = plots.plot_text_lengths(catalog.reports["n_words"], n_tokens, max_tokens=e
     code("""fig = plots.plot_term_frequencies(texts, top=20)"""),
     md("## Where the masks are\nMask area as a share of the image, and where mask centroids sit by "
        "side and zone. By the radiological convention the patient's right is on the image's left."),
-    code("""geometry = mask_geometry(prep.cases["mask_path"].tolist())
-fig = plots.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())
-plots.save_figure(fig, prep.paths.figures / "01_mask_positions.png")"""),
+    code("""if prep.has_masks:
+    geometry = mask_geometry(prep.cases["mask_path"].tolist())
+    fig = plots.plot_mask_stats(geometry["area"], geometry[["cx", "cy"]].dropna().to_numpy())
+    plots.save_figure(fig, prep.paths.figures / "01_mask_positions.png")
+else:
+    print("no masks: set MASKS_SOURCE to see where they are")"""),
     md("## Labeled cases\nEach image with the contour of its mask and the text it comes with."),
     code("""from helpers.io import load_gray, load_mask
 
 sample = prep.cases.head(8)
-fig = plots.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
-                         [load_mask(p, 256) for p in sample["mask_path"]],
-                         sample["text"].tolist(), titles=sample["case_id"].tolist())
-plots.save_figure(fig, prep.paths.figures / "01_labeled_cases.png")"""),
+if len(sample):
+    fig = plots.plot_case_grid([load_gray(p, 256) for p in sample["image_path"]],
+                             [load_mask(p, 256) for p in sample["mask_path"]],
+                             sample["text"].tolist(), titles=sample["case_id"].tolist())
+    plots.save_figure(fig, prep.paths.figures / "01_labeled_cases.png")"""),
     md("## Split by patient\nTrain, validation and test are split by patient (`uid`) so that no "
        "patient's images are on both sides. The split is saved and reused by the next notebooks; the "
        "test split is used once, for the final report in notebook 03."),
-    code("""print(f"split saved to {relative(prep.paths.splits)}")
-prep.cases.groupby("split").agg(cases=("case_id", "size"), patients=("uid", "nunique"))"""),
-]
+    code("""if prep.has_masks:
+    print(f"split saved to {relative(prep.paths.splits)}")
+    display(prep.cases.groupby("split").agg(cases=("case_id", "size"), patients=("uid", "nunique")))
+else:
+    print(f"no split: {prep.masks_message}")"""),
+] + footer()
 
 NB02 = header(
+    "02_phase1_pretraining.ipynb",
     "02 · Phase 1: self-supervised pretraining",
     "A U-Net with a ResNet34 encoder learns what chest X-rays look like from every image of the "
     "collection, without labels, by reconstructing them. Phase 2 starts from this encoder, so that "
@@ -148,16 +202,17 @@ RESUME = True          # continue from last.pth when a run was interrupted""") +
     code("""from helpers import plots
 from helpers.config import override
 from helpers.inference import reconstruct_examples
-from helpers.pipeline import prepare, relative
+from helpers.pipeline import describe, prepare, relative
 from helpers.train import pretrain
 
-prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
+prep = prepare(DATA_SOURCE, MODE, masks=MASKS_SOURCE, out_dir=OUT_DIR)
+print(describe(prep))
 cfg = override(prep.preset.pretrain, image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
-               encoder=ENCODER, max_images=MAX_IMAGES, frontal_only=FRONTAL_ONLY)
+               encoder=ENCODER, max_images=MAX_IMAGES, frontal_only=FRONTAL_ONLY, device=DEVICE)
 objectives = OBJECTIVES or (["masked"] if prep.preset.mode == "smoke" else ["masked", "reconstruct"])
-image_paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)
-print(f"mode {prep.preset.mode}: {len(image_paths)} images, objectives {objectives}")
-cfg"""),
+image_paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)""", ignore=True),
+    code("""print(f"mode {prep.preset.mode}: {len(image_paths)} images, objectives {objectives}, "
+      f"{cfg.image_size} px, {cfg.epochs} epoch(s) of batch {cfg.batch_size}")"""),
     md("## Two objectives\n*reconstruct* is the plain autoencoder: output = input, mean squared error. "
        "It has a known shortcut: the U-Net's top skip connection carries the input at full resolution "
        "to the output, so it can copy the image while the deep encoder learns little. *masked* hides "
@@ -199,9 +254,10 @@ for objective, result in results.items():
        "epoch and validation loss; it loads with `torch.load(..., weights_only=True)`."),
     code("""for objective, result in results.items():
     print(relative(result.best_path), "|", relative(result.last_path))"""),
-]
+] + footer()
 
 NB03 = header(
+    "03_phase2_multimodal_finetuning.ipynb",
     "03 · Phase 2: text-guided segmentation",
     "The Phase-1 encoder is fused with a frozen text encoder (CLIP ViT-B/32 by default) at the U-Net "
     "bottleneck: the text embedding is tiled over the deepest feature map, concatenated, and fused "
@@ -227,22 +283,23 @@ RESUME = True""") + [
     md("## Data and settings"),
     code("""from helpers import plots
 from helpers.config import override
-from helpers.pipeline import prepare, relative
+from helpers.pipeline import describe, ensure_phase1, prepare, relative
 from helpers.train import finetune
 
-prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
-encoder_path = prep.paths.phase1_encoder(PHASE1_OBJECTIVE) if PHASE1_OBJECTIVE else None
-if encoder_path is not None and not encoder_path.exists():
-    print(f"{relative(encoder_path)} not found: run notebook 02 first; training from scratch now")
-    encoder_path = None
+prep = prepare(DATA_SOURCE, MODE, masks=MASKS_SOURCE, out_dir=OUT_DIR)
+print(describe(prep))
+prep.require_masks()  # Phase 2 learns from the hand-drawn masks: stops here without them
+# The Phase-1 encoder of notebook 02 (in smoke mode a quick one is trained when missing; otherwise a
+# missing one is an error: set PHASE1_OBJECTIVE = None to train from scratch on purpose)
+encoder_path = ensure_phase1(prep, PHASE1_OBJECTIVE, DEVICE) if PHASE1_OBJECTIVE else None
 cfg = override(prep.preset.finetune, text_model=TEXT_MODEL, fusion=FUSION, upsampling=UPSAMPLING,
                image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, encoder_lr=ENCODER_LR,
-               freeze_encoder_epochs=FREEZE_ENCODER_EPOCHS, concordant_flip=CONCORDANT_FLIP,
+               freeze_encoder_epochs=FREEZE_ENCODER_EPOCHS, concordant_flip=CONCORDANT_FLIP, device=DEVICE,
                pretrained_encoder=str(encoder_path) if encoder_path else None)
-print(prep.cases["split"].value_counts().to_string())
-print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none'}")
+print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none (from scratch, on purpose)'}")
 print(f"text encoder requested: {cfg.text_model}"
-      + (" (the tiny offline CLIP with random weights is used when the model hub is unreachable)" if cfg.text_fallback else ""))"""),
+      + (" (the tiny offline CLIP with random weights is used when the model hub is unreachable)" if cfg.text_fallback else ""))""", ignore=True),
+    code("""print(prep.cases["split"].value_counts().to_string())"""),
     md("## Train\nLoss: Dice + BCE with a positive-class weight from the training masks' foreground "
        "share, computed in float32. Each unique text is encoded once by the frozen text encoder and "
        "cached. The best epoch by validation Dice is kept as `best_model.pth`, with the threshold "
@@ -296,13 +353,14 @@ if RUN_ABLATIONS:
     md("## Saved files"),
     code("""print(relative(result.best_path))
 print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
-]
+] + footer()
 
 NB04 = header(
+    "04_visualization.ipynb",
     "04 · Look at the predictions",
     "Load the trained model from notebook 03, look at the best, median and worst test cases, explore "
     "every case interactively, and ask the model about your own findings text.",
-    """CHECKPOINT = None   # None: best_model.pth from notebook 03's output folder
+    """CHECKPOINT = None   # None: best_model.pth in the run folder (written by notebook 03)
 THRESHOLD = None    # None: the threshold chosen on validation""") + [
     md("## Load the model\n`Segmenter` needs no training code: the checkpoint names the text encoder "
        "and holds the image size and the threshold."),
@@ -310,14 +368,17 @@ THRESHOLD = None    # None: the threshold chosen on validation""") + [
 from helpers.datasets import labeled_arrays
 from helpers.evaluation import evaluate
 from helpers.inference import Segmenter
-from helpers.pipeline import prepare, relative
+from helpers.pipeline import describe, ensure_phase2, prepare, relative
 
-prep = prepare(DATA_SOURCE, MODE, out_dir=OUT_DIR)
-checkpoint = CHECKPOINT or prep.paths.best_model
+prep = prepare(DATA_SOURCE, MODE, masks=MASKS_SOURCE, out_dir=OUT_DIR)
+print(describe(prep))
+prep.require_masks()
+# notebook 03's best_model.pth from the run folder (in smoke mode trained here when missing)
+checkpoint = ensure_phase2(prep, CHECKPOINT)
 segmenter = Segmenter.from_checkpoint(checkpoint, text_cache_dir=prep.paths.text_models)
 if THRESHOLD is not None:
     segmenter.threshold = THRESHOLD
-print(f"{relative(checkpoint)}: {segmenter.describe()}")"""),
+print(f"{relative(checkpoint)}: {segmenter.describe()}")""", ignore=True),
     md("## Best, median and worst test cases\nA static view, for readers without widgets."),
     code("""test = prep.cases[prep.cases["split"] == "test"].reset_index(drop=True)
 per_case, _ = evaluate(segmenter, test, cache_dir=prep.paths.cache)
@@ -343,7 +404,7 @@ image = load_gray(test.iloc[0]["image_path"])
 fig = plots.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
                               TEXT_A, TEXT_B, threshold=segmenter.threshold)
 plots.save_figure(fig, prep.paths.figures / "04_your_own_finding.png")"""),
-]
+] + footer()
 
 
 NOTEBOOK_CELLS = {"01_data_setup_and_exploration.ipynb": NB01,

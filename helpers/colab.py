@@ -1,0 +1,117 @@
+"""Setting up a Colab machine: the logic of the notebooks' setup cell, in small testable functions.
+
+Standard library only at import time (torch is imported inside `check_device`), so the setup cell
+can import this module right after cloning, before the requirements are installed. Each notebook
+runs on its own Colab machine; what they share is the run folder on Google Drive.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, REPO_URL, RUNS_ROOT
+
+GPU_HELP = ("Runtime > Change runtime type > GPU, then run the notebook again; or set DEVICE = \"cpu\" "
+            "in the parameters cell to train on the CPU on purpose (hours instead of minutes)")
+
+
+class SetupError(RuntimeError):
+    """The machine is not ready; the message says what to set or click."""
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def check_repo_url(url: str, *, online: bool = True, timeout: float = 30.0) -> None:
+    """SetupError unless `url` names a reachable git repository (checked with `git ls-remote`,
+    never prompting for a password)."""
+    where = "REPO_URL in helpers/layout.py (then run tools/build_notebooks.py), or in the setup cell"
+    if not url or REPO_PLACEHOLDER in url:
+        raise SetupError(f"REPO_URL is still the placeholder {url!r}: set {where} to the address of "
+                         f"your copy of this project, e.g. https://github.com/<you>/cxr-text-localization.git")
+    if not url.startswith(("https://", "http://", "git@", "ssh://", "file://", "/")):
+        raise SetupError(f"REPO_URL {url!r} is not a git address: set {where} to e.g. "
+                         f"https://github.com/<you>/cxr-text-localization.git")
+    if not online:
+        return
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        probe = subprocess.run(["git", "ls-remote", "--heads", url], capture_output=True, text=True,
+                               timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        probe = None
+    if probe is None or probe.returncode != 0:
+        detail = "no answer" if probe is None else (probe.stderr.strip().splitlines() or ["?"])[-1]
+        raise SetupError(f"REPO_URL {url!r} cannot be reached ({detail}): set {where} to a public "
+                         f"copy of this project (or a URL with an access token for a private one)")
+
+
+def update_clone(folder: str | Path = REPO_ROOT) -> str:
+    """`git pull --ff-only` in the clone; returns git's one-line answer (local changes are kept:
+    a pull that cannot fast-forward is reported, not forced)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    pull = subprocess.run(["git", "-C", str(folder), "pull", "--ff-only", "-q"], capture_output=True,
+                          text=True, env=env)
+    if pull.returncode != 0:
+        return f"not updated ({(pull.stderr.strip().splitlines() or ['?'])[-1]})"
+    return "up to date"
+
+
+def install_requirements(folder: str | Path = REPO_ROOT) -> None:
+    """The runtime requirements only (ranges that keep Colab's torch); test tools stay out."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r",
+                    str(Path(folder) / "requirements.txt")], check=True)
+
+
+def default_runs_root(colab: bool | None = None, drive_mount: str | Path = DRIVE_MOUNT) -> Path:
+    """Where run folders live: on Colab the Drive folder shared by the four notebooks (when Drive is
+    mounted), elsewhere `runs/` in the repository."""
+    colab = on_colab() if colab is None else colab
+    if colab:
+        if (Path(drive_mount) / "MyDrive").is_dir():
+            return Path(drive_mount) / Path(DRIVE_RUNS_ROOT).relative_to(DRIVE_MOUNT)
+        print("Google Drive is not mounted: the run folder stays on this machine and is lost with it; "
+              "the next notebook (another machine) will not find it. Run the setup cell again and "
+              "allow Drive access.", file=sys.stderr)
+    return RUNS_ROOT
+
+
+def mount_drive(out_dir: str | Path | None, *sources) -> None:
+    """Mount Drive on Colab when the run folder is the default one (on Drive) or a path is on it."""
+    if not on_colab():
+        return
+    wanted = out_dir is None or any(str(p).startswith(DRIVE_MOUNT) for p in (out_dir, *sources) if p)
+    if wanted and not Path(DRIVE_MOUNT, "MyDrive").is_dir():
+        print(f"Mounting Google Drive: the run folder ({DRIVE_RUNS_ROOT}/<mode>) is shared by the "
+              "four notebooks, each on its own machine. Allow access in the pop-up.")
+        from google.colab import drive  # only on Colab
+
+        drive.mount(DRIVE_MOUNT)
+
+
+def colab_link(notebook: str, repo_url: str = REPO_URL, branch: str = "main") -> str:
+    """The "Open in Colab" address of `notebooks/<notebook>` in the GitHub repository `repo_url`."""
+    slug = repo_url.split("github.com", 1)[-1].lstrip("/:").removesuffix(".git")
+    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{notebook}"
+
+
+def colab_badge(notebook: str, repo_url: str = REPO_URL) -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_link(notebook, repo_url)})")
+
+
+def check_device(mode: str, device: str | None = None) -> str:
+    """The device the run will use, as text; SetupError in the real preset on a CPU-only machine
+    unless `device="cpu"` was chosen on purpose."""
+    import torch
+
+    if device not in (None, "auto"):
+        return f"device: {device} (set by DEVICE)"
+    if torch.cuda.is_available():
+        return f"device: cuda ({torch.cuda.get_device_name(0)})"
+    if mode == "real":
+        raise SetupError(f"No GPU on this machine and the real preset needs one: {GPU_HELP}.")
+    return "device: cpu"

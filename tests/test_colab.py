@@ -1,0 +1,98 @@
+"""The Colab setup helpers, the run folder of the series and the headless runner."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers import colab
+from helpers.layout import REPO_URL, RUNS_ROOT
+
+
+def test_repo_url_placeholder_and_bad_addresses_say_what_to_set(tmp_path):
+    with pytest.raises(colab.SetupError, match="placeholder.*set REPO_URL in helpers/layout.py"):
+        colab.check_repo_url("https://github.com/YOUR-ACCOUNT/cxr-text-localization.git")
+    with pytest.raises(colab.SetupError, match="not a git address"):
+        colab.check_repo_url("github.com/someone/project")
+    with pytest.raises(colab.SetupError, match="cannot be reached.*set REPO_URL"):
+        colab.check_repo_url(f"file://{tmp_path}/no-such-repo.git")
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    colab.check_repo_url(f"file://{tmp_path}/repo")  # reachable: no error
+
+
+def test_gpu_check(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(colab.SetupError, match=r"Runtime > Change runtime type > GPU.*DEVICE = \"cpu\""):
+        colab.check_device("real")
+    assert colab.check_device("real", "cpu") == "device: cpu (set by DEVICE)"
+    assert colab.check_device("demo") == "device: cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
+    assert colab.check_device("real") == "device: cuda (Tesla T4)"
+
+
+def test_default_run_folder_on_colab_is_on_drive(tmp_path, capsys):
+    assert colab.default_runs_root(colab=False) == RUNS_ROOT
+    assert colab.default_runs_root(colab=True, drive_mount=tmp_path) == RUNS_ROOT  # not mounted
+    assert "Drive is not mounted" in capsys.readouterr().err
+    (tmp_path / "MyDrive").mkdir()
+    assert colab.default_runs_root(colab=True, drive_mount=tmp_path) == \
+        tmp_path / "MyDrive" / "cxr-text-localization" / "runs"
+
+
+def test_repo_url_feeds_setup_cell_badges_and_readme():
+    from tests.test_structure import ROOT
+
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, nb in module.build().items():
+        assert colab.colab_link(name) in nb.cells[0].source
+        assert f'REPO_URL = "{REPO_URL}"' in nb.cells[4].source
+    assert colab.colab_badge("01_data_setup_and_exploration.ipynb") in (ROOT / "README.md").read_text()
+    assert colab.colab_link("04_visualization.ipynb", "https://github.com/me/proj.git") == \
+        "https://colab.research.google.com/github/me/proj/blob/main/notebooks/04_visualization.ipynb"
+
+
+def _notebook(folder, name, source):
+    nbformat.write(new_notebook(cells=[new_code_cell(source)], metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}),
+        folder / name)
+
+
+def test_runner_cell_timeout_names_notebook_cell_and_resume(tmp_path, monkeypatch):
+    from helpers.notebooks import NotebookRunError, run_notebooks
+
+    monkeypatch.setenv("CXR_MODE", "smoke")
+    monkeypatch.setenv("CXR_SMOKE", "1")
+    _notebook(tmp_path, "07_sleepy.ipynb", "import time\ntime.sleep(5)")
+    with pytest.raises(NotebookRunError, match=r"07_sleepy.ipynb: cell 0 \('time.sleep\(5\)'\) ran past 1 s"
+                                               r".*--mode smoke --only 07"):
+        run_notebooks(tmp_path / "out", "smoke", timeout=1, notebook_dir=tmp_path,
+                      state_file=tmp_path / "state.json")
+
+
+def test_runner_resumes_after_finished_notebooks(tmp_path, monkeypatch, capsys):
+    from helpers.notebooks import run_notebooks
+
+    monkeypatch.setenv("CXR_MODE", "smoke")
+    monkeypatch.setenv("CXR_SMOKE", "1")
+    _notebook(tmp_path, "01_ok.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
+                                       "print(IPKernelApp.instance().transport)")
+    _notebook(tmp_path, "02_fails.ipynb", "raise ValueError('boom')")
+    kw = dict(notebook_dir=tmp_path, state_file=tmp_path / "state.json", timeout=60)
+    with pytest.raises(RuntimeError, match="02_fails.ipynb: cell 0.*boom"):
+        run_notebooks(tmp_path / "out", "smoke", **kw)
+    _notebook(tmp_path, "02_fails.ipynb", "print('fixed')")
+    written = run_notebooks(tmp_path / "out", "smoke", **kw)  # 01 finished: not run again
+    assert [p.name for p in written] == ["02_fails.ipynb"]
+    assert "01_ok.ipynb: finished before, skipped" in capsys.readouterr().out
+    assert run_notebooks(tmp_path / "out", "smoke", **kw) == []
+    ran = nbformat.read(tmp_path / "out" / "01_ok.ipynb", as_version=4)
+    assert ran.cells[0].outputs[0]["text"] == "ipc\n"  # no TCP port race between kernels
+    assert len(run_notebooks(tmp_path / "out", "smoke", restart=True, **kw)) == 2
