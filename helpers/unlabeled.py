@@ -118,7 +118,8 @@ def iu_pretrain_paths(images: pd.DataFrame, cases: pd.DataFrame,
     labeled cases with their `split`. Prints how many images were excluded."""
     if frontal_only:
         images = images[images["projection"] == "Frontal"]
-    held_out = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"])
+    held_out = (set(cases.loc[cases["split"].isin(["val", "test"]), "uid"]) if "split" in cases
+                else set())  # no masks yet: no split, nothing to hold out
     allowed = images[~images["uid"].isin(held_out)]
     print(f"Phase 1 excludes {len(images) - len(allowed)} image(s) of {len(held_out)} val/test "
           f"patient(s): Phase 2's validation and test patients are never seen in Phase 1")

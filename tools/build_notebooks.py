@@ -198,19 +198,21 @@ MAX_IMAGES = None      # None: all images
 FRONTAL_ONLY = None    # False: frontal and lateral images
 RESUME = True          # continue from last.pth when a run was interrupted""") + [
     md("## Data\nThe same dataset as notebook 01 (fetched once, reused). Phase 1 uses every readable "
-       "image, labeled or not."),
+       "image, labeled or not, except the images of the patients in Phase 2's validation and test "
+       "splits: the final test must be on patients the model has never seen."),
     code("""from helpers import plots
 from helpers.config import override
 from helpers.inference import reconstruct_examples
 from helpers.pipeline import describe, prepare, relative
 from helpers.train import pretrain
+from helpers.unlabeled import iu_pretrain_paths
 
 prep = prepare(DATA_SOURCE, MODE, masks=MASKS_SOURCE, out_dir=OUT_DIR)
 print(describe(prep))
 cfg = override(prep.preset.pretrain, image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
                encoder=ENCODER, max_images=MAX_IMAGES, frontal_only=FRONTAL_ONLY, device=DEVICE)
 objectives = OBJECTIVES or (["masked"] if prep.preset.mode == "smoke" else ["masked", "reconstruct"])
-image_paths = prep.catalog.image_paths(frontal_only=cfg.frontal_only)""", ignore=True),
+image_paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)""", ignore=True),
     code("""print(f"mode {prep.preset.mode}: {len(image_paths)} images, objectives {objectives}, "
       f"{cfg.image_size} px, {cfg.epochs} epoch(s) of batch {cfg.batch_size}")"""),
     md("## Two objectives\n*reconstruct* is the plain autoencoder: output = input, mean squared error. "
@@ -259,16 +261,21 @@ for objective, result in results.items():
 NB03 = header(
     "03_phase2_multimodal_finetuning.ipynb",
     "03 · Phase 2: text-guided segmentation",
-    "The Phase-1 encoder is fused with a frozen text encoder (CLIP ViT-B/32 by default) at the U-Net "
-    "bottleneck: the text embedding is tiled over the deepest feature map, concatenated, and fused "
-    "back by a convolution; the U-Net decoder turns it into the mask of the finding the text "
-    "describes. Then we check, with ablations, that the model really reads the text.\n\n"
-    "The `demo` preset uses `film_multi` (the text scales and shifts the features at every "
-    "scale) instead: on the demo data, within a CPU budget of minutes, the bottleneck-only "
-    "`concat` fusion learned to segment every lesion and ignore the text; the ablation table "
-    "below shows both.",
+    "The Phase-1 encoder is fused with a frozen text encoder (CLIP ViT-B/32 by default); the U-Net "
+    "decoder turns the fused features into the mask of the finding the text describes. Then we "
+    "check, with ablations and a two-lesion probe, that the mask really follows the text.\n\n"
+    "Fusions: `concat` (the specified design: the text embedding tiled over the deepest feature "
+    "map, concatenated and fused back by a convolution), `film_multi` (the text scales and shifts "
+    "the features at every scale), `cross_attn` (every image position attends to the text's "
+    "tokens at the three deepest scales). Text modes: `raw` (the findings as written) or "
+    "`positive` (only the sentences that describe something present: normal statements and "
+    "negations such as \"No left effusion.\" are dropped, so they neither mislead the model nor "
+    "push the finding past the text encoder's 77 tokens). The presets' defaults follow the "
+    "ablation table in the README.",
     """TEXT_MODEL = None          # a Hugging Face name or local path; None: CLIP ViT-B/32 (real), tiny offline CLIP (demo, smoke)
-FUSION = None              # "concat" (specified, real default), "film", "film_multi" (demo default), "none" (image only)
+FUSION = None              # "concat" (specified), "film", "film_multi", "cross_attn", "none" (image only); None: the preset's
+TEXT_MODE = None           # "raw" or "positive" (only sentences that describe something present); None: the preset's
+NEGATIVE_RATE = None       # share of training items given another case's text and an empty mask
 UPSAMPLING = None          # "interp" (smp) or "transpose" (transposed convolutions)
 PHASE1_OBJECTIVE = "masked"  # which Phase-1 encoder to start from; None: from scratch
 IMAGE_SIZE = None          # must match Phase 1
@@ -295,11 +302,23 @@ encoder_path = ensure_phase1(prep, PHASE1_OBJECTIVE, DEVICE) if PHASE1_OBJECTIVE
 cfg = override(prep.preset.finetune, text_model=TEXT_MODEL, fusion=FUSION, upsampling=UPSAMPLING,
                image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, encoder_lr=ENCODER_LR,
                freeze_encoder_epochs=FREEZE_ENCODER_EPOCHS, concordant_flip=CONCORDANT_FLIP, device=DEVICE,
+               text_mode=TEXT_MODE, negative_rate=NEGATIVE_RATE,
                pretrained_encoder=str(encoder_path) if encoder_path else None)
 print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none (from scratch, on purpose)'}")
 print(f"text encoder requested: {cfg.text_model}"
       + (" (the tiny offline CLIP with random weights is used when the model hub is unreachable)" if cfg.text_fallback else ""))""", ignore=True),
     code("""print(prep.cases["split"].value_counts().to_string())"""),
+    md("## What the model reads\nReal findings are mostly normal statements and negations. With "
+       "`text_mode=\"positive\"` the model is given only the sentences that describe something "
+       "present (a small NegEx-style rule set, `helpers.sentences`); when a report has none, it "
+       "gets the whole text. Here are three training reports, split into what is kept and what is "
+       "dropped."),
+    code("""import pandas as pd
+from helpers.sentences import select_sentences
+
+train_texts = prep.cases.loc[prep.cases["split"] == "train", "text"].head(3)
+pd.DataFrame([{"kept": " | ".join(s.kept), "dropped": " | ".join(s.dropped)}
+              for s in map(select_sentences, train_texts)])"""),
     md("## Train\nLoss: Dice + BCE with a positive-class weight from the training masks' foreground "
        "share, computed in float32. Each unique text is encoded once by the frozen text encoder and "
        "cached. The best epoch by validation Dice is kept as `best_model.pth`, with the threshold "
@@ -334,6 +353,20 @@ plots.save_figure(fig, prep.paths.figures / "03_test_predictions.png")"""),
        "image."),
     code("""sides, side_summary = counterfactual_sides(segmenter, test, cache_dir=prep.paths.cache)
 side_summary""", ignore=True),
+    md("## Does the mask follow the text? The two-lesion probe\nThe direct test of the mission. "
+       "Every labeled demo image holds the described lesion and two others; for each other lesion "
+       "we ask twice, once with a sentence describing the target and once with one describing the "
+       "other lesion (phrased as the test reports are, never seen in training). The mask follows "
+       "its text when more predicted probability lies in the described lesion than in the other. "
+       "A model that ignores the text follows half of the texts at best. (The real collection has "
+       "no second lesion's mask; a table of your own in the same columns works the same way.)"),
+    code("""from helpers.evaluation import two_lesion_probe
+from helpers.pipeline import demo_probe
+
+probe = demo_probe(prep)
+if probe is not None:
+    probe_table, probe_summary = two_lesion_probe(segmenter, probe, cache_dir=prep.paths.cache)
+    print(probe_summary)""", ignore=True),
     md("## Ablations\n(a) the model with the report text; (b) the same model with the test texts "
        "shuffled across cases; (c) an image-only model; the other fusions; Phase-1 initialisation "
        "vs none and per objective. Each is trained with the same settings and scored on the test "
@@ -344,7 +377,8 @@ side_summary""", ignore=True),
 if RUN_ABLATIONS:
     table, runs = run_ablations(prep.cases, prep.paths.ablations, cfg, prep.preset.ablation,
                                 phase1_encoders=prep.paths.phase1_encoders(), main_checkpoint=result.best_path,
-                                cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models)
+                                cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,
+                                probe=probe)
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
     code("""if RUN_ABLATIONS:
@@ -404,6 +438,16 @@ image = load_gray(test.iloc[0]["image_path"])
 fig = plots.plot_counterfactual(image, segmenter.predict(image, TEXT_A), segmenter.predict(image, TEXT_B),
                               TEXT_A, TEXT_B, threshold=segmenter.threshold)
 plots.save_figure(fig, prep.paths.figures / "04_your_own_finding.png")"""),
+    md("## Your own report\nPaste a whole findings text: the model is given the sentences shown as "
+       "kept (with `text_mode=\"positive\"`; all of them with `raw`), and the mask is drawn for "
+       "them."),
+    code("""REPORT = ("The heart is normal in size. No pneumothorax. No left pleural effusion. "
+          "There is patchy airspace opacity at the right lung base.")
+chosen = segmenter.sentences(REPORT)
+print("kept:   ", chosen.kept)
+print("dropped:", chosen.dropped)
+fig = plots.case_figure(image, segmenter.predict(image, REPORT), REPORT, threshold=segmenter.threshold)
+plots.save_figure(fig, prep.paths.figures / "04_your_own_report.png")""", ignore=True),
 ] + footer()
 
 
