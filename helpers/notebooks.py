@@ -11,21 +11,60 @@ and the command that resumes. Finished notebooks are recorded in `runs/<mode>/no
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from queue import Empty
+from typing import Any, Awaitable, Callable, Sequence
 
 from .config import SMOKE_ENV, resolve_mode
 from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# Minutes each notebook took in `make demo` on the project's 2-core CPU machine (README); machines
+# of this kind differ up to ~3x, so the up-front estimate gives both ends.
+DEMO_MINUTES = {"01": 0.3, "02": 2.3, "03": 9.5, "04": 0.3}
 
 
 class NotebookRunError(RuntimeError):
     """A notebook failed or timed out; the message says which cell and how to resume."""
+
+
+def sliced_get_msg(get_msg: Callable[..., Any], step: float = 1.0) -> Callable[..., Awaitable[dict]]:
+    """`get_msg(timeout)` of a kernel channel, asked in slices of `step` seconds until `timeout`.
+
+    Why: with the ipywidgets explorer, nbclient sometimes waits for a reply the kernel has already
+    sent (kernel idle, runner waiting: nbclient issue #312; `make demo` hung so at notebook 04).
+    A wait of one long poll misses such a message for good; asking again every second finds it.
+    """
+    async def wrapped(timeout: float | None = None, **kwargs) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = step if deadline is None else min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                msg = get_msg(timeout=left, **kwargs)
+                return await msg if inspect.isawaitable(msg) else msg
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+    return wrapped
+
+
+def _notebook_client(nb, **kwargs):
+    """An nbclient `NotebookClient` whose kernel channels are polled in slices (`sliced_get_msg`)."""
+    from nbclient import NotebookClient
+
+    class SlicedPollingClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            for channel in (kc.shell_channel, kc.iopub_channel):
+                channel.get_msg = sliced_get_msg(channel.get_msg)
+            return kc
+
+    return SlicedPollingClient(nb, **kwargs)
 
 
 def _finished(state_file: Path, mode: str) -> list[str]:
@@ -48,7 +87,6 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     parameters cell, which defaults to the environment: `CXR_SMOKE=1` for smoke; `CXR_MODE` otherwise.
     """
     import nbformat
-    from nbclient import NotebookClient
     from traitlets.config import Config
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
@@ -60,10 +98,15 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     os.environ["CXR_MODE"] = mode
     os.environ[SMOKE_ENV] = "1" if mode == "smoke" else "0"
     finished = [] if restart else _finished(state_file, mode)
+    todo = [p for p in sorted(Path(notebook_dir).glob("0*.ipynb"))
+            if (not names or any(p.name.startswith(n) for n in names))]
+    if mode == "demo":
+        minutes = sum(DEMO_MINUTES.get(p.name[:2], 0.0) for p in todo
+                      if names or p.name not in finished)
+        print(f"demo: about {minutes:.0f} min on a 2-core CPU (up to {3 * minutes:.0f} min on a "
+              "slower one); a GPU is much faster", flush=True)
     written = []
-    for path in sorted(Path(notebook_dir).glob("0*.ipynb")):
-        if names and not any(path.name.startswith(n) for n in names):
-            continue
+    for path in todo:
         if not names and path.name in finished:
             print(f"{path.name}: finished before, skipped (--restart runs it again)", flush=True)
             continue
@@ -75,7 +118,7 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
             # the kernel bind it, so a kernel started at the same moment elsewhere on the machine
             # (other test runs) can take it and the runner waits for replies that never come.
             config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "k")}})
-            client = NotebookClient(nb, timeout=timeout, startup_timeout=startup_timeout,
+            client = _notebook_client(nb, timeout=timeout, startup_timeout=startup_timeout,
                                     interrupt_on_timeout=False, kernel_name="python3", config=config,
                                     resources={"metadata": {"path": str(path.parent)}},
                                     on_cell_start=lambda cell, cell_index: current.update(index=cell_index))

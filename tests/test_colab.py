@@ -96,3 +96,27 @@ def test_runner_resumes_after_finished_notebooks(tmp_path, monkeypatch, capsys):
     ran = nbformat.read(tmp_path / "out" / "01_ok.ipynb", as_version=4)
     assert ran.cells[0].outputs[0]["text"] == "ipc\n"  # no TCP port race between kernels
     assert len(run_notebooks(tmp_path / "out", "smoke", restart=True, **kw)) == 2
+
+
+def test_sliced_get_msg_asks_again_until_the_message_or_the_deadline():
+    import asyncio
+    from queue import Empty
+
+    from helpers.notebooks import sliced_get_msg
+
+    asked = []
+
+    async def late(timeout=None):  # the message is there on the third look
+        asked.append(timeout)
+        if len(asked) < 3:
+            raise Empty
+        return {"msg_type": "execute_reply"}
+
+    assert asyncio.run(sliced_get_msg(late, step=0.01)(timeout=None)) == {"msg_type": "execute_reply"}
+    assert asked == [0.01, 0.01, 0.01]  # no single long wait
+
+    def never(timeout=None):  # a synchronous channel works too
+        raise Empty
+
+    with pytest.raises(Empty):
+        asyncio.run(sliced_get_msg(never, step=0.01)(timeout=0.05))

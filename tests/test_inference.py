@@ -149,7 +149,7 @@ def test_ablation_variants_and_summary():
     from helpers.config import AblationConfig, FinetuneConfig
     from helpers.experiments import ablation_variants, summarize_runs
 
-    base = FinetuneConfig(pretrained_encoder="masked.pth")
+    base = FinetuneConfig(pretrained_encoder="masked.pth", fusion="concat", text_mode="raw")
     settings = AblationConfig(fusions=("concat", "film"), text_modes=("positive",),
                               negative_rates=(0.0, 0.25))
     variants = ablation_variants(base, settings, {"masked": "masked.pth", "reconstruct": "rec.pth"})
