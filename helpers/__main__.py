@@ -147,7 +147,9 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_ablate(args) -> None:
-    from .experiments import run_ablations
+    import pandas as pd
+
+    from .experiments import CASES_FILE, differences_to, run_ablations
     from .pipeline import demo_probe, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
@@ -161,6 +163,12 @@ def cmd_ablate(args) -> None:
     print(table.round(3).to_string(index=False))
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     runs.to_csv(prep.paths.ablations / "ablation_runs.csv", index=False)
+    per_case = pd.read_csv(prep.paths.ablations / CASES_FILE)
+    diffs = differences_to(per_case, table["variant"].iloc[0], n_boot=settings.bootstrap)
+    print(f"Dice of {table['variant'].iloc[0]} minus each other variant, paired on (seed, case), "
+          "with a bootstrap 95% interval:")
+    print(diffs.round(3).to_string(index=False))
+    diffs.to_csv(prep.paths.ablations / "ablation_differences.csv", index=False)
 
 
 def cmd_predict(args) -> None:

@@ -158,3 +158,10 @@ def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 100
                 row[f"{extra}_sd"] = seeds[extra].std(ddof=1) if len(seeds) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def differences_to(per_case: pd.DataFrame, main: str, metric: str = "dice",
+                   n_boot: int = 1000) -> pd.DataFrame:
+    """`paired_difference(main, other)` for every other variant of `per_case` (one row each)."""
+    others = [v for v in pd.unique(per_case["variant"]) if v != main]
+    return pd.DataFrame([paired_difference(per_case, main, other, metric, n_boot) for other in others])

@@ -244,3 +244,15 @@ def test_paired_difference_pairs_seed_and_case():
     assert diff["lo"] <= 0.3 <= diff["hi"]
     with pytest.raises(ValueError, match="both"):
         paired_difference(per_case, "a", "c")
+
+
+def test_differences_to_the_main_variant():
+    import pandas as pd
+
+    from helpers.experiments import differences_to
+
+    per_case = pd.DataFrame({"variant": ["m", "m", "x", "x", "y", "y"], "seed": [0] * 6,
+                             "case_id": ["a", "b"] * 3, "dice": [0.8, 0.6, 0.5, 0.5, 0.8, 0.6]})
+    diffs = differences_to(per_case, "m", n_boot=100)
+    assert diffs["b"].tolist() == ["x", "y"]
+    assert diffs["difference"].round(6).tolist() == [0.2, 0.0]
