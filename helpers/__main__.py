@@ -127,9 +127,9 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import counterfactual_sides, evaluate
+    from .evaluation import counterfactual_sides, evaluate, two_lesion_probe
     from .inference import Segmenter
-    from .pipeline import prepare
+    from .pipeline import demo_probe, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
     prep.require_masks()
@@ -138,6 +138,9 @@ def cmd_evaluate(args) -> None:
     mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
     per_case, summary = evaluate(seg, cases, text_mode=mode, cache_dir=prep.paths.cache)
     summary["counterfactual"] = counterfactual_sides(seg, cases, cache_dir=prep.paths.cache)[1]
+    probe = demo_probe(prep, args.split)
+    if probe is not None:  # the demo data has the second lesions' masks
+        summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]
     print(f"model: {seg.describe()}")
     print(json.dumps(summary, indent=1, default=float))
     if args.out:
