@@ -1,5 +1,6 @@
 """Localize the pathology that a radiology report describes in a chest X-ray.
 
-The notebooks and `python -m helpers` share this package; see DESIGN.md for the map.
+The notebooks and `python -m helpers` share this package; the README's "Layout" section is the map
+(one module per concern, each layer importing only those below it).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
