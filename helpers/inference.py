@@ -17,7 +17,7 @@ from .io import gray_image, load_gray
 from .layout import LAST_FILE
 from .losses import hide_patches, scaled_patch
 from .model import build_autoencoder, from_config, predict_arrays
-from .sentences import SentenceSelection, prepare_text, select_sentences, split_sentences
+from .sentences import SentenceSelection, select_text, select_sentences, split_sentences
 from .text import EmbeddingCache, load_text_encoder
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -77,7 +77,7 @@ class Segmenter:
 
     def model_text(self, text: str) -> str:
         """The text as the model reads it (`text_mode` "positive": the positive sentences only)."""
-        return prepare_text(text, self.text_mode)
+        return select_text(text, self.text_mode)
 
     def sentences(self, text: str) -> SentenceSelection:
         """Which sentences of `text` the model is given (kept) and which it is not (dropped)."""

@@ -270,7 +270,7 @@ def select_sentences(text: str) -> SentenceSelection:
     return SentenceSelection(kept=kept, dropped=dropped, fallback=False)
 
 
-def prepare_text(text: str, mode: str = "raw") -> str:
+def select_text(text: str, mode: str = "raw") -> str:
     """The text given to the encoder: "raw" (whitespace normalised) or "positive" sentences."""
     if mode == "raw":
         return " ".join(text.split())

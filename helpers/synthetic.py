@@ -142,7 +142,7 @@ def _write_zip(root: Path) -> None:
             zf.writestr(info, path.read_bytes())
 
 
-def _prepare(dest: Path, params: dict) -> None:
+def _empty_demo_folder(dest: Path, params: dict) -> None:
     """Empties a previous demo in `dest` (never a foreign folder) and marks `dest` as incomplete."""
     if dest.exists() and any(dest.iterdir()):
         if not (dest / MARKER).is_file():
@@ -183,7 +183,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
         raise ValueError(f"image_size must be (min, max) sides with 16 <= min <= max, got {image_size}")
     start = time.perf_counter()
     dest = Path(dest)
-    _prepare(dest, demo_params(n_reports=n_reports, n_masks=n_masks, image_size=image_size, seed=seed,
+    _empty_demo_folder(dest, demo_params(n_reports=n_reports, n_masks=n_masks, image_size=image_size, seed=seed,
                                make_zip=make_zip, quirks=quirks))
     (dest / PROBE_DIR).mkdir()
     splits = _patient_splits(n_reports, n_masks, seed)

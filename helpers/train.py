@@ -39,7 +39,7 @@ from .losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss, pos_
 from .metrics import best_threshold, dice_per_image
 from .model import (MultimodalUnet, build_autoencoder, encoder_checkpoint, freeze_encoder,
                     load_pretrained_encoder, predict_arrays)
-from .sentences import prepare_text, select_sentences
+from .sentences import select_text, select_sentences
 from .text import EmbeddingCache, load_text_encoder, swap_sides
 
 
@@ -105,7 +105,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_out_dir(path: str | Path) -> Path:
+def writable_dir(path: str | Path) -> Path:
     """Create `path` and check that it can be written, before any time is spent training."""
     out = Path(path)
     try:
@@ -346,7 +346,7 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     share of patches is replaced by noise and the loss on them is weighted up, so copying the input
     through the top skip connection no longer pays and the deep encoder has to model anatomy.
     """
-    out = prepare_out_dir(out_dir)
+    out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)
@@ -390,7 +390,7 @@ def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
 class SegmentationTask(Task):
     """Phase 2: the multimodal U-Net learns the mask of the finding a text describes.
 
-    Each case's text goes through `sentences.prepare_text(text, cfg.text_mode)`; every unique
+    Each case's text goes through `sentences.select_text(text, cfg.text_mode)`; every unique
     text (with its side-swapped twin for the concordant flip) is encoded once by the frozen text
     encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L] for a fusion that
     attends); batches carry row indices into them.
@@ -407,8 +407,8 @@ class SegmentationTask(Task):
         model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
                                upsampling=cfg.upsampling, token_dim=encoder.token_dim)
         selections = [select_sentences(t) for t in train.cases["text"]]
-        train_texts = [prepare_text(t, cfg.text_mode) for t in train.cases["text"]]
-        texts = train_texts + [prepare_text(t, cfg.text_mode) for t in val.cases["text"]]
+        train_texts = [select_text(t, cfg.text_mode) for t in train.cases["text"]]
+        texts = train_texts + [select_text(t, cfg.text_mode) for t in val.cases["text"]]
         flipped = [swap_sides(t) for t in train_texts] if cfg.concordant_flip > 0 else []
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens)
@@ -512,7 +512,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
-    out = prepare_out_dir(out_dir)
+    out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)

@@ -69,7 +69,7 @@ def _worker(rank: int, port: int, paths: list[str], work: str) -> None:
         task.loader.sampler.set_epoch(epoch)
         out["shards"].append(list(map(int, task.loader.sampler)))
     one_step = train.FitSettings(1, 0.0, "val_loss", False, "step.pth", max_steps=1)
-    train.fit(task, one_step, train.prepare_out_dir(work_dir / "step"), progress=False)
+    train.fit(task, one_step, train.writable_dir(work_dir / "step"), progress=False)
     torch.save(torch.cat([t.detach().float().flatten() for t in task.model.state_dict().values()]),
                work_dir / f"weights{rank}.pt")
 

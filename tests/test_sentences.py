@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import sentences as sentences_module
-from helpers.sentences import (TEXT_MODES, SentenceSelection, prepare_text, select_sentences,
+from helpers.sentences import (TEXT_MODES, SentenceSelection, select_text, select_sentences,
                                sentence_status, split_sentences)
 
 POS, NEG, NORM = "positive", "negated", "normal"
@@ -187,29 +187,29 @@ def test_selection_text_joins_kept_with_one_space():
     assert SentenceSelection(kept=["A.", "B."], dropped=["C."]).text == "A. B."
 
 
-# --- prepare_text ---------------------------------------------------------------------------------
+# --- select_text ---------------------------------------------------------------------------------
 
 def test_text_modes():
     assert TEXT_MODES == ("raw", "positive")
 
 
-def test_prepare_text_raw_normalises_whitespace_only():
+def test_select_text_raw_normalises_whitespace_only():
     text = "  No left effusion.\n Right   basilar opacity. "
-    assert prepare_text(text) == "No left effusion. Right basilar opacity."
-    assert prepare_text(text, "raw") == "No left effusion. Right basilar opacity."
+    assert select_text(text) == "No left effusion. Right basilar opacity."
+    assert select_text(text, "raw") == "No left effusion. Right basilar opacity."
 
 
-def test_prepare_text_positive_keeps_the_findings():
-    assert prepare_text("No left effusion. Right basilar opacity.", "positive") == \
+def test_select_text_positive_keeps_the_findings():
+    assert select_text("No left effusion. Right basilar opacity.", "positive") == \
         "Right basilar opacity."
-    assert prepare_text("Lungs are clear. No effusion.", "positive") == \
+    assert select_text("Lungs are clear. No effusion.", "positive") == \
         "Lungs are clear. No effusion."
 
 
 @pytest.mark.parametrize("mode", ["Positive", "", "negated", "clean"])
-def test_prepare_text_unknown_mode_names_the_valid_ones(mode):
+def test_select_text_unknown_mode_names_the_valid_ones(mode):
     with pytest.raises(ValueError, match=r"raw, positive"):
-        prepare_text("Lungs are clear.", mode)
+        select_text("Lungs are clear.", mode)
 
 
 # --- Independence ---------------------------------------------------------------------------------
