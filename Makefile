@@ -2,7 +2,7 @@
 #              `make demo` continues with the first unfinished notebook (`make demo-restart` starts over).
 # `make test`: unit tests and every notebook under nbval in smoke mode.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
-# `make ablate`: the README's ablation (3 seeds, two text encoders) on the demo data: ~2 h on 2 CPU cores.
+# `make ablate`: the README's study (3 seeds, two text encoders) on the demo data: ~2 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv
@@ -49,16 +49,20 @@ STUDY = --data demo --mode demo --no-with-upsampling --no-progress
 # One thread per process: two trainings side by side use both cores better than one with two.
 RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 
+GRID = --seeds 0 --fusions concat film_multi cross_attn --text-modes raw positive --negative-rates 0.25
+MAIN = --fusion cross_attn --text-mode positive --seeds 0 1 2 --fusions concat --text-modes raw
+
+# The README's study: the seed-0 grid, then the default, its controls and the specified design over
+# 3 seeds, for both text encoders side by side (one core each); then Phase-1 init vs none (MiniLM).
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt
+	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --no-with-init $(GRID) & \
+	$(RUN1) ablate $(STUDY) --out runs/study-tiny --text-model tiny-clip --no-with-init $(GRID); wait
+	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --no-with-init $(MAIN) & \
+	$(RUN1) ablate $(STUDY) --out runs/study-tiny --text-model tiny-clip --no-with-init $(MAIN); wait
 	$(RUN1) pretrain --data demo --mode demo --objective masked --out runs/study-minilm
 	$(RUN1) pretrain --data demo --mode demo --objective reconstruct --out runs/study-minilm
-	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) $(ABLATE_BASE) \
-	  --seeds 0 1 2 --fusions concat --text-modes raw --no-with-init & \
-	$(RUN1) ablate $(STUDY) --out runs/study-tiny --text-model tiny-clip $(ABLATE_BASE) \
-	  --seeds 0 1 2 --fusions concat --text-modes raw --no-with-init; wait
-	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) $(ABLATE_BASE) \
-	  --seeds 0 1 2 --fusions --text-modes --with-init
+	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --with-init $(MAIN)
 
 clean:
 	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)
