@@ -26,7 +26,7 @@ from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Minutes each notebook took in `make demo` on the project's 2-core CPU machine (README); machines
 # of this kind differ up to ~3x, so the up-front estimate gives both ends.
-DEMO_MINUTES = {"01": 0.3, "02": 2.3, "03": 9.5, "04": 0.3}
+DEMO_MINUTES = {"01": 0.2, "02": 1.9, "03": 8.6, "04": 0.2}
 
 
 class NotebookRunError(RuntimeError):
