@@ -12,6 +12,7 @@ Cells whose output legitimately varies (timings, losses) start with `# NBVAL_IGN
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -20,10 +21,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
 
-import sys
-
 sys.path.insert(0, str(NOTEBOOKS.parent))
-from helpers.colab import check_repo_url, colab_badge  # noqa: E402  (stdlib only)
+from helpers.colab import colab_badge  # noqa: E402  (stdlib only)
 from helpers.layout import DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_URL  # noqa: E402
 
 SETUP_MD = f"""## Setup
