@@ -72,6 +72,12 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, text_mode: str = "rep
     return per_case, summary
 
 
+def best_median_worst(scores: pd.Series) -> list:
+    """Index labels of the best, the median and the worst score (ties keep the first)."""
+    order = scores.sort_values(ascending=False, kind="stable").index
+    return [order[0], order[len(order) // 2], order[-1]]
+
+
 def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
                          cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """For each case whose text names one side: predict with the text as written and with left and

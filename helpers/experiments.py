@@ -83,13 +83,14 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     variants = ablation_variants(base, settings, phase1_encoders)
     jobs = [(v, seed) for v in variants for seed in v.seeds or settings.seeds]
     if progress:  # the cost up front: how many trainings, how many already there
-        todo = {_key(base, v, seed): _run_dir(out, v, seed) for v, seed in jobs
+        todo = {_key(_settings(base, v, seed)): _run_dir(out, v, seed) for v, seed in jobs
                 if not (main_checkpoint and not v.overrides and seed == settings.seeds[0])}
         done = sum((d / LAST_FILE).exists() for d in todo.values())
         print(f"{len(jobs)} ablation rows: {len(todo)} trainings of up to {base.epochs} epochs "
               f"({done} of them started or finished before), then a test evaluation per row")
     for variant, seed in tqdm(jobs, desc="ablations", unit="row", disable=not progress):
-        cfg, key = dataclasses.replace(base, seed=seed, **variant.overrides), _key(base, variant, seed)
+        cfg = _settings(base, variant, seed)
+        key = _key(cfg)
         if key not in trained:
             if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
                 path = Path(main_checkpoint)
@@ -132,8 +133,13 @@ def paired_difference(per_case: pd.DataFrame, a: str, b: str, metric: str = "dic
             "n_pairs": len(pairs), "seeds": pairs["seed"].nunique()}
 
 
-def _key(base: FinetuneConfig, variant: Variant, seed: int) -> tuple:
-    return tuple(sorted(dataclasses.asdict(dataclasses.replace(base, seed=seed, **variant.overrides)).items()))
+def _settings(base: FinetuneConfig, variant: Variant, seed: int) -> FinetuneConfig:
+    return dataclasses.replace(base, seed=seed, **variant.overrides)
+
+
+def _key(cfg: FinetuneConfig) -> tuple:
+    """Variants with equal settings are trained once."""
+    return tuple(sorted(dataclasses.asdict(cfg).items()))
 
 
 def _run_dir(out: Path, variant: Variant, seed: int) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from .io import fit_mask, load_gray
 from .io import load_mask as load_mask_file
 from .plots import case_figure
+from .sentences import select_sentences
 
 if TYPE_CHECKING:
     import ipywidgets as widgets
@@ -56,6 +57,13 @@ def sentences_html(segmenter: Any, text: str) -> str:
     note = " (no positive sentence: the whole text)" if getattr(chosen, "fallback", False) else ""
     return (f"<b>model reads{note}:</b> {kept}"
             + (f"<br><b>dropped (normal or negated):</b> {dropped}" if dropped else ""))
+
+
+def sentence_table(texts: Sequence[str]) -> pd.DataFrame:
+    """One row per text: the sentences `select_sentences` keeps and those it drops, " | "-joined."""
+    chosen = [select_sentences(t) for t in texts]
+    return pd.DataFrame({"kept": [" | ".join(c.kept) for c in chosen],
+                         "dropped": [" | ".join(c.dropped) for c in chosen]})
 
 
 def explore(cases: pd.DataFrame, segmenter: Any, *,

@@ -85,10 +85,6 @@ class Segmenter:
             return SentenceSelection(kept=split_sentences(text), dropped=[])
         return select_sentences(text)
 
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Text embeddings [N, D] of the texts as the model reads them, each encoded once."""
-        return self.embeddings.get([self.model_text(t) for t in texts])
-
     def predict_arrays(self, images: np.ndarray, texts: Sequence[str]) -> torch.Tensor:
         """Probabilities float32 [N, 1, S, S] for uint8 images [N, S, S] at the model's size."""
         prepared = [self.model_text(t) for t in texts]

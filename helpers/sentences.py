@@ -277,3 +277,4 @@ def select_text(text: str, mode: str = "raw") -> str:
     if mode == "positive":
         return select_sentences(text).text
     raise ValueError(f"unknown text mode {mode!r}; valid modes: {', '.join(TEXT_MODES)}")
+

@@ -256,3 +256,12 @@ def test_differences_to_the_main_variant():
     diffs = differences_to(per_case, "m", n_boot=100)
     assert diffs["b"].tolist() == ["x", "y"]
     assert diffs["difference"].round(6).tolist() == [0.2, 0.0]
+
+
+def test_best_median_worst_picks_by_score():
+    import pandas as pd
+
+    from helpers.evaluation import best_median_worst
+
+    assert best_median_worst(pd.Series([0.2, 0.9, 0.5, 0.1, 0.7], index=list("abcde"))) == ["b", "c", "d"]
+    assert best_median_worst(pd.Series([0.3])) == [0, 0, 0]

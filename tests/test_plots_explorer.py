@@ -347,3 +347,11 @@ def test_explorer_shows_which_sentences_the_model_reads():
     assert "Right basilar &lt;opacity&gt;." in shown and "<s>No left effusion.</s>" in shown
     assert "whole text" in sentences_html(Reads(), "Heart size is normal.")
     assert sentences_html(FakeSegmenter(), "anything") == ""
+
+
+def test_sentence_table_lists_kept_and_dropped_sentences():
+    from helpers.explorer import sentence_table
+
+    table = sentence_table(["No left effusion. Right basilar opacity.", "Heart size is normal."])
+    assert table.to_dict("list") == {"kept": ["Right basilar opacity.", "Heart size is normal."],
+                                     "dropped": ["No left effusion.", ""]}

@@ -306,26 +306,27 @@ cfg = override(prep.preset.finetune, text_model=TEXT_MODEL, fusion=FUSION, upsam
 print(f"Phase-1 encoder: {relative(cfg.pretrained_encoder) if cfg.pretrained_encoder else 'none (from scratch, on purpose)'}")
 print(f"text encoder requested: {cfg.text_model}"
       + (" (the tiny offline CLIP with random weights is used when the model hub is unreachable)" if cfg.text_fallback else ""))""", ignore=True),
-    code("""print(prep.cases["split"].value_counts().to_string())"""),
+    code("""print(prep.cases["split"].value_counts().to_string())
+print(f"fusion {cfg.fusion}, text mode {cfg.text_mode}, {cfg.image_size} px, up to {cfg.epochs} epoch(s), "
+      f"Phase-1 init: {'yes' if cfg.pretrained_encoder else 'no'}")"""),
     md("## What the model reads\nReal findings are mostly normal statements and negations. With "
        "`text_mode=\"positive\"` the model is given only the sentences that describe something "
        "present (a small NegEx-style rule set, `helpers.sentences`); when a report has none, it "
        "gets the whole text. Here are three training reports, split into what is kept and what is "
        "dropped."),
-    code("""import pandas as pd
-from helpers.sentences import select_sentences
+    code("""from helpers.explorer import sentence_table
 
-train_texts = prep.cases.loc[prep.cases["split"] == "train", "text"].head(3)
-pd.DataFrame([{"kept": " | ".join(s.kept), "dropped": " | ".join(s.dropped)}
-              for s in map(select_sentences, train_texts)])"""),
+sentence_table(prep.cases.loc[prep.cases["split"] == "train", "text"].head(3))"""),
     md("## Train\nLoss: Dice + BCE with a positive-class weight from the training masks' foreground "
        "share, computed in float32. Each unique text is encoded once by the frozen text encoder and "
        "cached. The best epoch by validation Dice is kept as `best_model.pth`, with the threshold "
        "chosen on validation."),
     code("""result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                   text_cache_dir=prep.paths.text_models, resume=RESUME)""", ignore=True),
-    code("""fig = plots.plot_history(result.history)
-plots.save_figure(fig, prep.paths.figures / "03_history.png")""", ignore=True),
+    code("""print(f"{relative(result.best_path)}: {len(result.history)} epoch(s) of history with "
+      f"{', '.join(result.history.columns)}")
+fig = plots.plot_history(result.history)
+plots.save_figure(fig, prep.paths.figures / "03_history.png")"""),
     md("## Test set: the final report\nPer-image Dice and IoU at the validation threshold, the "
        "pointing game (is the most probable pixel inside the true mask?), each with a bootstrap 95% "
        "interval, and the pixel-pooled Dice. The test split is used here for the first time."),
@@ -338,6 +339,7 @@ print(segmenter.describe())
 test = prep.cases[prep.cases["split"] == "test"].reset_index(drop=True)
 per_case, summary = evaluate(segmenter, test, cache_dir=prep.paths.cache)
 pd.Series(summary)""", ignore=True),
+    code("""print(f"{len(per_case)} test cases scored: {', '.join(per_case.columns)}")"""),
     md("## Predictions\nGreen: the hand-drawn mask; red: the predicted one; the heat map is the "
        "predicted probability."),
     code("""from helpers.datasets import labeled_arrays
@@ -351,7 +353,9 @@ plots.save_figure(fig, prep.paths.figures / "03_test_predictions.png")"""),
        "text that names a side and see whether the predicted mask moves to the other side of the "
        "image."),
     code("""sides, side_summary = counterfactual_sides(segmenter, test, cache_dir=prep.paths.cache)
-side_summary""", ignore=True),
+print(f"{side_summary['n_sided']} of {len(test)} test texts name one side")"""),
+    code("""side_summary  # moved_share: moved to the other half; correct_side_share: on the named side""",
+         ignore=True),
     md("## Does the mask follow the text? The two-lesion probe\nThe direct test of the mission. "
        "Every labeled demo image holds the described lesion and two others; for each other lesion "
        "we ask twice, once with a sentence describing the target and once with one describing the "
@@ -365,7 +369,9 @@ from helpers.pipeline import demo_probe
 probe = demo_probe(prep)
 if probe is not None:
     probe_table, probe_summary = two_lesion_probe(segmenter, probe, cache_dir=prep.paths.cache)
-    print(probe_summary)""", ignore=True),
+    print(f"{probe_summary['n_items']} probe texts on {probe_summary['n_images']} test images")"""),
+    code("""if probe is not None:
+    print(f"the mask follows its text for {probe_summary['follows_share']:.0%} of them")""", ignore=True),
     md("## Ablations\n(a) the model with the report text; (b) the same model with the test texts "
        "shuffled across cases; (c) an image-only model; the other fusions; Phase-1 initialisation "
        "vs none and per objective. Each is trained with the same settings and scored on the test "
@@ -381,8 +387,9 @@ if RUN_ABLATIONS:
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     display(table.round(3))""", ignore=True),
     code("""if RUN_ABLATIONS:
+    print("variants:", ", ".join(table["variant"]))
     fig = plots.plot_ablation(table, metric="dice")
-    plots.save_figure(fig, prep.paths.figures / "03_ablation.png")""", ignore=True),
+    plots.save_figure(fig, prep.paths.figures / "03_ablation.png")"""),
     md("## Saved files"),
     code("""print(relative(result.best_path))
 print(relative(prep.paths.ablations / "ablation_table.csv"))"""),
@@ -399,7 +406,7 @@ THRESHOLD = None    # None: the threshold chosen on validation""") + [
        "and holds the image size and the threshold."),
     code("""from helpers import explorer, plots
 from helpers.datasets import labeled_arrays
-from helpers.evaluation import evaluate
+from helpers.evaluation import best_median_worst, evaluate
 from helpers.inference import Segmenter
 from helpers.pipeline import describe, ensure_phase2, prepare, relative
 
@@ -412,21 +419,25 @@ segmenter = Segmenter.from_checkpoint(checkpoint, text_cache_dir=prep.paths.text
 if THRESHOLD is not None:
     segmenter.threshold = THRESHOLD
 print(f"{relative(checkpoint)}: {segmenter.describe()}")""", ignore=True),
+    code("""print(f"fusion {segmenter.info['model']['fusion']}, text mode {segmenter.text_mode}, "
+      f"{segmenter.image_size} px, text encoder tiny: {segmenter.info['text_model_is_tiny']}")"""),
     md("## Best, median and worst test cases\nA static view, for readers without widgets."),
     code("""test = prep.cases[prep.cases["split"] == "test"].reset_index(drop=True)
 per_case, _ = evaluate(segmenter, test, cache_dir=prep.paths.cache)
-order = per_case.sort_values("dice", ascending=False, kind="stable").index
-picks = [order[0], order[len(order) // 2], order[-1]]
+picks = best_median_worst(per_case["dice"])
 arrays = labeled_arrays(test.loc[picks], segmenter.image_size, prep.paths.cache)
 probs = [segmenter.predict(im, t) for im, t in zip(arrays.images, arrays.cases["text"])]
 fig = plots.plot_prediction_grid(arrays.images, arrays.masks, probs, arrays.cases["text"].tolist(),
                                dices=per_case.loc[picks, "dice"].tolist(), threshold=segmenter.threshold,
                                n=3, ncols=3)
-plots.save_figure(fig, prep.paths.figures / "04_best_median_worst.png")""", ignore=True),
+plots.save_figure(fig, prep.paths.figures / "04_best_median_worst.png")"""),
     md("## Explorer\nPick a split and a case, move the threshold and the overlay opacity, edit the "
        "text (the model re-runs on the new text), and save the figure as PNG."),
     code("""box = explorer.explore(prep.cases, segmenter, save_dir=prep.paths.figures)
 box""", ignore=True),
+    md("What the explorer shows first: the first case, and the sentences the model reads of its text."),
+    code("""print(box.controls["case"].value, "|", len(box.controls["case"].options), "cases")
+print(box.given.value)"""),
     md("## Type your own finding\nThe same image with two texts that name different places: the "
        "model should move the mask with the words."),
     code("""from helpers.io import load_gray
@@ -446,7 +457,7 @@ chosen = segmenter.sentences(REPORT)
 print("kept:   ", chosen.kept)
 print("dropped:", chosen.dropped)
 fig = plots.case_figure(image, segmenter.predict(image, REPORT), REPORT, threshold=segmenter.threshold)
-plots.save_figure(fig, prep.paths.figures / "04_your_own_report.png")""", ignore=True),
+plots.save_figure(fig, prep.paths.figures / "04_your_own_report.png")"""),
 ] + footer()
 
 
