@@ -51,7 +51,8 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
                   "encoder_lr": float, "encoder": str, "text_model": str, "fusion": str,
                   "text_mode": str, "negative_rate": float,
                   "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
-                  "patience": int, "concordant_flip": float, "num_workers": int, "device": str,
+                  "patience": int, "concordant_flip": float, "paste_prob": float,
+                  "swap_prob": float, "null_rate": float, "num_workers": int, "device": str,
                   "seed": int}
 
 
@@ -127,7 +128,8 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import counterfactual_sides, evaluate, two_lesion_probe
+    from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
+                             normal_reports, two_lesion_probe)
     from .inference import Segmenter
     from .pipeline import demo_probe, prepare
 
@@ -138,6 +140,9 @@ def cmd_evaluate(args) -> None:
     mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
     per_case, summary = evaluate(seg, cases, text_mode=mode, cache_dir=prep.paths.cache)
     summary["counterfactual"] = counterfactual_sides(seg, cases, cache_dir=prep.paths.cache)[1]
+    summary["mirror_probe"] = mirror_probe(seg, cases, cache_dir=prep.paths.cache)[1]
+    summary["normal_reports"] = empty_on_normal(seg, cases, normal_reports(prep.catalog.reports),
+                                                cache_dir=prep.paths.cache)[1]
     probe = demo_probe(prep, args.split)
     if probe is not None:  # the demo data has the second lesions' masks
         summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]
@@ -152,6 +157,7 @@ def cmd_evaluate(args) -> None:
 def cmd_ablate(args) -> None:
     import pandas as pd
 
+    from .evaluation import normal_reports
     from .experiments import CASES_FILE, differences_to, run_ablations
     from .pipeline import demo_probe, prepare
 
@@ -162,7 +168,8 @@ def cmd_ablate(args) -> None:
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
                                 cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,
-                                probe=demo_probe(prep), progress=args.progress)
+                                probe=demo_probe(prep), normal_texts=normal_reports(prep.catalog.reports),
+                                progress=args.progress)
     print(table.round(3).to_string(index=False))
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     runs.to_csv(prep.paths.ablations / "ablation_runs.csv", index=False)
@@ -179,6 +186,7 @@ def cmd_predict(args) -> None:
 
     from .inference import Segmenter, to_gray
     from .overlay import save_overlay_png
+    from .sentences import NO_FINDING_NOTE, describes_finding
 
     seg = Segmenter.from_checkpoint(args.checkpoint)
     image = to_gray(args.image)
@@ -191,6 +199,9 @@ def cmd_predict(args) -> None:
         Image.fromarray(((prob >= threshold) * 255).astype("uint8")).save(args.mask_out)
         print(f"mask: {args.mask_out}")
     print(f"predicted area: {(prob >= threshold).mean():.2%} of the image")
+    if not describes_finding(args.text):
+        print(f"{NO_FINDING_NOTE}: the text has no sentence about something present, so there is "
+              "nothing to locate; the mask above is what the model gives such a text")
 
 
 def cmd_bench(args) -> None:

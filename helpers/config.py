@@ -22,6 +22,15 @@ def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
+def demo_variant(data_source: object) -> str | None:
+    """For a demo source, the distractor setting it names: "" for "demo" (the preset's),
+    "forced" for "demo:forced"; None for any other source."""
+    name = str(data_source)
+    if name == "demo" or name.startswith("demo:"):
+        return name[len("demo:"):]
+    return None
+
+
 def resolve_mode(mode: str | None = None, data_source: str = "demo") -> str:
     """`mode` if given; else smoke under `CXR_SMOKE=1`, then `CXR_MODE`, then demo for the demo
     data and real for any other source."""
@@ -33,7 +42,7 @@ def resolve_mode(mode: str | None = None, data_source: str = "demo") -> str:
         return "smoke"
     if os.environ.get("CXR_MODE") in MODES:  # set by `python -m helpers notebooks`
         return os.environ["CXR_MODE"]
-    return "demo" if str(data_source) == "demo" else "real"
+    return "demo" if demo_variant(data_source) is not None else "real"
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -64,6 +73,8 @@ class DemoDataConfig:
     n_masks: int = 200
     image_size: tuple[int, int] = (224, 288)  # min and max side of the generated images
     seed: int = 0
+    distractors: str = "realistic"  # "realistic": most labeled images show only the described
+    #   lesion, as in the real collection; "forced": two undescribed lesions on every labeled image
 
 
 @dataclass
@@ -126,6 +137,12 @@ class FinetuneConfig:
     dice_weight: float = 1.0
     bce_weight: float = 1.0
     concordant_flip: float = 0.0  # probability of flipping image+mask AND swapping left/right in text
+    # Training that makes the place in the text matter where one picture would do without it
+    # (README "Results"; shares of training items, one method per item):
+    paste_prob: float = 0.0  # copy the lesion to its mirror place; the text (as written, or with
+    #                          sides swapped) says which copy is meant
+    swap_prob: float = 0.0  # sides swapped in the text, empty target (nothing lies there)
+    null_rate: float = 0.0  # the report's normal and negated sentences, empty target
     augment: bool = True
     shuffle_text: bool = False  # ablation: train with texts shuffled across cases
     num_workers: int | None = None

@@ -153,6 +153,32 @@ class UnlabeledImages(Dataset):
         return normalize(image)
 
 
+def mirror_overlaps(masks: np.ndarray, margin: int = 2) -> np.ndarray:
+    """bool [N]: whether each mask of uint8 [N, S, S] touches (within `margin` pixels) its own
+    left-right mirror image, i.e. has no free mirror place to be pasted into."""
+    m = torch.from_numpy(np.asarray(masks)).float()[:, None]
+    grown = torch.nn.functional.max_pool2d(m, 2 * margin + 1, stride=1, padding=margin)
+    return ((grown * m.flip(-1)).flatten(1) > 0).any(1).numpy()
+
+
+def paste_mirror(image: torch.Tensor, mask: torch.Tensor, feather: float = 0.015
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy the lesion under `mask` to its mirror place (the same spot in the other lung).
+
+    image uint8 [..., S, S], mask [..., S, S] in {0, 1} -> (image with a second copy of the lesion,
+    uint8 [..., S, S]; the copy's mask, the mirrored `mask`). The copy is alpha-blended through a
+    Gaussian-feathered mask (sigma = `feather` x the image width) so no hard seam marks it as pasted.
+    """
+    mirrored = mask.flip(-1)
+    sigma = max(0.5, feather * image.shape[-1])
+    kernel = 2 * int(3 * sigma) + 1
+    alpha = v2.functional.gaussian_blur(mirrored.float().reshape(-1, 1, *mask.shape[-2:]),
+                                        [kernel, kernel], [sigma, sigma]).reshape(mask.shape)
+    alpha = torch.maximum(alpha * 2, mirrored.float()).clamp(0, 1)  # full strength inside
+    pasted = image.float() * (1 - alpha) + image.flip(-1).float() * alpha
+    return pasted.round().to(torch.uint8), mirrored
+
+
 class LabeledCases(Dataset):
     """Phase-2 cases: (image float32 [1, S, S], mask float32 [1, S, S] in {0, 1}, text index int).
 
@@ -164,12 +190,23 @@ class LabeledCases(Dataset):
     With `negative_rate` > 0, an item gets with that probability a text drawn from
     `negative_text_index[i]` (texts whose finding lies elsewhere) and an empty mask: the model
     must check that the described finding is where it looks.
+
+    Where a single picture would do without the text, these make the place in the words matter
+    (each needs `flipped_text_index`; `sided[i]` says whether case i's text names one side):
+    - `paste_prob`: the lesion is copied to its mirror place (`paste_mirror`, when that place is
+      free), and then either the text as written asks for the original lesion or its side-swapped
+      twin asks for the copy, half and half: both lesions look alike, only the side word tells;
+    - `swap_prob`: the side-swapped text with an empty target (nothing lies where it points);
+    - `null_rate`: `null_text_index[i]`, a text that describes nothing present (the report's normal
+      and negated sentences), with an empty target.
     """
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, text_index: Sequence[int],
                  augment: bool = False, flip_prob: float = 0.0,
                  flipped_text_index: Sequence[int] | None = None, negative_rate: float = 0.0,
-                 negative_text_index: Sequence[Sequence[int]] | None = None):
+                 negative_text_index: Sequence[Sequence[int]] | None = None,
+                 paste_prob: float = 0.0, swap_prob: float = 0.0, sided: Sequence[bool] | None = None,
+                 null_rate: float = 0.0, null_text_index: Sequence[int] | None = None):
         if not len(images) == len(masks) == len(text_index):
             raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and text_index "
                              f"({len(text_index)}) must have the same length")
@@ -177,6 +214,17 @@ class LabeledCases(Dataset):
             raise ValueError("flip_prob > 0 needs flipped_text_index (texts with sides swapped)")
         if negative_rate > 0 and negative_text_index is None:
             raise ValueError("negative_rate > 0 needs negative_text_index (texts of other places)")
+        if (paste_prob > 0 or swap_prob > 0) and (flipped_text_index is None or sided is None):
+            raise ValueError("paste_prob or swap_prob > 0 needs flipped_text_index and sided")
+        if null_rate > 0 and null_text_index is None:
+            raise ValueError("null_rate > 0 needs null_text_index (texts that describe nothing)")
+        if paste_prob + swap_prob + null_rate + negative_rate > 1:
+            raise ValueError("paste_prob + swap_prob + null_rate + negative_rate must be <= 1")
+        self.paste_prob, self.swap_prob, self.null_rate = paste_prob, swap_prob, null_rate
+        self.sided = [bool(x) for x in sided] if sided is not None else [False] * len(images)
+        self.pastable = (~mirror_overlaps(masks) & np.array(self.sided, bool)
+                         if paste_prob > 0 else np.zeros(len(images), bool))
+        self.null_text_index = list(null_text_index) if null_text_index is not None else None
         self.images, self.masks = images, masks
         self.text_index = list(text_index)
         self.flipped_text_index = list(flipped_text_index) if flipped_text_index is not None else None
@@ -189,18 +237,38 @@ class LabeledCases(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def _draw_method(self) -> str | None:
+        """One draw picks at most one of the text methods for an item (None: the item as it is)."""
+        u = float(torch.rand(()))
+        for method, share in (("null", self.null_rate), ("paste", self.paste_prob),
+                              ("swap", self.swap_prob), ("negative", self.negative_rate)):
+            if u < share:
+                return method
+            u -= share
+        return None
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image = torch.from_numpy(np.array(self.images[i]))[None]
         mask = torch.from_numpy(np.array(self.masks[i]))[None]
         text = self.text_index[i]
+        method, empty = self._draw_method(), False
+        if method == "null":
+            text, empty = self.null_text_index[i], True
+        elif method == "paste" and self.pastable[i]:
+            image, copy = paste_mirror(image, mask)  # before the warp: both lesions move alike
+            if torch.rand(()) < 0.5:
+                text, mask = self.flipped_text_index[i], copy
+        elif method == "swap" and self.sided[i]:
+            text, empty = self.flipped_text_index[i], True
+        elif method == "negative" and self.negative_text_index[i]:
+            candidates = self.negative_text_index[i]
+            text, empty = candidates[int(torch.randint(len(candidates), ()))], True
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-        candidates = self.negative_text_index[i] if self.negative_rate > 0 else []
-        if candidates and torch.rand(()) < self.negative_rate:
-            text = candidates[int(torch.randint(len(candidates), ()))]
+        if empty:
             mask = torch.zeros_like(mask)
-        elif self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+        elif text == self.text_index[i] and self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
             # concordant flip: mirror picture and mask AND use the side-swapped text
             image, mask = image.flip(-1), mask.flip(-1)
             text = self.flipped_text_index[i]

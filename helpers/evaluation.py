@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .datasets import labeled_arrays
+from .datasets import labeled_arrays, mirror_overlaps, paste_mirror
 from .inference import Segmenter
 from .io import load_masks
+from .sentences import describes_finding
 from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
-from .text import names_side, swap_sides
+from .text import SIDES, names_side, swap_sides
+
+EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
 
 TEXT_MODES = ("report", "shuffled", "swapped")
 
@@ -84,30 +87,39 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
     right swapped, and record on which image half the predicted mass lies.
 
     `moved_share`: share of those cases whose prediction moves to the other half when the words are
-    swapped; `correct_side_share`: share whose original prediction lies on the side the text names.
+    swapped; `correct_side_share`: share whose original prediction lies on the side the text names;
+    `emptied_share`: share whose swapped text, pointing where nothing lies, gives an empty mask
+    (under EMPTY_AREA of the image); `follows_share`: moved or emptied, either way not the lesion
+    the words no longer name.
     """
     sided = cases[[expected_image_side(t) is not None for t in cases["text"]]]
-    columns = ["case_id", "text", "expected_side", "side", "swapped_side", "moved"]
+    columns = ["case_id", "text", "expected_side", "side", "swapped_side", "moved", "emptied"]
     if sided.empty:
         return pd.DataFrame(columns=columns), {"n_sided": 0, "moved_share": float("nan"),
-                                               "correct_side_share": float("nan")}
+                                               "correct_side_share": float("nan"),
+                                               "emptied_share": float("nan"),
+                                               "follows_share": float("nan")}
     arrays = labeled_arrays(sided, segmenter.image_size, cache_dir)
     texts = list(arrays.cases["text"])
     both = []
     for variant in (texts, [swap_sides(t) for t in texts]):
         probs = segmenter.predict_arrays(arrays.images, variant)
         both.append([image_side(p[0].numpy()) for p in probs])
+    swapped_area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": texts,
                           "expected_side": [expected_image_side(t) for t in texts],
                           "side": both[0], "swapped_side": both[1]})
     table["moved"] = table["side"] != table["swapped_side"]
+    table["emptied"] = swapped_area < EMPTY_AREA
     return table[columns], {"n_sided": len(table), "moved_share": float(table["moved"].mean()),
-                            "correct_side_share": float((table["side"] == table["expected_side"]).mean())}
+                            "correct_side_share": float((table["side"] == table["expected_side"]).mean()),
+                            "emptied_share": float(table["emptied"].mean()),
+                            "follows_share": float((table["moved"] | table["emptied"]).mean())}
 
 
 def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
                      cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The direct test of the mission: images that hold two lesions, each asked about with a text
+    """Whether the mask follows the text: images that hold two lesions, each asked about with a text
     that describes one of them. An item follows its text when more predicted probability lies in
     the described lesion's mask than in the other one's.
 
@@ -128,5 +140,64 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
     table = arrays.cases.assign(mass_described=(probs * own).flatten(1).sum(1).numpy(),
                                 mass_other=(probs * others).flatten(1).sum(1).numpy())
     table["follows"] = table["mass_described"] > table["mass_other"]
-    return table, {"n_items": len(table), "n_images": table["image_path"].nunique(),
-                   "follows_share": float(table["follows"].mean())}
+    summary = {"n_items": len(table), "n_images": table["image_path"].nunique(),
+               "follows_share": float(table["follows"].mean())}
+    if "same_kind" in table:  # lesions of one kind: only the place tells them apart
+        for name, part in (("same_kind", table[table["same_kind"]]),
+                           ("other_kind", table[~table["same_kind"].astype(bool)])):
+            summary[f"follows_share_{name}"] = float(part["follows"].mean()) if len(part) else float("nan")
+            summary[f"n_items_{name}"] = len(part)
+    return table, summary
+
+
+def mirror_probe(segmenter: Segmenter, cases: pd.DataFrame, *,
+                 cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The reading probe for any labeled data, the real masks included: the described lesion is
+    copied to its mirror place (`datasets.paste_mirror`), then the image is asked about twice, with
+    the case's text and with its sides swapped. The mask follows the text when more probability
+    lies in the original lesion for the text as written and in the copy for the swapped text.
+
+    Cases whose model text names no single side, or whose lesion touches its mirror place, are
+    left out. Returns (one row per case, summary with `follows_share` over both questions and
+    `both_share`, the cases where both follow)."""
+    columns = ["case_id", "text", "follows_text", "follows_swapped", "both"]
+    sided = cases[[names_side(segmenter.model_text(t)) in SIDES for t in cases["text"]]]
+    arrays = labeled_arrays(sided, segmenter.image_size, cache_dir) if len(sided) else None
+    keep = ~mirror_overlaps(arrays.masks) if arrays is not None else np.zeros(0, bool)
+    if not keep.any():
+        return pd.DataFrame(columns=columns), {"n_cases": 0, "follows_share": float("nan"),
+                                               "both_share": float("nan")}
+    own = torch.from_numpy(arrays.masks[keep])
+    images, copies = paste_mirror(torch.from_numpy(arrays.images[keep]), own)
+    texts = list(arrays.cases["text"][keep])
+    follows = []
+    for variant, described, other in ((texts, own, copies), ([swap_sides(t) for t in texts], copies, own)):
+        probs = segmenter.predict_arrays(images.numpy(), variant)[:, 0]
+        follows.append(((probs * described).flatten(1).sum(1) > (probs * other).flatten(1).sum(1)).numpy())
+    table = pd.DataFrame({"case_id": arrays.cases["case_id"][keep].to_numpy(), "text": texts,
+                          "follows_text": follows[0], "follows_swapped": follows[1]})
+    table["both"] = table["follows_text"] & table["follows_swapped"]
+    return table[columns], {"n_cases": len(table),
+                            "follows_share": float(np.mean(follows[0].tolist() + follows[1].tolist())),
+                            "both_share": float(table["both"].mean())}
+
+
+def normal_reports(reports: pd.DataFrame) -> list[str]:
+    """The texts of `reports` (column `text`) that describe nothing present, in their order."""
+    return [t for t in reports["text"] if isinstance(t, str) and t.strip() and not describes_finding(t)]
+
+
+def empty_on_normal(segmenter: Segmenter, cases: pd.DataFrame, texts: list[str], *,
+                    cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Each image of `cases` asked with a normal report (`texts`, used in turn): the predicted area
+    should be empty. `empty_share`: share of images whose mask covers less than EMPTY_AREA."""
+    if not texts or cases.empty:
+        return pd.DataFrame(columns=["case_id", "text", "pred_area"]), {
+            "n": 0, "empty_share": float("nan"), "mean_area": float("nan")}
+    arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
+    asked = [texts[i % len(texts)] for i in range(len(arrays.cases))]
+    probs = segmenter.predict_arrays(arrays.images, asked)
+    area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
+    table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": asked, "pred_area": area})
+    return table, {"n": len(table), "empty_share": float((area < EMPTY_AREA).mean()),
+                   "mean_area": float(area.mean())}

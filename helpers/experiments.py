@@ -14,7 +14,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import AblationConfig, FinetuneConfig
-from .evaluation import counterfactual_sides, evaluate, two_lesion_probe
+from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
+                         two_lesion_probe)
 from .inference import Segmenter
 from .layout import BEST_FILE, LAST_FILE
 from .metrics import bootstrap_ci
@@ -68,13 +69,16 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                   settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
                   main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
                   text_cache_dir: str | Path | None = None, probe: pd.DataFrame | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  normal_texts: Sequence[str] = (), progress: bool = True
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and evaluate every variant for every seed on the test split.
 
     `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
     trained again. Returns (summary table, one row per variant and seed). Variants sharing the
     same training settings and seed are trained once (e.g. text vs shuffled test text).
-    `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows.
+    `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows;
+    every row with the cases' own texts also gets the mirror probe (`evaluation.mirror_probe`) and,
+    given `normal_texts`, the share of test images left empty when asked with a normal report.
     """
     out = Path(out_dir)
     test = cases[cases["split"] == "test"].reset_index(drop=True)
@@ -109,8 +113,14 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
         if variant.text_mode == "report":
             row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+            row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
+            if normal_texts:
+                row["normal_empty"] = empty_on_normal(seg, test, normal_texts,
+                                                      cache_dir=cache_dir)[1]["empty_share"]
             if probe is not None:
-                row["probe_follows"] = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]["follows_share"]
+                found = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]
+                row["probe_follows"] = found["follows_share"]
+                row["probe_same_kind"] = found.get("follows_share_same_kind", float("nan"))
         runs.append(row)
         per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
     runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
@@ -158,7 +168,7 @@ def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 100
             mean, lo, hi = bootstrap_ci(group[metric].to_numpy(), n_boot=n_boot, seed=0)
             sd = seeds[metric].std(ddof=1) if len(seeds) > 1 else float("nan")
             row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
-        for extra in ("moved_share", "probe_follows"):
+        for extra in ("moved_share", "mirror_follows", "normal_empty", "probe_follows", "probe_same_kind"):
             if extra in seeds:
                 row[extra] = seeds[extra].mean()
                 row[f"{extra}_sd"] = seeds[extra].std(ddof=1) if len(seeds) > 1 else float("nan")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from .io import fit_mask, load_gray
 from .io import load_mask as load_mask_file
 from .plots import case_figure
-from .sentences import select_sentences
+from .sentences import NO_FINDING_NOTE, describes_finding, select_sentences
 
 if TYPE_CHECKING:
     import ipywidgets as widgets
@@ -55,7 +55,8 @@ def sentences_html(segmenter: Any, text: str) -> str:
     kept = " ".join(html.escape(s) for s in chosen.kept)
     dropped = " ".join(f"<s>{html.escape(s)}</s>" for s in chosen.dropped)
     note = " (no positive sentence: the whole text)" if getattr(chosen, "fallback", False) else ""
-    return (f"<b>model reads{note}:</b> {kept}"
+    nothing = "" if describes_finding(text) else f"<b>{NO_FINDING_NOTE}</b><br>"
+    return (f"{nothing}<b>model reads{note}:</b> {kept}"
             + (f"<br><b>dropped (normal or negated):</b> {dropped}" if dropped else ""))
 
 

@@ -122,8 +122,7 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
     paths = RunPaths(run.run_dir)
     if run.origin == "given" or not paths.settings.exists():
         write_run_settings(run)
-    demo_kwargs = {"n_reports": settings.demo.n_reports, "n_masks": settings.demo.n_masks,
-                   "image_size": settings.demo.image_size, "seed": settings.demo.seed}
+    demo_kwargs = dataclasses.asdict(settings.demo)
     root = fetch_dataset(run.data_source, data_dir, demo_kwargs=demo_kwargs)
     extra = fetch_masks(run.masks_source, data_dir / "masks") if run.masks_source else None
     catalog = load_catalog(root, extra_masks=extra)

@@ -278,3 +278,22 @@ def select_text(text: str, mode: str = "raw") -> str:
         return select_sentences(text).text
     raise ValueError(f"unknown text mode {mode!r}; valid modes: {', '.join(TEXT_MODES)}")
 
+
+
+NOTHING_DESCRIBED = "No acute cardiopulmonary abnormality."
+NO_FINDING_NOTE = "no abnormal finding described"  # shown beside a mask whose report has none
+
+
+def describes_finding(text: str) -> bool:
+    """Whether `text` has a positive sentence: something present for the model to locate."""
+    selection = select_sentences(text)
+    return bool(selection.kept) and not selection.fallback
+
+
+def null_text(text: str) -> str:
+    """A report that describes nothing present, made from `text`: its normal and negated sentences
+    (`NOTHING_DESCRIBED` when it has none). Training pairs it with an empty mask, so that a normal
+    report gives an empty mask."""
+    selection = select_sentences(text)
+    dropped = selection.kept if selection.fallback else selection.dropped
+    return " ".join(dropped) or NOTHING_DESCRIBED

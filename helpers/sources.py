@@ -14,6 +14,7 @@ from pathlib import Path, PureWindowsPath
 from tqdm.auto import tqdm
 
 from . import synthetic
+from .config import demo_variant
 from .layout import IMAGE_SUFFIXES, MASKS_DIR, MASKS_HELP, DatasetError, find_root, missing_parts
 
 EXTRACTED_MARKER = ".extracted.json"
@@ -26,7 +27,8 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
     """Returns a local dataset root (the folder holding `indiana_reports.csv`) for `source`.
 
     Args:
-        source: "demo" (generated into `dest/demo`, reused while `demo_kwargs` stay the same), a
+        source: "demo" (generated into `dest/demo`, reused while `demo_kwargs` stay the same;
+            "demo:forced" / "demo:realistic" choose its distractor setting, see `helpers.synthetic`), a
             dataset folder (used in place; the root may be one level down), a `.zip` (copied into
             `dest` when it lives elsewhere, e.g. on a mounted Google Drive, then extracted once into
             `dest/<zip stem>/`), or a Google Drive link or file id (downloaded to `dest/<id>.zip`).
@@ -34,8 +36,12 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
         demo_kwargs: keyword arguments of `synthetic.make_demo_dataset` for the demo.
     """
     dest = Path(dest)
-    if str(source) == "demo":
-        return _fetch_demo(dest / "demo", demo_kwargs or {})
+    variant = demo_variant(source)
+    if variant is not None:
+        kwargs = {**(demo_kwargs or {}), **({"distractors": variant} if variant else {})}
+        setting = kwargs.get("distractors", synthetic.DISTRACTORS[0])
+        folder = dest / ("demo" if setting == synthetic.DISTRACTORS[0] else f"demo-{setting}")
+        return _fetch_demo(folder, kwargs)
     path = Path(source).expanduser()
     if path.is_dir():
         return find_root(path)

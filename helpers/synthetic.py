@@ -9,10 +9,14 @@ image holds a TARGET lesion (nodule, mass, opacity, consolidation, effusion or a
 the six `ZONES`, drawn by the radiological convention (the patient's right lung is on the image's
 LEFT), its mask, and a findings text that names its kind and place.
 
-The text is necessary by construction: every labeled image also holds 2 DISTRACTOR lesions in other
-zones that are neither in the mask nor in the text, so an image-only model cannot know which lesion to
-segment. (With one distractor an image-only model that segments every lesion still scores a Dice near
-0.6; the layout does not tell which of the three lesions is the target.)
+Two settings of undescribed DISTRACTOR lesions (`DISTRACTORS`), neither in the mask nor in the text:
+- `forced`: every labeled image also holds 2 distractors in other zones, laid out so that the
+  picture does not tell which of the three lesions is the target: the text is necessary by
+  construction, on every training image (an image-only model segments all three).
+- `realistic` (the default): as in the real collection, most labeled images show only the
+  described lesion; `EXTRA_LESION_SHARE` of them show one more lesion elsewhere, often of the same
+  kind, sometimes in the other lung. Marking whatever lesion is visible scores well here, so
+  nothing in the training data forces the model to read where the text points.
 
 Written besides the layout, for tests and evaluation:
 - `demo_lesions.csv`: each drawn lesion's kind, zone, peak pixel and area, role (`target`,
@@ -20,6 +24,9 @@ Written besides the layout, for tests and evaluation:
   (for the target, the report's own describing sentence) and, for distractors, `mask_file`;
 - `demo_probe/<image stem>_d<k>.png`: each distractor's mask (0/255), for a two-lesion probe (same
   image, another lesion's sentence: the mask should move);
+- `demo_probe/<image stem>_pair.png` (`realistic` only): for each test report, a second frontal
+  image of the patient holding the target and one other lesion (of the same kind half of the time),
+  with both masks (`..._pair_m0.png`, `..._pair_m1.png`): the two-lesion probe of that setting;
 - `patient_splits.csv` (`uid, split`): labeled reports shuffled into train/val/test (70/15/15), the
   others train. Test reports are written with held-out phrasings only (see `helpers.synthetic_text`).
 
@@ -52,6 +59,9 @@ PROBE_DIR = "demo_probe"  # binary masks of the distractors, <image stem>_d<k>.p
 SPLIT_SHARES = (0.7, 0.15, 0.15)  # of the labeled reports; unlabeled reports are all "train"
 ZIP_NAME = "Dataset.zip"
 MASK_FORMS = 5  # see _save_mask
+DISTRACTORS = ("realistic", "forced")
+EXTRA_LESION_SHARE = 0.35  # realistic: labeled images with one undescribed lesion besides the target
+SAME_KIND_SHARE = 0.6  # realistic: of those extra lesions, the share of the target's kind
 
 Array = np.ndarray
 
@@ -85,6 +95,37 @@ def _pick_labeled_lesions(rng: np.random.Generator) -> list[Lesion]:
     zones = list(_LAYOUTS[int(rng.integers(len(_LAYOUTS)))])
     target = zones.pop(int(rng.integers(3)))
     return [_lesion_in(target, "target", rng)] + [_lesion_in(z, "distractor", rng) for z in zones]
+
+
+def _other_zones(zone: str) -> tuple[list[str], list[str]]:
+    """Zones a second lesion may take without touching one in `zone`: (same lung, other lung).
+    Neighbouring levels of one lung would overlap, so the same lung offers upper <-> lower only."""
+    side, level = zone.split()
+    other_side = SIDES[1 - SIDES.index(side)]
+    same = [f"{side} {lv}" for lv in LEVELS if {lv, level} == {"upper", "lower"}]
+    return same, [f"{other_side} {lv}" for lv in LEVELS]
+
+
+def _second_lesion(target: Lesion, role: str, same_kind: bool, other_lung: bool,
+                   rng: np.random.Generator) -> Lesion:
+    """A lesion away from `target`: of its kind when `same_kind` (and the zone allows it), in the
+    other lung when `other_lung` (or when the same lung has no free zone)."""
+    same, other = _other_zones(target.zone)
+    zones = other if other_lung or not same else same
+    if same_kind and target.kind == "effusion":  # effusions only fill the lower zones
+        zones = [z for z in zones if z.endswith("lower")] or [z for z in other if z.endswith("lower")]
+    zone = zones[int(rng.integers(len(zones)))]
+    return Lesion(target.kind, zone, role) if same_kind else _lesion_in(zone, role, rng)
+
+
+def _pick_realistic_lesions(rng: np.random.Generator) -> list[Lesion]:
+    """A target, and with probability EXTRA_LESION_SHARE one undescribed lesion elsewhere (of the
+    target's kind with probability SAME_KIND_SHARE, in the other lung half of the time)."""
+    target = _pick_lesion("target", rng)
+    if rng.random() >= EXTRA_LESION_SHARE:
+        return [target]
+    same_kind, other_lung = rng.random() < SAME_KIND_SHARE, rng.random() < 0.5
+    return [target, _second_lesion(target, "distractor", same_kind, other_lung, rng)]
 
 
 def _patient_splits(n_reports: int, n_masks: int, seed: int) -> dict[int, str]:
@@ -130,6 +171,27 @@ def _save_mask(folder: Path, image_name: str, mask: Array, form: int) -> str:
     return name
 
 
+def _write_pair(dest: Path, uid: int, seed: int, described: Lesion, describing: str,
+                sides: tuple[int, int]) -> list[dict]:
+    """The probe image of a test report (realistic setting): the patient's target redrawn with one
+    other lesion (of the same kind half of the time, in the other lung half of the time), both
+    masks, and a held-out sentence for the other lesion. Returns their rows of LESIONS_CSV."""
+    rng = np.random.default_rng([seed, uid, 2])
+    target = Lesion(described.kind, described.zone, "pair_target")
+    other = _second_lesion(target, "pair_other", rng.random() < 0.5, rng.random() < 0.5, rng)
+    shape = (int(rng.integers(sides[0], sides[1] + 1)), int(rng.integers(sides[0], sides[1] + 1)))
+    pixels, masks, records = draw_frontal(shape, [target, other], rng)
+    name = f"{PROBE_DIR}/{_stem(_image_name(uid, 1))}_pair"
+    Image.fromarray(pixels).save(dest / f"{name}.png")
+    texts = [describing, finding_sentence(other, "test", np.random.default_rng([seed, uid, 3]))]
+    rows = []
+    for k, (mask, record, text) in enumerate(zip(masks, records, texts)):
+        Image.fromarray(mask * 255).save(dest / f"{name}_m{k}.png")
+        rows.append({"uid": uid, "filename": f"{name}.png", **record, "sentence": text,
+                     "mask_file": f"{name}_m{k}.png"})
+    return rows
+
+
 def _write_zip(root: Path) -> None:
     """Zips the layout deterministically (fixed timestamps, sorted members)."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (ZIP_NAME, MARKER))
@@ -164,7 +226,8 @@ _DEFAULTS = DemoDataConfig()
 def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
                       n_masks: int = _DEFAULTS.n_masks,
                       image_size: tuple[int, int] = _DEFAULTS.image_size, seed: int = _DEFAULTS.seed,
-                      make_zip: bool = True, quirks: bool = True) -> Path:
+                      make_zip: bool = True, quirks: bool = True,
+                      distractors: str = _DEFAULTS.distractors) -> Path:
     """Writes a synthetic dataset in the real layout to `dest` and returns `dest` (the dataset root).
 
     Args:
@@ -175,7 +238,11 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
         seed: the same seed gives the same bytes.
         make_zip: also write `Dataset.zip` of the layout into `dest`.
         quirks: vary mask names and formats, add an orphan mask, empty findings and XXXX tokens.
+        distractors: "realistic" (most labeled images show only the described lesion) or "forced"
+            (two undescribed lesions on every labeled image); see the module docstring.
     """
+    if distractors not in DISTRACTORS:
+        raise ValueError(f"distractors must be one of {DISTRACTORS}, got {distractors!r}")
     if not 0 <= n_masks <= n_reports or n_reports < 1:
         raise ValueError(f"need 0 <= n_masks <= n_reports and n_reports >= 1, got {n_masks=}, {n_reports=}")
     lo, hi = image_size
@@ -184,7 +251,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
     start = time.perf_counter()
     dest = Path(dest)
     _empty_demo_folder(dest, demo_params(n_reports=n_reports, n_masks=n_masks, image_size=image_size, seed=seed,
-                               make_zip=make_zip, quirks=quirks))
+                                         make_zip=make_zip, quirks=quirks, distractors=distractors))
     (dest / PROBE_DIR).mkdir()
     splits = _patient_splits(n_reports, n_masks, seed)
     reports, projections, lesion_rows = [], [], []
@@ -193,7 +260,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
         rng = np.random.default_rng([seed, uid])
         text_rng = np.random.default_rng([seed, uid, 1])  # texts do not move the pictures
         if uid <= n_masks:
-            drawn = _pick_labeled_lesions(rng)
+            drawn = _pick_labeled_lesions(rng) if distractors == "forced" else _pick_realistic_lesions(rng)
             described = drawn[0]
         else:  # half normal, half with a described lesion that has no mask
             described = _pick_lesion("finding", rng) if rng.random() < 0.5 else None
@@ -221,6 +288,8 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
                 pixels = to_uint8(lateral(shape, rng), rng)
             Image.fromarray(pixels).save(dest / IMAGES_DIR / name)
             projections.append({"uid": uid, "filename": name, "projection": projection})
+        if distractors == "realistic" and uid <= n_masks and splits[uid] == "test":
+            lesion_rows += _write_pair(dest, uid, seed, described, describing, (lo, hi))
     if quirks:  # one orphan: a mask whose image does not exist
         orphan = np.zeros((lo, lo), np.uint8)
         orphan[lo // 3: lo // 2, lo // 4: lo // 2] = 1
@@ -253,27 +322,38 @@ def demo_params(**kwargs) -> dict:
 
 
 def probe_items(root: str | Path, cases: pd.DataFrame) -> pd.DataFrame:
-    """The two-lesion probe of a demo dataset for its labeled `cases` (columns `filename`,
-    `image_path`, `mask_path`): for each image and each distractor, the target's sentence and the
-    distractor's sentence, each with its own lesion's mask and the other's.
+    """The two-lesion probe of a demo dataset for its labeled `cases` (columns `uid`, `filename`,
+    `image_path`, `mask_path`): images holding two lesions, each asked about with the sentence that
+    describes it, with its own lesion's mask and the other's. In the `forced` setting the images
+    are the cases' own (target vs each distractor); in the `realistic` setting they are the test
+    patients' probe images (`demo_probe/*_pair.png`).
 
-    Returns one row per (image, text): pair_id, image_path, text, mask_path, other_mask_path, role.
+    Returns one row per (image, text): pair_id, image_path, text, mask_path, other_mask_path, role
+    ("target" / "other"), same_kind (whether the two lesions are of one kind).
     """
     root = Path(root)
     lesions = pd.read_csv(root / LESIONS_CSV, keep_default_na=False)
     by_image = {name: group for name, group in lesions.groupby("filename")}
+    pairs = lesions[lesions["role"] == "pair_target"].set_index("uid")["filename"]
     rows = []
+
+    def add(pair: str, image: str, a: dict, b: dict) -> None:
+        for own, other, role in ((a, b, "target"), (b, a, "other")):
+            rows.append({"pair_id": pair, "image_path": image, "text": own["sentence"],
+                         "mask_path": own["mask"], "other_mask_path": other["mask"], "role": role,
+                         "same_kind": a["kind"] == b["kind"]})
+
     for case in cases.itertuples():
         group = by_image.get(case.filename)
-        if group is None:
-            continue
-        target = group[group["role"] == "target"].iloc[0]
-        for k, distractor in enumerate(group[group["role"] == "distractor"].itertuples()):
-            other = str(root / distractor.mask_file)
-            pair = f"{case.filename}#{k + 1}"
-            rows += [{"pair_id": pair, "image_path": case.image_path, "text": target["sentence"],
-                      "mask_path": case.mask_path, "other_mask_path": other, "role": "target"},
-                     {"pair_id": pair, "image_path": case.image_path, "text": distractor.sentence,
-                      "mask_path": other, "other_mask_path": case.mask_path, "role": "distractor"}]
+        if group is not None:  # forced: the case's own image, target vs each distractor
+            target = dict(group[group["role"] == "target"].iloc[0], mask=case.mask_path)
+            for k, d in enumerate(group[group["role"] == "distractor"].to_dict("records")):
+                if d["mask_file"]:
+                    add(f"{case.filename}#{k + 1}", case.image_path, target,
+                        dict(d, mask=str(root / d["mask_file"])))
+        if case.uid in pairs.index:  # realistic: the patient's probe image
+            a, b = (dict(r, mask=str(root / r["mask_file"]))
+                    for r in by_image[pairs[case.uid]].to_dict("records"))
+            add(pairs[case.uid], str(root / pairs[case.uid]), a, b)
     return pd.DataFrame(rows, columns=["pair_id", "image_path", "text", "mask_path",
-                                       "other_mask_path", "role"])
+                                       "other_mask_path", "role", "same_kind"])

@@ -298,6 +298,7 @@ class EmbeddingCache:
         save_checkpoint(payload, self.path)
 
 
+SIDES = ("left", "right")
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 _BOTH = re.compile(r"\b(bilateral(ly)?|both)\b", re.IGNORECASE)
 

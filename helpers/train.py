@@ -39,8 +39,8 @@ from .losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss, pos_
 from .metrics import best_threshold, dice_per_image
 from .model import (MultimodalUnet, build_autoencoder, encoder_checkpoint, freeze_encoder,
                     load_pretrained_encoder, predict_arrays)
-from .sentences import select_text, select_sentences
-from .text import EmbeddingCache, load_text_encoder, swap_sides
+from .sentences import null_text, select_text, select_sentences
+from .text import SIDES, EmbeddingCache, load_text_encoder, names_side, swap_sides
 
 
 class OutputDirError(OSError):
@@ -409,18 +409,22 @@ class SegmentationTask(Task):
         selections = [select_sentences(t) for t in train.cases["text"]]
         train_texts = [select_text(t, cfg.text_mode) for t in train.cases["text"]]
         texts = train_texts + [select_text(t, cfg.text_mode) for t in val.cases["text"]]
-        flipped = [swap_sides(t) for t in train_texts] if cfg.concordant_flip > 0 else []
+        swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
+        flipped = [swap_sides(t) for t in train_texts] if swapping else []
+        nulls = ([select_text(null_text(t), cfg.text_mode) for t in train.cases["text"]]
+                 if cfg.null_rate > 0 else [])
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens)
-        table, index = embeddings.table(texts + flipped)
+        table, index = embeddings.table(texts + flipped + nulls)
         self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
         if model.needs_tokens:
-            unique = list(dict.fromkeys(texts + flipped))
+            unique = list(dict.fromkeys(texts + flipped + nulls))
             self.tokens = tuple(t.to(device) for t in embeddings.tokens(unique))
         embeddings.save()
-        n_train = len(train.cases)
-        train_idx, self.val_idx = index[:n_train], index[n_train:len(texts)]
-        flipped_idx = index[len(texts):] or None
+        n_train, n_texts = len(train.cases), len(texts)
+        train_idx, self.val_idx = index[:n_train], index[n_train:n_texts]
+        flipped_idx = index[n_texts:n_texts + len(flipped)] or None
+        null_idx = index[n_texts + len(flipped):] or None
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
         self.text_report = {
@@ -457,7 +461,10 @@ class SegmentationTask(Task):
                      if cfg.negative_rate > 0 else None)
         train_set = LabeledCases(train.images, train.masks, train_idx, augment=cfg.augment,
                                  flip_prob=cfg.concordant_flip, flipped_text_index=flipped_idx,
-                                 negative_rate=cfg.negative_rate, negative_text_index=negatives)
+                                 negative_rate=cfg.negative_rate, negative_text_index=negatives,
+                                 paste_prob=cfg.paste_prob, swap_prob=cfg.swap_prob,
+                                 sided=[names_side(t) in SIDES for t in train_texts],
+                                 null_rate=cfg.null_rate, null_text_index=null_idx)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)

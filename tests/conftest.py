@@ -14,7 +14,8 @@ from helpers.synthetic import make_demo_dataset
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_reports=14, n_masks=12,
-                             image_size=(64, 80), seed=3, make_zip=False)
+                             image_size=(64, 80), seed=3, make_zip=False,
+                             distractors="forced")
 
 
 @pytest.fixture(scope="session")

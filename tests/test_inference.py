@@ -265,3 +265,101 @@ def test_best_median_worst_picks_by_score():
 
     assert best_median_worst(pd.Series([0.2, 0.9, 0.5, 0.1, 0.7], index=list("abcde"))) == ["b", "c", "d"]
     assert best_median_worst(pd.Series([0.3])) == [0, 0, 0]
+
+
+class ReadsSide:
+    """Marks the image half the text's side word points to (the patient's right is on the image's
+    left); marks nothing for a text that describes no finding."""
+    image_size = 32
+    threshold = 0.5
+
+    def model_text(self, text):
+        return text
+
+    def predict_arrays(self, images, texts):
+        from helpers.sentences import describes_finding
+
+        probs = torch.zeros(len(images), 1, 32, 32)
+        for k, text in enumerate(texts):
+            if describes_finding(text):
+                probs[k, ..., :16] = float("right" in text.lower())
+                probs[k, ..., 16:] = float("left" in text.lower())
+        return probs
+
+
+class LeftOnly(ReadsSide):
+    """Marks the image's left half whatever the text."""
+
+    def predict_arrays(self, images, texts):
+        probs = torch.zeros(len(images), 1, 32, 32)
+        probs[..., :16] = 1.0
+        return probs
+
+
+def _lesion_cases(tmp_path, texts):
+    import pandas as pd
+
+    rows = []
+    for k, text in enumerate(texts):
+        image = np.full((32, 32), 30, np.uint8)
+        mask = np.zeros((32, 32), np.uint8)
+        mask[10:18, 3:10] = 255  # on the image's left: the patient's right
+        image[mask > 0] = 200
+        Image.fromarray(image).save(tmp_path / f"i{k}.png")
+        Image.fromarray(mask).save(tmp_path / f"m{k}.png")
+        rows.append({"case_id": f"c{k}", "uid": k, "text": text, "image_path": str(tmp_path / f"i{k}.png"),
+                     "mask_path": str(tmp_path / f"m{k}.png")})
+    return pd.DataFrame(rows)
+
+
+def test_mirror_probe_tells_a_reader_from_a_model_that_marks_one_place(tmp_path):
+    from helpers.evaluation import mirror_probe
+
+    cases = _lesion_cases(tmp_path, ["Opacity at the right base.", "Nodule in the right upper lobe.",
+                                     "Mild cardiomegaly."])  # the last names no side: left out
+    table, summary = mirror_probe(ReadsSide(), cases)
+    assert summary == {"n_cases": 2, "follows_share": 1.0, "both_share": 1.0}
+    assert list(table["case_id"]) == ["c0", "c1"]
+    _, summary = mirror_probe(LeftOnly(), cases)
+    assert summary["follows_share"] == 0.5 and summary["both_share"] == 0.0
+    _, none = mirror_probe(ReadsSide(), cases.iloc[2:])
+    assert none["n_cases"] == 0
+
+
+def test_normal_reports_are_asked_and_must_give_an_empty_mask(tmp_path):
+    import pandas as pd
+
+    from helpers.evaluation import empty_on_normal, normal_reports
+
+    reports = pd.DataFrame({"text": ["Heart size is normal. No pneumothorax.", "Right basilar opacity.",
+                                     "", "The lungs are clear."]})
+    texts = normal_reports(reports)
+    assert texts == ["Heart size is normal. No pneumothorax.", "The lungs are clear."]
+    cases = _lesion_cases(tmp_path, ["Opacity at the right base."] * 3)
+    table, summary = empty_on_normal(ReadsSide(), cases, texts)
+    assert list(table["text"]) == [texts[0], texts[1], texts[0]]
+    assert summary["empty_share"] == 1.0 and summary["n"] == 3
+    _, summary = empty_on_normal(LeftOnly(), cases, texts)
+    assert summary["empty_share"] == 0.0 and summary["mean_area"] == 0.5
+    assert empty_on_normal(ReadsSide(), cases, [])[1]["n"] == 0
+
+
+def test_counterfactual_counts_a_mask_that_moves_or_empties(tmp_path):
+    class OnlyWhereTheLesionIs(ReadsSide):
+        """Marks the image's left half when the text names the patient's right, else nothing."""
+
+        def predict_arrays(self, images, texts):
+            probs = torch.zeros(len(images), 1, 32, 32)
+            for k, text in enumerate(texts):
+                probs[k, ..., :16] = float("right" in text.lower())
+            return probs
+
+    cases = _lesion_cases(tmp_path, ["Opacity at the right base.", "Right upper lobe nodule.",
+                                     "Mild cardiomegaly."])
+    table, reader = counterfactual_sides(ReadsSide(), cases)
+    assert len(table) == 2 and reader["moved_share"] == 1.0 and reader["emptied_share"] == 0.0
+    assert reader["correct_side_share"] == 1.0 and reader["follows_share"] == 1.0
+    _, fixed = counterfactual_sides(LeftOnly(), cases)
+    assert fixed["moved_share"] == 0.0 and fixed["follows_share"] == 0.0
+    _, checks = counterfactual_sides(OnlyWhereTheLesionIs(), cases)
+    assert checks["emptied_share"] == 1.0 and checks["follows_share"] == 1.0

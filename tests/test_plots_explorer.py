@@ -346,6 +346,8 @@ def test_explorer_shows_which_sentences_the_model_reads():
     shown = sentences_html(Reads(), "No left effusion. Right basilar <opacity>.")
     assert "Right basilar &lt;opacity&gt;." in shown and "<s>No left effusion.</s>" in shown
     assert "whole text" in sentences_html(Reads(), "Heart size is normal.")
+    assert "no abnormal finding described" in sentences_html(Reads(), "Heart size is normal.")
+    assert "no abnormal finding" not in shown
     assert sentences_html(FakeSegmenter(), "anything") == ""
 
 

@@ -223,3 +223,15 @@ def test_module_imports_no_other_helpers_module():
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or ""))
     assert imported <= {"__future__", "re", "dataclasses"}, imported
+
+
+def test_null_text_keeps_what_describes_nothing():
+    from helpers.sentences import NOTHING_DESCRIBED, describes_finding, null_text
+
+    report = "Heart size is normal. Patchy opacity at the left base. No pneumothorax."
+    assert describes_finding(report) and not describes_finding("No pneumothorax. Lungs are clear.")
+    assert not describes_finding("")
+    assert null_text(report) == "Heart size is normal. No pneumothorax."
+    assert not describes_finding(null_text(report))
+    assert null_text("Patchy opacity at the left base.") == NOTHING_DESCRIBED
+    assert null_text("The lungs are clear.") == "The lungs are clear."

@@ -15,7 +15,7 @@ from helpers.catalog import load_catalog
 from helpers.io import load_gray, load_mask
 from helpers.layout import PATIENT_SPLITS_CSV
 
-SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96))
+SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96), distractors="forced")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,8 @@ N_LABELED = 160
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory):
     root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("texts") / "demo", n_reports=200,
-                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False)
+                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False,
+                                       distractors="forced")
     reports = pd.read_csv(root / "indiana_reports.csv", keep_default_na=False).set_index("uid")
     lesions = pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
     splits = pd.read_csv(root / PATIENT_SPLITS_CSV)
@@ -321,3 +322,70 @@ def test_probe_masks_cover_each_distractor(texts):
             assert mask.shape == img.size[::-1]
         assert set(np.unique(mask)) == {0, 255} and mask[d.y, d.x] == 255
         assert (mask > 0).sum() == d.area
+
+
+# ---------------------------------------------------------------------------------------------
+# The realistic distractor setting: most labeled images show only the described lesion
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory):
+    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("realistic") / "demo", n_reports=200,
+                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False)
+    return root, pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
+
+
+def test_realistic_setting_mostly_shows_only_the_described_lesion(realistic):
+    _, lesions = realistic
+    labeled = lesions[lesions["uid"] <= N_LABELED]
+    per_image = labeled[labeled["role"].isin(["target", "distractor"])].groupby("uid")["role"]
+    counts = per_image.size()
+    assert set(counts) <= {1, 2}
+    share = (counts == 2).mean()  # EXTRA_LESION_SHARE, drawn
+    assert 0.2 < share < 0.5, share
+    both = labeled[labeled["role"].isin(["target", "distractor"])]
+    pairs = both.pivot(index="uid", columns="role", values=["kind", "zone"]).dropna()
+    same_kind = (pairs["kind"]["target"] == pairs["kind"]["distractor"]).mean()
+    other_lung = (pairs["zone"]["target"].str.split().str[0]
+                  != pairs["zone"]["distractor"].str.split().str[0]).mean()
+    assert same_kind > 0.4 and 0.2 < other_lung < 0.9, (same_kind, other_lung)
+    assert (pairs["zone"]["target"] != pairs["zone"]["distractor"]).all()
+
+
+def test_realistic_probe_pairs_for_every_test_report(realistic):
+    root, lesions = realistic
+    splits = pd.read_csv(root / PATIENT_SPLITS_CSV).set_index("uid")["split"]
+    test_uids = sorted(u for u in splits.index if u <= N_LABELED and splits[u] == "test")
+    pairs = lesions[lesions["role"].str.startswith("pair")]
+    assert sorted(pairs["uid"].unique()) == test_uids
+    for uid, pair in pairs.groupby("uid"):
+        target, other = (pair[pair["role"] == r].iloc[0] for r in ("pair_target", "pair_other"))
+        own = lesions[(lesions["uid"] == uid) & (lesions["role"] == "target")].iloc[0]
+        assert (target.kind, target.zone, target.sentence) == (own.kind, own.zone, own.sentence)
+        assert other.zone != target.zone and other.sentence and other.sentence != target.sentence
+        for row in (target, other):
+            with Image.open(root / row.mask_file) as img:
+                mask = np.asarray(img)
+            assert mask[row.y, row.x] == 255 and (mask > 0).sum() == row.area
+    kinds = pairs.pivot(index="uid", columns="role", values="kind")
+    assert 0 < (kinds["pair_target"] == kinds["pair_other"]).mean() < 1
+
+
+def test_probe_items_of_the_realistic_setting_ask_about_both_lesions(realistic):
+    root, lesions = realistic
+    catalog = load_catalog(root)
+    splits = pd.read_csv(root / PATIENT_SPLITS_CSV).set_index("uid")["split"]
+    test = catalog.cases[catalog.cases["uid"].map(splits) == "test"]
+    items = synthetic.probe_items(root, test)
+    n_pairs = lesions["role"].eq("pair_target").sum()
+    n_extra = lesions[lesions["uid"].isin(test["uid"])]["role"].eq("distractor").sum()
+    assert len(items) == 2 * (n_pairs + n_extra)
+    assert set(items["role"]) == {"target", "other"} and items["same_kind"].any()
+    for pair_id, two in items.groupby("pair_id"):
+        assert len(two) == 2 and two["text"].nunique() == 2
+        assert two.iloc[0]["mask_path"] == two.iloc[1]["other_mask_path"]
+
+
+def test_unknown_distractor_setting_raises(tmp_path):
+    with pytest.raises(ValueError, match="distractors"):
+        synthetic.make_demo_dataset(tmp_path / "x", n_reports=2, n_masks=1, distractors="none")

@@ -227,3 +227,74 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
     torch.testing.assert_close(
         torch.from_numpy(seg.predict(image, "Right basilar opacity.")),
         torch.from_numpy(seg.predict(image, "Heart size is normal. Right basilar opacity.")))
+
+
+def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """One image with a bright square on the image's left (the patient's right) and its mask."""
+    images = np.full((1, size, size), 40, np.uint8)
+    images[0, 10:18, 4:12] = 220
+    return images, (images > 100).astype(np.uint8)
+
+
+def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
+    from helpers.datasets import mirror_overlaps, paste_mirror
+
+    images, masks = _one_lesion()
+    pasted, copy = paste_mirror(torch.from_numpy(images), torch.from_numpy(masks))
+    assert pasted.dtype == torch.uint8 and copy.shape == masks.shape
+    assert torch.equal(copy, torch.from_numpy(masks).flip(-1))
+    assert (pasted[copy.bool()] == 220).all()  # full strength inside the copy
+    assert torch.equal(pasted[torch.from_numpy(masks).bool()], torch.from_numpy(images[masks > 0]))
+    far = torch.zeros_like(copy, dtype=torch.bool)
+    far[..., :, 14:18] = True  # between the two lesions: untouched background
+    assert (pasted[far] == 40).all()
+    centred = np.zeros((1, 32, 32), np.uint8)
+    centred[0, 10:18, 13:19] = 1
+    assert mirror_overlaps(np.concatenate([masks, centred])).tolist() == [False, True]
+
+
+def test_paste_asks_for_either_copy_by_its_side_and_swap_and_null_empty_the_target():
+    images, masks = _one_lesion()
+    torch.manual_seed(0)
+    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True])
+    seen = set()
+    for _ in range(20):
+        image, mask, text = ds[0]
+        assert (image[0, 10:18, 20:28] > 0.5).all()  # the copy is always there
+        own = bool(mask[0, 10:18, 4:12].all() and not mask[0, :, 16:].any())
+        copy = bool(mask[0, 10:18, 20:28].all() and not mask[0, :, :16].any())
+        assert (text, own, copy) in {(0, True, False), (1, False, True)}
+        seen.add(text)
+    assert seen == {0, 1}
+    unsided = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[0], sided=[False])
+    image, mask, text = unsided[0]
+    assert text == 0 and image[0, 10:18, 20:28].max() < 0  # no side word: nothing is pasted
+    swap = LabeledCases(images, masks, [0], swap_prob=1.0, flipped_text_index=[1], sided=[True])
+    assert swap[0][2] == 1 and swap[0][1].sum() == 0
+    null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2])
+    assert null[0][2] == 2 and null[0][1].sum() == 0
+    with pytest.raises(ValueError, match="sided"):
+        LabeledCases(images, masks, [0], paste_prob=0.5, flipped_text_index=[1])
+    with pytest.raises(ValueError, match="null_text_index"):
+        LabeledCases(images, masks, [0], null_rate=0.5)
+    with pytest.raises(ValueError, match="<= 1"):
+        LabeledCases(images, masks, [0], null_rate=0.6, swap_prob=0.6, flipped_text_index=[1],
+                     sided=[True], null_text_index=[2])
+
+
+def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_path, finetune_cfg,
+                                                                      text_dir):
+    from helpers.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.sentences import null_text, select_text
+    from helpers.text import swap_sides
+
+    cfg = dataclasses.replace(finetune_cfg, epochs=1, fusion="cross_attn", text_mode="positive",
+                              paste_prob=0.3, swap_prob=0.2, null_rate=0.2)
+    result = finetune(cfg, cases, tmp_path, text_cache_dir=text_dir, progress=False)
+    assert result.best_path.exists()
+    stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
+    train = cases[cases["split"] == "train"]["text"]
+    for text in train:
+        model_text = select_text(text, "positive")
+        assert swap_sides(model_text) in stored
+        assert select_text(null_text(text), "positive") in stored
