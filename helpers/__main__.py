@@ -46,7 +46,7 @@ PRETRAIN_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
                   "objective": str, "encoder": str, "max_images": int, "frontal_only": bool,
                   "num_workers": int, "device": str, "seed": int}
 ABLATION_FLAGS = {"seeds": int, "fusions": str, "text_modes": str, "negative_rates": float,
-                  "with_init": bool, "with_upsampling": bool}
+                  "with_init": bool, "with_upsampling": bool, "with_place": bool}
 FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
                   "encoder_lr": float, "encoder": str, "text_model": str, "fusion": str,
                   "text_mode": str, "negative_rate": float,

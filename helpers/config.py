@@ -158,6 +158,7 @@ class AblationConfig:
     negative_rates: tuple[float, ...] = ()  # also train the base with mismatched-text negatives
     with_upsampling: bool = True  # also train upsampling="transpose" once
     with_init: bool = True  # Phase-1 init vs none, reconstruct vs masked
+    with_place: bool = True  # the place training: each method left out once, and all of them
     bootstrap: int = 1000
 
 

@@ -153,30 +153,71 @@ class UnlabeledImages(Dataset):
         return normalize(image)
 
 
+LEVEL_SHIFT = 0.3  # of the image height: from a lung's lower zone to its upper zone, or back
+
+
+def _moved(x: torch.Tensor, how: str | int) -> torch.Tensor:
+    """`x` [..., H, W] mirrored left-right (`how="mirror"`) or moved `how` rows down (up when
+    negative; what leaves the image is lost, what enters is zero)."""
+    if how == "mirror":
+        return x.flip(-1)
+    out = torch.zeros_like(x)
+    if how > 0:
+        out[..., how:, :] = x[..., :-how, :]
+    elif how < 0:
+        out[..., :how, :] = x[..., -how:, :]
+    else:
+        out = x.clone()
+    return out
+
+
+def level_shift(level: str | None, size: int) -> int:
+    """Rows that move a lesion of a lung's `level` ("upper" / "lower") to the other level."""
+    return {"upper": 1, "lower": -1}.get(level or "", 0) * round(LEVEL_SHIFT * size)
+
+
+def copy_is_free(mask: torch.Tensor, how: str | int, margin: int = 2) -> bool:
+    """Whether the lesion under `mask` [H, W] moved by `how` (see `_moved`) stays whole inside the
+    image and keeps `margin` pixels away from the original."""
+    if how == 0:
+        return False
+    m = mask.float()[None, None]
+    copy = _moved(m, how)
+    if copy.sum() < m.sum():
+        return False
+    grown = torch.nn.functional.max_pool2d(m, 2 * margin + 1, stride=1, padding=margin)
+    return not bool((grown * copy).any())
+
+
 def mirror_overlaps(masks: np.ndarray, margin: int = 2) -> np.ndarray:
     """bool [N]: whether each mask of uint8 [N, S, S] touches (within `margin` pixels) its own
     left-right mirror image, i.e. has no free mirror place to be pasted into."""
-    m = torch.from_numpy(np.asarray(masks)).float()[:, None]
-    grown = torch.nn.functional.max_pool2d(m, 2 * margin + 1, stride=1, padding=margin)
-    return ((grown * m.flip(-1)).flatten(1) > 0).any(1).numpy()
+    return np.array([not copy_is_free(torch.from_numpy(np.asarray(m)), "mirror", margin) for m in masks],
+                    dtype=bool)
 
 
-def paste_mirror(image: torch.Tensor, mask: torch.Tensor, feather: float = 0.015
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copy the lesion under `mask` to its mirror place (the same spot in the other lung).
+def paste_copy(image: torch.Tensor, mask: torch.Tensor, how: str | int = "mirror",
+               feather: float = 0.015) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy the lesion under `mask` to another place of the same image: its mirror place in the
+    other lung (`how="mirror"`) or `how` rows down (up when negative; see `level_shift`).
 
     image uint8 [..., S, S], mask [..., S, S] in {0, 1} -> (image with a second copy of the lesion,
-    uint8 [..., S, S]; the copy's mask, the mirrored `mask`). The copy is alpha-blended through a
-    Gaussian-feathered mask (sigma = `feather` x the image width) so no hard seam marks it as pasted.
+    uint8 [..., S, S]; the copy's mask). The copy is alpha-blended through a Gaussian-feathered mask
+    (sigma = `feather` x the image width) so no hard seam marks it as pasted.
     """
-    mirrored = mask.flip(-1)
+    copy = _moved(mask, how)
     sigma = max(0.5, feather * image.shape[-1])
     kernel = 2 * int(3 * sigma) + 1
-    alpha = v2.functional.gaussian_blur(mirrored.float().reshape(-1, 1, *mask.shape[-2:]),
+    alpha = v2.functional.gaussian_blur(copy.float().reshape(-1, 1, *mask.shape[-2:]),
                                         [kernel, kernel], [sigma, sigma]).reshape(mask.shape)
-    alpha = torch.maximum(alpha * 2, mirrored.float()).clamp(0, 1)  # full strength inside
-    pasted = image.float() * (1 - alpha) + image.flip(-1).float() * alpha
-    return pasted.round().to(torch.uint8), mirrored
+    alpha = torch.maximum(alpha * 2, copy.float()).clamp(0, 1)  # full strength inside
+    pasted = image.float() * (1 - alpha) + _moved(image, how).float() * alpha
+    return pasted.round().to(torch.uint8), copy
+
+
+def paste_mirror(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`paste_copy` to the mirror place: the same spot in the other lung."""
+    return paste_copy(image, mask, "mirror")
 
 
 class LabeledCases(Dataset):
@@ -193,9 +234,12 @@ class LabeledCases(Dataset):
 
     Where a single picture would do without the text, these make the place in the words matter
     (each needs `flipped_text_index`; `sided[i]` says whether case i's text names one side):
-    - `paste_prob`: the lesion is copied to its mirror place (`paste_mirror`, when that place is
-      free), and then either the text as written asks for the original lesion or its side-swapped
-      twin asks for the copy, half and half: both lesions look alike, only the side word tells;
+    - `paste_prob`: the lesion is copied to another place of the same image (`paste_copy`): its
+      mirror place when the text names one side, or the other level of the same lung when the
+      text names one level (`levels[i]`, "upper"/"lower"; its level-swapped text:
+      `level_text_index[i]`), where that place is free. Then either the text as written asks for
+      the original lesion or its swapped twin asks for the copy, half and half: both lesions look
+      alike, only the place in the words tells;
     - `swap_prob`: the side-swapped text with an empty target (nothing lies where it points);
     - `null_rate`: `null_text_index[i]`, a text that describes nothing present (the report's normal
       and negated sentences), with an empty target.
@@ -206,7 +250,9 @@ class LabeledCases(Dataset):
                  flipped_text_index: Sequence[int] | None = None, negative_rate: float = 0.0,
                  negative_text_index: Sequence[Sequence[int]] | None = None,
                  paste_prob: float = 0.0, swap_prob: float = 0.0, sided: Sequence[bool] | None = None,
-                 null_rate: float = 0.0, null_text_index: Sequence[int] | None = None):
+                 null_rate: float = 0.0, null_text_index: Sequence[int] | None = None,
+                 levels: Sequence[str | None] | None = None,
+                 level_text_index: Sequence[int] | None = None):
         if not len(images) == len(masks) == len(text_index):
             raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and text_index "
                              f"({len(text_index)}) must have the same length")
@@ -222,8 +268,15 @@ class LabeledCases(Dataset):
             raise ValueError("paste_prob + swap_prob + null_rate + negative_rate must be <= 1")
         self.paste_prob, self.swap_prob, self.null_rate = paste_prob, swap_prob, null_rate
         self.sided = [bool(x) for x in sided] if sided is not None else [False] * len(images)
-        self.pastable = (~mirror_overlaps(masks) & np.array(self.sided, bool)
-                         if paste_prob > 0 else np.zeros(len(images), bool))
+        # per case, the places its lesion may be copied to, each with the text that asks for it
+        self.moves: list[list[tuple[str | int, int]]] = [[] for _ in range(len(images))]
+        for i in range(len(images)) if paste_prob > 0 else ():
+            mask = torch.from_numpy(np.asarray(masks[i]))
+            if self.sided[i] and copy_is_free(mask, "mirror"):
+                self.moves[i].append(("mirror", flipped_text_index[i]))
+            shift = level_shift(levels[i], mask.shape[-2]) if levels is not None else 0
+            if level_text_index is not None and copy_is_free(mask, shift):
+                self.moves[i].append((shift, level_text_index[i]))
         self.null_text_index = list(null_text_index) if null_text_index is not None else None
         self.images, self.masks = images, masks
         self.text_index = list(text_index)
@@ -254,10 +307,11 @@ class LabeledCases(Dataset):
         method, empty = self._draw_method(), False
         if method == "null":
             text, empty = self.null_text_index[i], True
-        elif method == "paste" and self.pastable[i]:
-            image, copy = paste_mirror(image, mask)  # before the warp: both lesions move alike
+        elif method == "paste" and self.moves[i]:
+            how, other_text = self.moves[i][int(torch.randint(len(self.moves[i]), ()))]
+            image, copy = paste_copy(image, mask, how)  # before the warp: both lesions move alike
             if torch.rand(()) < 0.5:
-                text, mask = self.flipped_text_index[i], copy
+                text, mask = other_text, copy
         elif method == "swap" and self.sided[i]:
             text, empty = self.flipped_text_index[i], True
         elif method == "negative" and self.negative_text_index[i]:

@@ -323,3 +323,36 @@ def names_side(text: str) -> str | None:
     if len(sides) == 2 or _BOTH.search(text):
         return "both"
     return sides.pop() if sides else None
+
+
+# Levels: the words that place a finding high or low in a lung, each with its opposite. Words of
+# the middle ("perihilar", "lingula") have none: a text that uses them names no swappable level.
+_LEVEL_OPPOSITE = {"upper": "lower", "apex": "base", "apices": "bases", "apical": "basilar",
+                   "suprahilar": "infrahilar"}
+_UPPER_WORDS = frozenset(_LEVEL_OPPOSITE)
+_LEVEL_OPPOSITE.update({low: high for high, low in list(_LEVEL_OPPOSITE.items())}, basal="apical")
+_LEVEL = re.compile(rf"\b({'|'.join(sorted(_LEVEL_OPPOSITE, key=len, reverse=True))})\b", re.IGNORECASE)
+_MIDDLE = re.compile(r"\b(middle|mid|midlung|mid-lung|perihilar|parahilar|hilar|hilum|lingula|lingular)\b",
+                     re.IGNORECASE)
+
+
+def _swap_level(match: re.Match) -> str:
+    word = match.group(0)
+    other = _LEVEL_OPPOSITE[word.lower()]
+    if word.isupper():
+        return other.upper()
+    return other.capitalize() if word[0].isupper() else other
+
+
+def swap_levels(text: str) -> str:
+    """Exchange the words of the upper and the lower lung ("upper" <-> "lower", "apex" <-> "base",
+    "apical" <-> "basilar", ...), keeping their case."""
+    return _LEVEL.sub(_swap_level, text)
+
+
+def names_level(text: str) -> str | None:
+    """The level a text names: "upper", "lower", "mixed" (both, or a word of the middle), or None."""
+    levels = {"upper" if w.lower() in _UPPER_WORDS else "lower" for w in _LEVEL.findall(text)}
+    if len(levels) == 2 or (levels and _MIDDLE.search(text)):
+        return "mixed"
+    return levels.pop() if levels else None

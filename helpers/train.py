@@ -40,7 +40,8 @@ from .metrics import best_threshold, dice_per_image
 from .model import (MultimodalUnet, build_autoencoder, encoder_checkpoint, freeze_encoder,
                     load_pretrained_encoder, predict_arrays)
 from .sentences import null_text, select_text, select_sentences
-from .text import SIDES, EmbeddingCache, load_text_encoder, names_side, swap_sides
+from .text import (SIDES, EmbeddingCache, load_text_encoder, names_level, names_side, swap_levels,
+                   swap_sides)
 
 
 class OutputDirError(OSError):
@@ -413,18 +414,20 @@ class SegmentationTask(Task):
         flipped = [swap_sides(t) for t in train_texts] if swapping else []
         nulls = ([select_text(null_text(t), cfg.text_mode) for t in train.cases["text"]]
                  if cfg.null_rate > 0 else [])
+        leveled = [swap_levels(t) for t in train_texts] if cfg.paste_prob > 0 else []
+        extra = [flipped, nulls, leveled]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens)
-        table, index = embeddings.table(texts + flipped + nulls)
+        table, index = embeddings.table(texts + flipped + nulls + leveled)
         self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
         if model.needs_tokens:
-            unique = list(dict.fromkeys(texts + flipped + nulls))
+            unique = list(dict.fromkeys(texts + flipped + nulls + leveled))
             self.tokens = tuple(t.to(device) for t in embeddings.tokens(unique))
         embeddings.save()
         n_train, n_texts = len(train.cases), len(texts)
         train_idx, self.val_idx = index[:n_train], index[n_train:n_texts]
-        flipped_idx = index[n_texts:n_texts + len(flipped)] or None
-        null_idx = index[n_texts + len(flipped):] or None
+        starts = np.cumsum([n_texts] + [len(e) for e in extra])
+        flipped_idx, null_idx, level_idx = (index[a:b] or None for a, b in zip(starts, starts[1:]))
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
         self.text_report = {
@@ -464,7 +467,9 @@ class SegmentationTask(Task):
                                  negative_rate=cfg.negative_rate, negative_text_index=negatives,
                                  paste_prob=cfg.paste_prob, swap_prob=cfg.swap_prob,
                                  sided=[names_side(t) in SIDES for t in train_texts],
-                                 null_rate=cfg.null_rate, null_text_index=null_idx)
+                                 null_rate=cfg.null_rate, null_text_index=null_idx,
+                                 levels=[names_level(t) for t in train_texts],
+                                 level_text_index=level_idx)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)

@@ -298,3 +298,41 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
         model_text = select_text(text, "positive")
         assert swap_sides(model_text) in stored
         assert select_text(null_text(text), "positive") in stored
+
+
+def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
+    from helpers.datasets import copy_is_free, level_shift, paste_copy
+
+    images = np.full((1, 40, 40), 40, np.uint8)
+    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
+    masks = (images > 100).astype(np.uint8)
+    shift = level_shift("lower", 40)
+    assert shift == -12 and level_shift("mixed", 40) == 0 and level_shift("upper", 40) == 12
+    mask = torch.from_numpy(masks[0])
+    assert copy_is_free(mask, shift) and not copy_is_free(mask, 12)  # down: out of the image
+    pasted, copy = paste_copy(torch.from_numpy(images), torch.from_numpy(masks), shift)
+    assert copy[0, 14:20, 4:10].all() and copy.sum() == masks.sum()
+    assert (pasted[0, 14:20, 4:10] == 220).all()
+    torch.manual_seed(0)
+    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[0], sided=[False],
+                      levels=["lower"], level_text_index=[3])
+    texts = set()
+    for _ in range(12):
+        image, mask, text = ds[0]
+        texts.add(text)
+        assert (image[0, 14:20, 4:10] > 0.5).all()
+        assert bool(mask[0, 26:32, 4:10].all()) == (text == 0) and bool(mask[0, 14:20, 4:10].all()) == (text == 3)
+    assert texts == {0, 3}
+
+
+def test_level_words_swap_and_name_one_level():
+    from helpers.text import names_level, swap_levels
+
+    assert swap_levels("Patchy opacity at the Right base.") == "Patchy opacity at the Right apex."
+    assert swap_levels("RIGHT LOWER LOBE nodule, left apical scar") == "RIGHT UPPER LOBE nodule, left basilar scar"
+    assert names_level("Nodule in the left upper lobe.") == "upper"
+    assert names_level("Right basilar atelectasis.") == "lower"
+    assert names_level("Left apical and basilar scarring.") == "mixed"
+    assert names_level("Opacity in the left lower lobe and lingula.") == "mixed"
+    assert names_level("Right perihilar density.") is None
+    assert names_level("Small left pleural effusion.") is None
