@@ -52,7 +52,8 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
                   "text_mode": str, "negative_rate": float,
                   "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
                   "patience": int, "concordant_flip": float, "paste_prob": float,
-                  "swap_prob": float, "null_rate": float, "num_workers": int, "device": str,
+                  "swap_prob": float, "null_rate": float, "undescribed_weight": bool,
+                  "num_workers": int, "device": str,
                   "seed": int}
 
 

@@ -143,6 +143,8 @@ class FinetuneConfig:
     #                          sides swapped) says which copy is meant
     swap_prob: float = 0.0  # sides swapped in the text, empty target (nothing lies there)
     null_rate: float = 0.0  # the report's normal and negated sentences, empty target
+    undescribed_weight: bool = False  # in those items, a lesion the text does not describe is a
+    #                                   negative weighted like a positive pixel (losses.DiceBCELoss)
     augment: bool = True
     shuffle_text: bool = False  # ablation: train with texts shuffled across cases
     num_workers: int | None = None

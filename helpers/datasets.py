@@ -33,6 +33,7 @@ from .io import load_gray, load_masks
 from .layout import DatasetError
 
 CACHE_VERSION = 2
+UNDESCRIBED = 2  # target value of a lesion the text does not describe (see losses.DiceBCELoss)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -243,6 +244,9 @@ class LabeledCases(Dataset):
     - `swap_prob`: the side-swapped text with an empty target (nothing lies where it points);
     - `null_rate`: `null_text_index[i]`, a text that describes nothing present (the report's normal
       and negated sentences), with an empty target.
+    With `undescribed`, the lesion that such a text does not describe (the one not asked for, or
+    the case's own lesion under a swapped, null or negative text) is marked UNDESCRIBED in the
+    target instead of 0: a negative that costs as much as a missed positive.
     """
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, text_index: Sequence[int],
@@ -252,7 +256,7 @@ class LabeledCases(Dataset):
                  paste_prob: float = 0.0, swap_prob: float = 0.0, sided: Sequence[bool] | None = None,
                  null_rate: float = 0.0, null_text_index: Sequence[int] | None = None,
                  levels: Sequence[str | None] | None = None,
-                 level_text_index: Sequence[int] | None = None):
+                 level_text_index: Sequence[int] | None = None, undescribed: bool = False):
         if not len(images) == len(masks) == len(text_index):
             raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and text_index "
                              f"({len(text_index)}) must have the same length")
@@ -278,6 +282,7 @@ class LabeledCases(Dataset):
             if level_text_index is not None and copy_is_free(mask, shift):
                 self.moves[i].append((shift, level_text_index[i]))
         self.null_text_index = list(null_text_index) if null_text_index is not None else None
+        self.undescribed = undescribed
         self.images, self.masks = images, masks
         self.text_index = list(text_index)
         self.flipped_text_index = list(flipped_text_index) if flipped_text_index is not None else None
@@ -304,25 +309,31 @@ class LabeledCases(Dataset):
         image = torch.from_numpy(np.array(self.images[i]))[None]
         mask = torch.from_numpy(np.array(self.masks[i]))[None]
         text = self.text_index[i]
-        method, empty = self._draw_method(), False
+        # The target marks the described lesion 1 and, with `undescribed`, a lesion the text does
+        # not describe UNDESCRIBED (a weighted negative, see losses.DiceBCELoss).
+        method, empty, pasted = self._draw_method(), False, False
+        hard = UNDESCRIBED if self.undescribed else 0
         if method == "null":
             text, empty = self.null_text_index[i], True
         elif method == "paste" and self.moves[i]:
+            pasted = True
             how, other_text = self.moves[i][int(torch.randint(len(self.moves[i]), ()))]
             image, copy = paste_copy(image, mask, how)  # before the warp: both lesions move alike
             if torch.rand(()) < 0.5:
-                text, mask = other_text, copy
+                text, mask, copy = other_text, copy, mask
+            mask = torch.where(copy > 0, torch.full_like(mask, hard), mask)
         elif method == "swap" and self.sided[i]:
             text, empty = self.flipped_text_index[i], True
         elif method == "negative" and self.negative_text_index[i]:
             candidates = self.negative_text_index[i]
             text, empty = candidates[int(torch.randint(len(candidates), ()))], True
+        if empty:
+            mask = mask * hard
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-        if empty:
-            mask = torch.zeros_like(mask)
-        elif text == self.text_index[i] and self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+        plain = not (empty or pasted)
+        if plain and self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
             # concordant flip: mirror picture and mask AND use the side-swapped text
             image, mask = image.flip(-1), mask.flip(-1)
             text = self.flipped_text_index[i]

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import Tensor, nn
 
+from .datasets import UNDESCRIBED
+
 HIDE_MODES = ("noise", "zero")
 
 
@@ -29,11 +31,19 @@ class DiceBCELoss(nn.Module):
         self.bce_weight = bce_weight
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """logits float [B, 1, H, W], target 0/1 [B, 1, H, W] -> scalar float32 loss."""
+        """logits float [B, 1, H, W], target [B, 1, H, W] -> scalar float32 loss.
+
+        target: 1 where the described finding lies, 0 elsewhere, and `UNDESCRIBED` (2) on a lesion
+        that the text does not describe: a negative pixel weighted like a positive one
+        (`pos_weight`), so that marking a lesion the words do not name costs as much as missing
+        the one they name."""
         with torch.autocast(device_type=logits.device.type, enabled=False):
             logits, target = logits.float(), target.float()
-            bce = F.binary_cross_entropy_with_logits(
-                logits, target, pos_weight=self.pos_weight.to(logits.device))
+            pos_weight = self.pos_weight.to(logits.device)
+            weight = torch.where(target == UNDESCRIBED, pos_weight, torch.ones_like(target))
+            target = (target == 1).float()
+            bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight,
+                                                     pos_weight=pos_weight)
             return self.dice_weight * self.dice(logits, target) + self.bce_weight * bce
 
 

@@ -469,7 +469,7 @@ class SegmentationTask(Task):
                                  sided=[names_side(t) in SIDES for t in train_texts],
                                  null_rate=cfg.null_rate, null_text_index=null_idx,
                                  levels=[names_level(t) for t in train_texts],
-                                 level_text_index=level_idx)
+                                 level_text_index=level_idx, undescribed=cfg.undescribed_weight)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)

@@ -139,3 +139,22 @@ def test_best_threshold_maximises_mean_dice():
     prob = torch.where(target, 0.7, 0.5)  # any threshold in (0.5, 0.7] is perfect
     assert best_threshold(prob, target) == pytest.approx(0.55)
     assert best_threshold(prob, target, candidates=[0.3, 0.6, 0.8]) == pytest.approx(0.6)
+
+
+def test_undescribed_lesion_pixels_cost_like_positives():
+    from helpers.datasets import UNDESCRIBED
+    from helpers.losses import DiceBCELoss
+
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., :2, :2] = 1
+    plain, hard = target.clone(), target.clone()
+    hard[..., 6:, 6:] = UNDESCRIBED
+    logits = torch.full((1, 1, 8, 8), -4.0)
+    logits[..., :2, :2] = 4.0
+    logits[..., 6:, 6:] = 4.0  # marks the undescribed lesion too
+    loss = DiceBCELoss(pos_weight=10.0)
+    assert loss(logits, hard) > loss(logits, plain)  # the same mistake costs more
+    clean = logits.clone()
+    clean[..., 6:, 6:] = -4.0
+    # left unmarked, the weighted pixels cost next to nothing
+    assert loss(clean, hard) - loss(clean, plain) < 0.01 * (loss(logits, hard) - loss(logits, plain))

@@ -336,3 +336,18 @@ def test_level_words_swap_and_name_one_level():
     assert names_level("Opacity in the left lower lobe and lingula.") == "mixed"
     assert names_level("Right perihilar density.") is None
     assert names_level("Small left pleural effusion.") is None
+
+
+def test_undescribed_lesions_are_marked_in_the_target():
+    from helpers.datasets import UNDESCRIBED
+
+    images, masks = _one_lesion()
+    torch.manual_seed(0)
+    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True],
+                      undescribed=True)
+    for _ in range(8):
+        _, mask, text = ds[0]
+        asked, other = ((slice(4, 12), slice(20, 28)) if text == 0 else (slice(20, 28), slice(4, 12)))
+        assert (mask[0, 10:18, asked] == 1).all() and (mask[0, 10:18, other] == UNDESCRIBED).all()
+    null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2], undescribed=True)
+    assert set(null[0][1].unique().tolist()) == {0.0, float(UNDESCRIBED)}
