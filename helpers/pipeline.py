@@ -19,9 +19,9 @@ import pandas as pd
 
 from . import synthetic
 from .catalog import Catalog, load_catalog
-from .colab import default_runs_root
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
-from .layout import (DATA_ROOT, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError, RunPaths)
+from .layout import (DATA_ROOT, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError, RunPaths,
+                     default_runs_root)
 from .sources import fetch_dataset, fetch_masks
 from .split import split_cases
 
