@@ -22,9 +22,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from .cache import build_image_cache
 from .catalog import load_catalog
 from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, pick_device, smoke_mode
-from .datasets import LabeledCases, build_image_cache, normalize, train_augmentation
+from .datasets import LabeledCases, normalize, train_augmentation
 from .io import load_gray, load_mask
 from .losses import DiceBCELoss
 from .model import MultimodalUnet

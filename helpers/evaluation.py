@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .datasets import labeled_arrays, mirror_overlaps, paste_mirror
+from .datasets import labeled_arrays
 from .inference import Segmenter
 from .io import load_masks
-from .sentences import describes_finding
 from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
-from .text import SIDES, names_side, swap_sides
+from .places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
+from .sentences import describes_finding
 
 EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
 
@@ -153,7 +153,7 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
 def mirror_probe(segmenter: Segmenter, cases: pd.DataFrame, *,
                  cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The reading probe for any labeled data, the real masks included: the described lesion is
-    copied to its mirror place (`datasets.paste_mirror`), then the image is asked about twice, with
+    copied to its mirror place (`places.paste_mirror`), then the image is asked about twice, with
     the case's text and with its sides swapped. The mask follows the text when more probability
     lies in the original lesion for the text as written and in the copy for the swapped text.
 

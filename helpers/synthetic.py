@@ -14,7 +14,7 @@ Two settings of undescribed DISTRACTOR lesions (`DISTRACTORS`), neither in the m
   picture does not tell which of the three lesions is the target: the text is necessary by
   construction, on every training image (an image-only model segments all three).
 - `realistic` (the default): as in the real collection, most labeled images show only the
-  described lesion; `EXTRA_LESION_SHARE` of them show one more lesion elsewhere, often of the same
+  described lesion; `synthetic_plan.EXTRA_LESION_SHARE` of them show one more lesion elsewhere, often of the same
   kind, sometimes in the other lung. Marking whatever lesion is visible scores well here, so
   nothing in the training data forces the model to read where the text points.
 
@@ -51,7 +51,9 @@ from PIL import Image
 from .config import DemoDataConfig
 from .layout import IMAGES_DIR, MASKS_DIR, PATIENT_SPLITS_CSV, PROJECTIONS_CSV, REPORTS_CSV
 from .synthetic_draw import draw_frontal, lateral, to_uint8
-from .synthetic_text import KINDS, LEVELS, SIDES, Lesion, finding_sentence, report
+from .synthetic_plan import (DISTRACTORS, pick_labeled_lesions, pick_lesion, pick_realistic_lesions,
+                             second_lesion)
+from .synthetic_text import Lesion, finding_sentence, report
 
 MARKER = "demo.json"  # the generator's parameters; "complete" turns true once everything is written
 LESIONS_CSV = "demo_lesions.csv"
@@ -59,9 +61,6 @@ PROBE_DIR = "demo_probe"  # binary masks of the distractors, <image stem>_d<k>.p
 SPLIT_SHARES = (0.7, 0.15, 0.15)  # of the labeled reports; unlabeled reports are all "train"
 ZIP_NAME = "Dataset.zip"
 MASK_FORMS = 5  # see _save_mask
-DISTRACTORS = ("realistic", "forced")
-EXTRA_LESION_SHARE = 0.35  # realistic: labeled images with one undescribed lesion besides the target
-SAME_KIND_SHARE = 0.6  # realistic: of those extra lesions, the share of the target's kind
 
 Array = np.ndarray
 
@@ -69,64 +68,6 @@ Array = np.ndarray
 # ---------------------------------------------------------------------------------------------
 # Lesion plans and splits (the texts are written by helpers.synthetic_text)
 # ---------------------------------------------------------------------------------------------
-
-def _pick_lesion(role: str, rng: np.random.Generator) -> Lesion:
-    kind = str(rng.choice(KINDS))
-    levels = ("lower",) if kind == "effusion" else LEVELS  # effusions only fill the lower zones
-    return Lesion(kind, f"{rng.choice(SIDES)} {rng.choice(levels)}", role)
-
-
-def _lesion_in(zone: str, role: str, rng: np.random.Generator) -> Lesion:
-    kinds = KINDS if zone.endswith("lower") else tuple(k for k in KINDS if k != "effusion")
-    return Lesion(str(rng.choice(kinds)), zone, role)
-
-
-# Three lesion zones with no two neighbours on one side (lesions there would overlap): the upper
-# and lower zone of one lung and any zone of the other.
-_LAYOUTS = [(f"{a} upper", f"{a} lower", f"{b} {lv}")
-            for a, b in (("right", "left"), ("left", "right")) for lv in LEVELS]
-
-
-def _pick_labeled_lesions(rng: np.random.Generator) -> list[Lesion]:
-    """A target and two distractors: a layout drawn uniformly, then the target uniformly among its
-    three zones, so nothing in the picture says which lesion the text describes (an earlier plan
-    that placed distractors relative to the target leaked it, and an image-only model learned it).
-    The target comes first."""
-    zones = list(_LAYOUTS[int(rng.integers(len(_LAYOUTS)))])
-    target = zones.pop(int(rng.integers(3)))
-    return [_lesion_in(target, "target", rng)] + [_lesion_in(z, "distractor", rng) for z in zones]
-
-
-def _other_zones(zone: str) -> tuple[list[str], list[str]]:
-    """Zones a second lesion may take without touching one in `zone`: (same lung, other lung).
-    Neighbouring levels of one lung would overlap, so the same lung offers upper <-> lower only."""
-    side, level = zone.split()
-    other_side = SIDES[1 - SIDES.index(side)]
-    same = [f"{side} {lv}" for lv in LEVELS if {lv, level} == {"upper", "lower"}]
-    return same, [f"{other_side} {lv}" for lv in LEVELS]
-
-
-def _second_lesion(target: Lesion, role: str, same_kind: bool, other_lung: bool,
-                   rng: np.random.Generator) -> Lesion:
-    """A lesion away from `target`: of its kind when `same_kind` (and the zone allows it), in the
-    other lung when `other_lung` (or when the same lung has no free zone)."""
-    same, other = _other_zones(target.zone)
-    zones = other if other_lung or not same else same
-    if same_kind and target.kind == "effusion":  # effusions only fill the lower zones
-        zones = [z for z in zones if z.endswith("lower")] or [z for z in other if z.endswith("lower")]
-    zone = zones[int(rng.integers(len(zones)))]
-    return Lesion(target.kind, zone, role) if same_kind else _lesion_in(zone, role, rng)
-
-
-def _pick_realistic_lesions(rng: np.random.Generator) -> list[Lesion]:
-    """A target, and with probability EXTRA_LESION_SHARE one undescribed lesion elsewhere (of the
-    target's kind with probability SAME_KIND_SHARE, in the other lung half of the time)."""
-    target = _pick_lesion("target", rng)
-    if rng.random() >= EXTRA_LESION_SHARE:
-        return [target]
-    same_kind, other_lung = rng.random() < SAME_KIND_SHARE, rng.random() < 0.5
-    return [target, _second_lesion(target, "distractor", same_kind, other_lung, rng)]
-
 
 def _patient_splits(n_reports: int, n_masks: int, seed: int) -> dict[int, str]:
     """uid -> split: the labeled reports shuffled (seeded) into SPLIT_SHARES, the others "train"."""
@@ -178,7 +119,7 @@ def _write_pair(dest: Path, uid: int, seed: int, described: Lesion, describing: 
     masks, and a held-out sentence for the other lesion. Returns their rows of LESIONS_CSV."""
     rng = np.random.default_rng([seed, uid, 2])
     target = Lesion(described.kind, described.zone, "pair_target")
-    other = _second_lesion(target, "pair_other", rng.random() < 0.5, rng.random() < 0.5, rng)
+    other = second_lesion(target, "pair_other", rng.random() < 0.5, rng.random() < 0.5, rng)
     shape = (int(rng.integers(sides[0], sides[1] + 1)), int(rng.integers(sides[0], sides[1] + 1)))
     pixels, masks, records = draw_frontal(shape, [target, other], rng)
     name = f"{PROBE_DIR}/{_stem(_image_name(uid, 1))}_pair"
@@ -260,10 +201,10 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
         rng = np.random.default_rng([seed, uid])
         text_rng = np.random.default_rng([seed, uid, 1])  # texts do not move the pictures
         if uid <= n_masks:
-            drawn = _pick_labeled_lesions(rng) if distractors == "forced" else _pick_realistic_lesions(rng)
+            drawn = pick_labeled_lesions(rng) if distractors == "forced" else pick_realistic_lesions(rng)
             described = drawn[0]
         else:  # half normal, half with a described lesion that has no mask
-            described = _pick_lesion("finding", rng) if rng.random() < 0.5 else None
+            described = pick_lesion("finding", rng) if rng.random() < 0.5 else None
             drawn = [described] if described else []
         row, describing = report(uid, described, drawn, splits[uid], text_rng, quirks)
         sentences = [describing] + [finding_sentence(lesion, splits[uid], text_rng) for lesion in drawn[1:]]

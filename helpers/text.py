@@ -1,4 +1,4 @@
-"""Frozen text encoders (any Hugging Face model), the embedding cache, and side words.
+"""Frozen text encoders (any Hugging Face model) and the embedding cache.
 
 A report's text becomes one float32 vector: CLIP's projected `text_embeds` (512-d for the default
 `openai/clip-vit-base-patch32`), or the pooled output of a BERT-like model. Without the model hub
@@ -8,7 +8,6 @@ path.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import warnings
 from collections.abc import Sequence
@@ -296,63 +295,3 @@ class EmbeddingCache:
         if self.with_tokens:
             payload["tokens"] = [self._tok[t] for t in texts]
         save_checkpoint(payload, self.path)
-
-
-SIDES = ("left", "right")
-_SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-_BOTH = re.compile(r"\b(bilateral(ly)?|both)\b", re.IGNORECASE)
-
-
-def _swap_word(match: re.Match) -> str:
-    word = match.group(0)
-    other = "right" if word.lower() == "left" else "left"
-    if word.isupper():
-        return other.upper()
-    return other.capitalize() if word[0].isupper() else other
-
-
-def swap_sides(text: str) -> str:
-    """Exchange the words "left" and "right", keeping their case ("Left" -> "Right")."""
-    return _SIDE.sub(_swap_word, text)
-
-
-def names_side(text: str) -> str | None:
-    """The side a text names: "left", "right", "both" (both words, or "bilateral"/"both"),
-    or None."""
-    sides = {m.lower() for m in _SIDE.findall(text)}
-    if len(sides) == 2 or _BOTH.search(text):
-        return "both"
-    return sides.pop() if sides else None
-
-
-# Levels: the words that place a finding high or low in a lung, each with its opposite. Words of
-# the middle ("perihilar", "lingula") have none: a text that uses them names no swappable level.
-_LEVEL_OPPOSITE = {"upper": "lower", "apex": "base", "apices": "bases", "apical": "basilar",
-                   "suprahilar": "infrahilar"}
-_UPPER_WORDS = frozenset(_LEVEL_OPPOSITE)
-_LEVEL_OPPOSITE.update({low: high for high, low in list(_LEVEL_OPPOSITE.items())}, basal="apical")
-_LEVEL = re.compile(rf"\b({'|'.join(sorted(_LEVEL_OPPOSITE, key=len, reverse=True))})\b", re.IGNORECASE)
-_MIDDLE = re.compile(r"\b(middle|mid|midlung|mid-lung|perihilar|parahilar|hilar|hilum|lingula|lingular)\b",
-                     re.IGNORECASE)
-
-
-def _swap_level(match: re.Match) -> str:
-    word = match.group(0)
-    other = _LEVEL_OPPOSITE[word.lower()]
-    if word.isupper():
-        return other.upper()
-    return other.capitalize() if word[0].isupper() else other
-
-
-def swap_levels(text: str) -> str:
-    """Exchange the words of the upper and the lower lung ("upper" <-> "lower", "apex" <-> "base",
-    "apical" <-> "basilar", ...), keeping their case."""
-    return _LEVEL.sub(_swap_level, text)
-
-
-def names_level(text: str) -> str | None:
-    """The level a text names: "upper", "lower", "mixed" (both, or a word of the middle), or None."""
-    levels = {"upper" if w.lower() in _UPPER_WORDS else "lower" for w in _LEVEL.findall(text)}
-    if len(levels) == 2 or (levels and _MIDDLE.search(text)):
-        return "mixed"
-    return levels.pop() if levels else None

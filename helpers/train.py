@@ -29,19 +29,39 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .cache import build_image_cache
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, default_num_workers, pick_device
-from .datasets import LabeledArrays, LabeledCases, UnlabeledImages, build_image_cache, labeled_arrays
-from .layout import (BEST_FILE, ENCODER_FILE, LAST_FILE, PREVIOUS_LAST_FILE, TEXT_EMBEDDINGS_FILE,
-                     DatasetError, history_file)
-from .losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss, pos_weight_from_masks,
-                     reconstruction_loss, scaled_patch)
+from .datasets import LabeledArrays, LabeledCases, UnlabeledImages, labeled_arrays
+from .layout import (
+    BEST_FILE,
+    ENCODER_FILE,
+    LAST_FILE,
+    PREVIOUS_LAST_FILE,
+    TEXT_EMBEDDINGS_FILE,
+    DatasetError,
+    history_file,
+)
+from .losses import (
+    DiceBCELoss,
+    hide_patches,
+    masked_reconstruction_loss,
+    pos_weight_from_masks,
+    reconstruction_loss,
+    scaled_patch,
+)
 from .metrics import best_threshold, dice_per_image
-from .model import (MultimodalUnet, build_autoencoder, encoder_checkpoint, freeze_encoder,
-                    load_pretrained_encoder, predict_arrays)
-from .sentences import null_text, select_text, select_sentences
-from .text import (SIDES, EmbeddingCache, load_text_encoder, names_level, names_side, swap_levels,
-                   swap_sides)
+from .model import (
+    MultimodalUnet,
+    build_autoencoder,
+    encoder_checkpoint,
+    freeze_encoder,
+    load_pretrained_encoder,
+    predict_arrays,
+)
+from .places import SIDES, names_level, names_side, swap_levels, swap_sides
+from .sentences import null_text, select_sentences, select_text
+from .text import EmbeddingCache, load_text_encoder
 
 
 class OutputDirError(OSError):

@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from helpers.cache import build_image_cache
 from helpers.checkpoint import load_checkpoint
 from helpers.config import PretrainConfig
-from helpers.datasets import build_image_cache
 from helpers.layout import DatasetError
 from helpers.model import build_encoder
 from helpers.train import pretrain
@@ -49,7 +49,7 @@ def _worker(rank: int, port: int, paths: list[str], work: str) -> None:
     torch.set_num_threads(1)
     from helpers import distributed as dist
     from helpers import train
-    from helpers.datasets import build_image_cache
+    from helpers.cache import build_image_cache
 
     work_dir = Path(work)
     assert dist.init_from_env("cpu") and dist.world_size() == WORLD

@@ -17,10 +17,10 @@ PACKAGE = ROOT / "helpers"
 # edges listed in SAME_LAYER. The map of shared/DESIGN.md and the README's layout section.
 LAYERS = [
     ["config", "checkpoint", "layout", "distributed"],
-    ["io", "sentences"],
-    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "catalog",
+    ["io", "sentences", "places"],
+    ["synthetic_text", "synthetic_plan", "synthetic_draw", "synthetic", "sources", "split", "catalog",
      "unlabeled"],
-    ["tiny_clip", "text", "datasets"],
+    ["tiny_clip", "text", "cache", "datasets"],
     ["fusion", "model", "losses", "metrics"],
     ["train"],
     ["inference", "evaluation"],
@@ -29,7 +29,9 @@ LAYERS = [
     ["colab", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
+              ("synthetic", "synthetic_plan"), ("synthetic_plan", "synthetic_text"),
               ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
+              ("datasets", "cache"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
               ("__main__", "pipeline"), ("__main__", "notebooks"), ("colab", "pipeline")}
@@ -78,7 +80,7 @@ def test_imports_point_down_only():
 
 def test_catalog_does_not_know_the_demo_generator():
     for module in ("catalog", "split", "io"):
-        assert not {"synthetic", "synthetic_text", "sources"} & _imports(PACKAGE / f"{module}.py")
+        assert not {"synthetic", "synthetic_text", "synthetic_plan", "sources"} & _imports(PACKAGE / f"{module}.py")
 
 
 def test_modules_are_small_or_say_why():

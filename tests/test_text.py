@@ -8,12 +8,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import (AutoTokenizer, BertConfig, BertModel, BertTokenizerFast, CLIPConfig,
-                          CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection)
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+)
 
 from helpers.config import TINY_TEXT_MODEL
-from helpers.text import (TINY_MARKER, EmbeddingCache, TextEncoder, TextModelError,
-                          load_text_encoder, make_tiny_clip, names_side, swap_sides)
+from helpers.places import names_side, swap_sides
+from helpers.text import (
+    TINY_MARKER,
+    EmbeddingCache,
+    TextEncoder,
+    TextModelError,
+    load_text_encoder,
+    make_tiny_clip,
+)
 
 DIM = 32
 REPORT = ("The heart size is normal. The lungs are clear. There is a small right pleural effusion "

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers.cache import build_image_cache
 from helpers.checkpoint import CheckpointError, load_checkpoint
+from helpers.datasets import LabeledCases, UnlabeledImages
 from helpers.io import load_gray
 from helpers.layout import DatasetError
-from helpers.datasets import LabeledCases, UnlabeledImages, build_image_cache
 from helpers.model import MultimodalUnet, build_encoder
 from helpers.train import OutputDirError, finetune, pretrain
 
@@ -237,7 +238,7 @@ def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
-    from helpers.datasets import mirror_overlaps, paste_mirror
+    from helpers.places import mirror_overlaps, paste_mirror
 
     images, masks = _one_lesion()
     pasted, copy = paste_mirror(torch.from_numpy(images), torch.from_numpy(masks))
@@ -285,8 +286,8 @@ def test_paste_asks_for_either_copy_by_its_side_and_swap_and_null_empty_the_targ
 def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_path, finetune_cfg,
                                                                       text_dir):
     from helpers.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.places import swap_sides
     from helpers.sentences import null_text, select_text
-    from helpers.text import swap_sides
 
     cfg = dataclasses.replace(finetune_cfg, epochs=1, fusion="cross_attn", text_mode="positive",
                               paste_prob=0.3, swap_prob=0.2, null_rate=0.2)
@@ -301,7 +302,7 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
 
 
 def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
-    from helpers.datasets import copy_is_free, level_shift, paste_copy
+    from helpers.places import copy_is_free, level_shift, paste_copy
 
     images = np.full((1, 40, 40), 40, np.uint8)
     images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
@@ -326,7 +327,7 @@ def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
 
 
 def test_level_words_swap_and_name_one_level():
-    from helpers.text import names_level, swap_levels
+    from helpers.places import names_level, swap_levels
 
     assert swap_levels("Patchy opacity at the Right base.") == "Patchy opacity at the Right apex."
     assert swap_levels("RIGHT LOWER LOBE nodule, left apical scar") == "RIGHT UPPER LOBE nodule, left basilar scar"
