@@ -107,7 +107,7 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
 
 def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
                      cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The direct test of the mission: images that hold two lesions, each asked about with a text
+    """The direct test that the mask follows the text: images that hold two lesions, each asked about with a text
     that describes one of them. An item follows its text when more predicted probability lies in
     the described lesion's mask than in the other one's.
 

@@ -40,7 +40,7 @@ def _text_variant(fusion: str, text_mode: str) -> str:
 
 def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
-    """The ablations of the Phase-2 issues: text vs shuffled text vs image only; the fusions, each
+    """The ablations of Phase 2: text vs shuffled text vs image only; the fusions, each
     with the text modes; mismatched-text negatives; Phase-1 initialisation vs none and per
     objective; transposed-conv upsampling."""
     variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
