@@ -58,7 +58,7 @@ RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 GRID = --seeds 0 --fusions concat film_multi cross_attn --text-modes raw positive --negative-rates 0.25
 MAIN = --fusion cross_attn --text-mode positive --seeds 0 1 2 --fusions concat --text-modes raw
 
-# The README's study: the seed-0 grid, then the default, its controls and the specified design over
+# The README's study: the seed-0 grid, then the default, its controls and the baseline design over
 # 3 seeds, for both text encoders side by side (one core each); then Phase-1 init vs none (MiniLM).
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt

@@ -84,7 +84,7 @@ def benchmark_text_model(workdir: Path, name: str | None, device: torch.device) 
     if smoke_mode():
         return load_text_encoder(TINY_TEXT_MODEL, device, cache_dir=workdir / "tiny-clip"), "tiny CLIP (smoke)"
     # ViT-B/32's text tower: 12 layers, width 512, 8 heads, 512-d projection; random weights cost
-    # the same as the real ones, which cannot be downloaded here.
+    # the same as the real ones, so the bench needs no download.
     path = make_tiny_clip(workdir / "clip-b32-size", hidden_size=512, num_layers=12, num_heads=8,
                           projection_dim=512)
     return TextEncoder(path, device), "CLIP text model of ViT-B/32 size with random weights (real weights not available offline)"

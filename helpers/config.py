@@ -223,7 +223,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     p = Preset(mode=mode)
     if mode == "demo":
         # Sized for about 12 minutes of `make demo` on 2 CPU cores: one seed, and only the
-        # controls and the specified design beside the default (the 3-seed study: `make ablate`).
+        # controls and the baseline design beside the default (the 3-seed study: `make ablate`).
         p.pretrain = dataclasses.replace(p.pretrain, image_size=96, epochs=4, batch_size=16, lr=2e-3,
                                          warmup_epochs=0.5, patch_size=16)
         p.finetune = dataclasses.replace(p.finetune, image_size=96, epochs=24, batch_size=8, lr=1e-3,

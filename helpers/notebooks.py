@@ -24,8 +24,8 @@ from .config import SMOKE_ENV, resolve_mode
 from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-# Minutes each notebook took in `make demo` on the project's 2-core CPU machine (README); machines
-# of this kind differ up to ~3x, so the up-front estimate gives both ends.
+# Minutes each notebook takes in `make demo` on a 2-core CPU (README "Results"); 2-core CPUs
+# differ up to ~3x, so the up-front estimate gives both ends.
 DEMO_MINUTES = {"01": 0.2, "02": 1.9, "03": 8.6, "04": 0.2}
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "helpers"
 
 # Bottom to top; a module may import modules of lower layers, and of its own layer only along the
-# edges listed in SAME_LAYER. The map of shared/DESIGN.md and the README's layout section.
+# edges listed in SAME_LAYER. The map of the README's "Layout" section.
 LAYERS = [
     ["config", "checkpoint", "layout", "distributed"],
     ["io", "sentences", "places"],
@@ -148,3 +148,15 @@ def test_code_passes_ruff():
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
                            str(ROOT)], capture_output=True, text=True, cwd=ROOT)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_texts_speak_of_the_project_only():
+    """README, docs, notebooks, code and tests describe the project, not how or where it was made."""
+    about_the_making = ["specified design", "the mission", "was lent", "measured here", "(as here)",
+                        "DESIGN.md", "Phase-2 issues", "tool library", "seed's premise",
+                        "this project's 2-core"]
+    files = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("data/*.md"), *ROOT.glob("notebooks/*.ipynb"),
+             *PACKAGE.glob("*.py"), *(p for p in ROOT.glob("tests/*.py") if p.name != "test_structure.py")]
+    found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in files for phrase in about_the_making
+             if phrase.lower() in p.read_text().lower()]
+    assert found == []
