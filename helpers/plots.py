@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .metrics import dice_score
 from .overlay import HEAT_CMAP, check_same_shape, overlay
+from .sentences import NO_FINDING_NOTE, describes_finding
 
 TRUE_COLOR = "lime"
 PRED_COLOR = "red"
@@ -374,6 +375,8 @@ def case_figure(image: np.ndarray, prob: np.ndarray, text: str, mask: np.ndarray
     for ax in (ax_img, ax_gt, ax_heat, ax_ov):
         _clean_axes(ax)
     parts = [title] if title else []
+    if not describes_finding(text):  # a normal report: nothing to locate, whatever is drawn
+        parts.append(NO_FINDING_NOTE)
     if mask is not None:
         parts.append(f"Dice {dice_score(np.asarray(prob) >= threshold, mask):.2f}")
     if parts:

@@ -209,6 +209,8 @@ def test_case_figure_title_has_dice():
     fig = plots.case_figure(gray(), prob, "text", threshold=0.9)
     assert fig.get_suptitle() == ""
     assert "no mask" in [t.get_text() for t in fig.axes[1].texts]
+    fig = plots.case_figure(gray(), prob, "No pneumothorax. The lungs are clear.")
+    assert fig.get_suptitle() == "no abnormal finding described"
 
 
 def test_save_overlay_png_writes_image_size(tmp_path):
