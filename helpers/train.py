@@ -1,7 +1,7 @@
 """Phase-1 and Phase-2 training: one loop, `fit`, and the two tasks it trains.
 
-`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 where supported, else fp16
-with a grad scaler), a per-step warm-up + cosine schedule, validation every epoch, the best
+`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 on compute capability
+>= 8.0, else fp16 with a grad scaler), a per-step warm-up + cosine schedule, validation every epoch, the best
 checkpoint and `last.pth` written atomically each epoch, and resume from `last.pth` with optimizer,
 scheduler, scaler and RNG states, so that an interrupted run ends exactly where an uninterrupted one
 would. What differs between the phases (model, data, loss, validation, what the best checkpoint
@@ -121,10 +121,28 @@ def writable_dir(path: str | Path) -> Path:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; no autocast on the CPU (it is slower there)."""
+    """The autocast dtype: bf16 on GPUs of compute capability >= 8.0 (Ampere and later: A100,
+    L4, RTX 30xx), fp16 with a grad scaler below (T4 7.5, V100 7.0: bf16 there is emulated,
+    `is_bf16_supported()` says True by default, and bf16 convolutions are very slow or have no
+    cuDNN engine); no autocast on the CPU (it is slower there)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def describe_precision(device: torch.device) -> str:
+    """One line for logs: the dtype `amp_dtype` chose and why, e.g. 'fp16 + grad scaler (Tesla T4,
+    compute capability 7.5: no native bf16)'."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return f"float32 ({device.type}: no autocast)"
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if dtype == torch.bfloat16:
+        return f"bf16 autocast ({name}, compute capability {major}.{minor})"
+    return (f"fp16 autocast + grad scaler ({name}, compute capability {major}.{minor}: "
+            "no native bf16 below 8.0)")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,

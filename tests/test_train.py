@@ -227,3 +227,21 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
     torch.testing.assert_close(
         torch.from_numpy(seg.predict(image, "Right basilar opacity.")),
         torch.from_numpy(seg.predict(image, "Heart size is normal. Right basilar opacity.")))
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                 ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_precision_follows_compute_capability(monkeypatch, capability, expected):
+    """A T4 (7.5) says bf16 is supported (emulated) but gets fp16 + grad scaler; Ampere+ gets bf16."""
+    from helpers.train import amp_dtype, describe_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    cuda = torch.device("cuda")
+    assert amp_dtype(cuda) is expected
+    text = describe_precision(cuda)
+    assert ("grad scaler" in text) == (expected is torch.float16)
+    assert f"{capability[0]}.{capability[1]}" in text
+    assert amp_dtype(torch.device("cpu")) is None
+    assert describe_precision(torch.device("cpu")).startswith("float32")
