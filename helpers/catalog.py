@@ -72,6 +72,18 @@ class Catalog:
                 "orphan_masks": int((kinds == "orphan_mask").sum()),
                 "problems": len(self.problems)}
 
+    def pairing_report(self, n: int = 3) -> str:
+        """Why no mask became a case: `n` unpaired mask names beside `n` image names, and the rule."""
+        orphans = self.problems.loc[self.problems["kind"] == "orphan_mask", "file"]
+        masks = [Path(f).name for f in orphans.head(n)]
+        images = self.images["filename"].head(n).tolist()
+        width = max([len(m) for m in masks] + [len("masks")])
+        rows = [f"  {'masks':<{width}}   images"]
+        rows += [f"  {m:<{width}}   {i}" for m, i in zip(masks + [""] * n, images + [""] * n)
+                 if m or i]
+        return (f"none of the {self.n_mask_files} mask file(s) pairs with one of the "
+                f"{len(self.images)} images; {PAIRING_RULE}.\n" + "\n".join(rows))
+
     def image_paths(self, frontal_only: bool = False) -> list[str]:
         """Absolute paths of every readable image, labeled or not (Phase 1), optionally the frontal
         ones only."""
@@ -116,6 +128,11 @@ def load_catalog(root: str | Path, *, check_images: bool = True,
     masks_csv = _read_masks_csv(root / MASKS_CSV) if (root / MASKS_CSV).is_file() else None
     mask_files = _list_masks(root / MASKS_DIR, problems)
     if extra_masks is not None:
+        extra_csv = masks_csv_beside(Path(extra_masks))
+        if extra_csv is not None:  # the masks' own masks.csv wins over the dataset's
+            extra_frame = _read_masks_csv(extra_csv)
+            masks_csv = extra_frame if masks_csv is None else pd.concat(
+                [masks_csv[~masks_csv.index.isin(extra_frame.index)], extra_frame])
         extra = _list_masks(Path(extra_masks), problems)
         names = {p.name for p in extra}
         for path in mask_files:
@@ -242,12 +259,21 @@ def _read_masks_csv(path: Path) -> pd.DataFrame:
     return frame.drop_duplicates("mask", keep="last").set_index("mask")
 
 
+def masks_csv_beside(folder: Path) -> Path | None:
+    """The `masks.csv` that belongs to a folder of masks: inside it, or beside it when the folder
+    is the `masked/` of a masks source (`MASKS_SOURCE/masks.csv` + `MASKS_SOURCE/masked/`)."""
+    for candidate in (folder / MASKS_CSV, folder.parent / MASKS_CSV):
+        if candidate.is_file() and (candidate.parent == folder or folder.name == MASKS_DIR):
+            return candidate
+    return None
+
+
 def _list_masks(folder: Path, problems: _Problems) -> list[Path]:
     if not folder.is_dir():
         return []
     masks = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not path.is_file() or path.name == MASKS_CSV:
             continue
         if path.suffix.lower() in IMAGE_SUFFIXES:
             masks.append(path)
@@ -256,16 +282,28 @@ def _list_masks(folder: Path, problems: _Problems) -> list[Path]:
     return masks
 
 
+# OpenI names carry a `CXR` prefix and sometimes a series number: `CXR1_1_IM-0001-4001.png` and
+# `CXR10_IM-0002-1001.png` are Kaggle's `1_IM-0001-4001.dcm.png` and `10_IM-0002-1001.dcm.png`.
+_IU_NAME = re.compile(r"^(?:cxr)?0*(\d+)_(?:\d+_)?(im-\d+-\d+)$")
+PAIRING_RULE = ("a mask pairs with the image whose name it carries: the same uid and IM numbers, "
+                "with or without `.dcm`, a `_mask` suffix or OpenI's `CXR` prefix "
+                "(`1_IM-0001-4001.dcm.png` <- `1_IM-0001-4001_mask.png` or `CXR1_1_IM-0001-4001.png`), "
+                f"or through a {MASKS_CSV} (columns mask, image) beside the masks")
+
+
 def _name_key(name: str) -> str:
     """Pairing key shared by an image and its masks: lower case, without image extension, `.dcm`
-    and `_mask` / `-mask` suffixes (e.g. `1_IM-0001-4001.dcm_mask.PNG` -> `1_im-0001-4001`)."""
+    and `_mask` / `-mask` suffixes, and for IU names the uid and IM numbers alone (e.g.
+    `1_IM-0001-4001.dcm_mask.PNG` and OpenI's `CXR1_1_IM-0001-4001.png` -> `1_im-0001-4001`)."""
     key = name.lower().strip()
     suffixes = IMAGE_SUFFIXES + (".dcm", "_mask", "-mask", " mask")
     while True:
         stripped = next((key[: -len(s)] for s in suffixes if key.endswith(s)), key)
         if stripped == key:
-            return key
+            break
         key = stripped
+    match = _IU_NAME.match(key)
+    return f"{match.group(1)}_{match.group(2)}" if match else key
 
 
 def _pair_masks(mask_files: list[Path], images: pd.DataFrame, masks_csv: pd.DataFrame | None,

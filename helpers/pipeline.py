@@ -21,7 +21,8 @@ from . import synthetic
 from .catalog import Catalog, load_catalog
 from .colab import default_runs_root
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
-from .layout import (DATA_ROOT, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError, RunPaths)
+from .layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
+                     RunPaths)
 from .sources import fetch_dataset, fetch_masks
 from .split import split_cases
 
@@ -130,7 +131,7 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
     paths.root.mkdir(parents=True, exist_ok=True)
     cases, message = catalog.cases.assign(split=pd.Series(dtype=str)), ""
     if catalog.cases.empty:
-        message = f"no mask in the dataset ({catalog.root.name}/masked/ is missing or empty); {MASKS_HELP}"
+        message = no_cases_message(catalog, run.masks_source)
     else:
         try:
             cases = split_cases(catalog.cases, paths.splits, val_fraction=settings.split.val_fraction,
@@ -141,6 +142,19 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
     if message:
         print(f"Exploration and Phase 1 can run; Phase 2 cannot: {message}", file=sys.stderr)
     return Prepared(settings, paths, catalog, cases, run, message)
+
+
+def no_cases_message(catalog: Catalog, masks_source: str | None) -> str:
+    """Why the catalog has no labeled case, and what to do: no mask anywhere (set MASKS_SOURCE),
+    or masks that pair with no image (their names beside the images' names, and the rule)."""
+    if catalog.n_mask_files:
+        where = f"MASKS_SOURCE {masks_source}" if masks_source else f"{catalog.root.name}/masked/"
+        return (f"{where}: {catalog.pairing_report()}\nRename the masks, or list the pairs in "
+                f"{MASKS_CSV} (columns mask, image) beside them.")
+    if masks_source:
+        return (f"MASKS_SOURCE {masks_source} holds no mask image (PNG/JPEG); point it at the "
+                "folder or .zip of the hand-drawn masks")
+    return f"no mask in the dataset ({catalog.root.name}/masked/ is missing or empty); {MASKS_HELP}"
 
 
 def describe(prep: Prepared) -> str:

@@ -69,3 +69,49 @@ def test_missing_inputs_name_the_notebook_and_the_way_out(demo_root, tmp_path):
         ensure_phase1(prep, "masked")
     with pytest.raises(MissingInputError, match=r"run notebook 03.*" + str(tmp_path / "run")):
         ensure_phase2(prep)
+
+
+def _openi_name(kaggle_name: str) -> str:
+    """`1_IM-0001-4001.dcm_mask.png` -> OpenI's `CXR1_1_IM-0001-4001.png` (uid, series, IM numbers)."""
+    uid, rest = kaggle_name.split("_", 1)
+    return f"CXR{uid}_1_{rest.split('.')[0]}.png"
+
+
+def test_openi_mask_names_and_a_masks_csv_inside_masks_source(demo_root, kaggle_root, catalog, tmp_path):
+    """Masks shared under OpenI names pair with their Kaggle images; a masks.csv beside them is
+    read (its text wins), not listed as a stray file."""
+    import pandas as pd
+
+    source = tmp_path / "openi_masks"
+    (source / MASKS_DIR).mkdir(parents=True)
+    kaggle_names = sorted(p.name for p in (demo_root / MASKS_DIR).iterdir())
+    for name in kaggle_names:
+        shutil.copy(demo_root / MASKS_DIR / name, source / MASKS_DIR / _openi_name(name))
+    first = _openi_name(kaggle_names[0])
+    pd.DataFrame({"mask": [first], "image": [""], "text": ["Opacity in the left apex."]}).to_csv(
+        source / MASKS_CSV, index=False)
+    prep = prepare(str(kaggle_root), "smoke", masks=str(source), data_dir=tmp_path / "data",
+                   out_dir=tmp_path / "run")
+    assert prep.has_masks and sorted(prep.cases["filename"]) == sorted(catalog.cases["filename"])
+    assert all(c.startswith("CXR") and f.startswith(c.removeprefix("CXR").split("_")[0] + "_IM")
+               for c, f in zip(prep.cases["case_id"], prep.cases["filename"]))
+    row = prep.cases.set_index("case_id").loc[first.removesuffix(".png")]
+    assert row["text"] == "Opacity in the left apex." and row["text_source"] == "masks.csv"
+    assert "not_a_mask" not in set(prep.catalog.problems["kind"])
+
+
+def test_masks_that_pair_with_nothing_are_shown_beside_the_images(kaggle_root, tmp_path):
+    source = tmp_path / "odd_masks"
+    source.mkdir()
+    for i in range(4):
+        shutil.copy(next((kaggle_root / "images" / "images_normalized").iterdir()),
+                    source / f"patient{i}_lesion.png")
+    prep = prepare(str(kaggle_root), "smoke", masks=str(source), data_dir=tmp_path / "data",
+                   out_dir=tmp_path / "run")
+    message = prep.masks_message
+    assert not prep.has_masks and f"MASKS_SOURCE {source}" in message
+    assert "set MASKS_SOURCE" not in message and "CXR1_1_IM-0001-4001" in message  # the rule
+    lines = [line for line in message.splitlines() if "patient" in line]
+    assert len(lines) == 3 and all(".dcm.png" in line for line in lines)  # mask | image, side by side
+    with pytest.raises(DatasetError, match="none of the 4 mask file"):
+        prep.require_masks()
