@@ -52,7 +52,7 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
                   "text_mode": str, "negative_rate": float,
                   "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
                   "patience": int, "concordant_flip": float, "num_workers": int, "device": str,
-                  "seed": int}
+                  "seed": int, "allow_seen_patients": bool}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,7 @@ def cmd_pretrain(args) -> None:
     from .layout import RUNS_ROOT, RunPaths
     from .pipeline import prepare
     from .train import pretrain
-    from .unlabeled import iu_pretrain_paths, list_unlabeled
+    from .unlabeled import iu_patients, iu_pretrain_paths, list_unlabeled
 
     if args.data == "none" and not args.unlabeled:
         raise ValueError("--data none needs --unlabeled sources")
@@ -107,8 +107,9 @@ def cmd_pretrain(args) -> None:
               "of them yourself)")
         known = set(paths)
         paths += [p for p in extra.paths if p not in known]
+    patients = iu_patients(prep.catalog.images, paths) if args.data != "none" else []
     result = pretrain(cfg, paths, run.phase1(cfg.objective), cache_dir=run.cache,
-                      resume=args.resume)
+                      resume=args.resume, patients=patients)
     print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
           f"{result.images_per_second:.1f} images/s (all processes); saved {result.best_path}")
 

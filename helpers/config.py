@@ -131,6 +131,7 @@ class FinetuneConfig:
     num_workers: int | None = None
     device: str = "auto"
     seed: int = 42
+    allow_seen_patients: bool = False  # use a Phase-1 encoder that saw val/test patients on purpose
 
 
 @dataclass

@@ -176,12 +176,14 @@ def ensure_phase1(prep: Prepared, objective: str, device: str | None = None) -> 
             f"run folder ({prep.paths.root}), or set PHASE1_OBJECTIVE = None to train from scratch on "
             "purpose.")
     from .train import pretrain
+    from .unlabeled import iu_patients, iu_pretrain_paths
 
     cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto")
     print(f"smoke mode: training a quick Phase-1 encoder ({objective}) first", file=sys.stderr)
-    return pretrain(cfg, prep.catalog.image_paths(frontal_only=cfg.frontal_only),
-                    prep.paths.phase1(objective), cache_dir=prep.paths.cache, resume=True,
-                    progress=False).best_path
+    paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
+    return pretrain(cfg, paths, prep.paths.phase1(objective), cache_dir=prep.paths.cache,
+                    resume=True, progress=False,
+                    patients=iu_patients(prep.catalog.images, paths)).best_path
 
 
 def ensure_phase2(prep: Prepared, checkpoint: str | Path | None = None) -> Path:

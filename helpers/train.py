@@ -352,8 +352,8 @@ class AutoencoderTask(Task):
 
 def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Path, *,
              cache_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None
-             ) -> FitResult:
+             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None,
+             patients: Sequence[int] | None = None) -> FitResult:
     """Phase 1: train a U-Net autoencoder on unlabeled images; save the encoder of the epoch with
     the lowest validation loss as `out_dir/my_pretrained_encoder.pth`.
 
@@ -363,6 +363,11 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `objective="reconstruct"`: MSE of the output against the input. `objective="masked"`: a random
     share of patches is replaced by noise and the loss on them is weighted up, so copying the input
     through the top skip connection no longer pays and the deep encoder has to model anatomy.
+
+    `patients`: the IU patients (`uid`) whose images are among `image_paths`
+    (`unlabeled.iu_patients`); recorded in the encoder checkpoint (`config["patients"]`) so that
+    `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
+    (the check then only warns).
     """
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
@@ -376,6 +381,7 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
         raise DatasetError(f"Phase 1 needs at least 2 readable images, got {len(cache.array)} of "
                            f"{len(paths)}. {failed} Check the dataset's images/images_normalized/.")
     task = AutoencoderTask(cfg, cache.array, device)
+    task.config["patients"] = sorted({int(u) for u in patients}) if patients is not None else None
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_loss", maximize=False,
                            best_name=ENCODER_FILE, max_steps=max_steps)
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
@@ -517,6 +523,34 @@ class SegmentationTask(Task):
                            "finetune": self.config}}
 
 
+def check_encoder_patients(cfg: FinetuneConfig, cases: pd.DataFrame) -> None:
+    """Refuse (DatasetError) a Phase-1 encoder whose checkpoint records that it saw validation or
+    test patients of `cases`, unless `cfg.allow_seen_patients`; warn when it records nothing."""
+    path = cfg.pretrained_encoder
+    if not path or not Path(path).is_file():
+        return  # none, or a missing file: loading it names the problem
+    seen = (load_checkpoint(path).get("config") or {}).get("patients")
+    held = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"].astype(int))
+    if seen is None:
+        print(f"{path} does not record which patients Phase 1 saw: cannot check that it never saw "
+              "a validation or test patient (pretrain again to record them)")
+        return
+    overlap = sorted(held & set(seen))
+    if not overlap:
+        return
+    what = (f"Phase 1 ({path}) saw {len(overlap)} of the {len(held)} validation/test patients of "
+            f"Phase 2 (uid {', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''})")
+    if cfg.allow_seen_patients:
+        print(f"{what}: used anyway (allow_seen_patients=True); the test is then on patients the "
+              "encoder learned from, and the checkpoint records it")
+        return
+    raise DatasetError(f"{what}, so the test would be on images the encoder learned from (Phase 1 "
+                       "ran before the split existed, e.g. before the masks were added). Pretrain "
+                       "again now that the split is fixed (notebook 02 / `python -m helpers "
+                       "pretrain` leave those patients out), or set ALLOW_SEEN_PATIENTS = True "
+                       "(`--allow-seen-patients`) to use this encoder on purpose.")
+
+
 def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
              cache_dir: str | Path | None = None, text_cache_dir: str | Path | None = None,
              resume: bool = False, progress: bool = True, max_steps: int | None = None,
@@ -530,6 +564,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
+    check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)

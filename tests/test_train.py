@@ -245,3 +245,29 @@ def test_mixed_precision_follows_compute_capability(monkeypatch, capability, exp
     assert f"{capability[0]}.{capability[1]}" in text
     assert amp_dtype(torch.device("cpu")) is None
     assert describe_precision(torch.device("cpu")).startswith("float32")
+
+
+def test_phase2_refuses_an_encoder_that_saw_its_test_patients(cases, catalog, tmp_path, finetune_cfg,
+                                                               pretrain_cfg, text_dir, capsys):
+    """Phase 1 before the split (no masks yet) saw everyone: the encoder records its patients and
+    Phase 2 refuses it unless allowed on purpose; an encoder that left them out is accepted."""
+    from helpers.unlabeled import iu_patients, iu_pretrain_paths
+
+    quick = dataclasses.replace(pretrain_cfg, epochs=1, max_images=8)
+    everyone = catalog.image_paths()
+    leaky = pretrain(quick, everyone, tmp_path / "leaky", progress=False,
+                     patients=iu_patients(catalog.images, everyone))
+    assert load_checkpoint(leaky.best_path)["config"]["patients"] == sorted(catalog.images["uid"].unique())
+    cfg = dataclasses.replace(finetune_cfg, epochs=1, pretrained_encoder=str(leaky.best_path))
+    with pytest.raises(DatasetError, match=r"saw \d+ of the \d+ validation/test patients.*ALLOW_SEEN_PATIENTS"):
+        finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
+    assert not (tmp_path / "p2").exists()  # refused before anything was written
+    allowed = finetune(dataclasses.replace(cfg, allow_seen_patients=True), cases, tmp_path / "p2",
+                       text_cache_dir=text_dir, progress=False)
+    assert load_checkpoint(allowed.best_path)["config"]["finetune"]["allow_seen_patients"]
+    assert "used anyway" in capsys.readouterr().out
+    clean_paths = iu_pretrain_paths(catalog.images, cases)
+    clean = pretrain(quick, clean_paths, tmp_path / "clean", progress=False,
+                     patients=iu_patients(catalog.images, clean_paths))
+    finetune(dataclasses.replace(cfg, pretrained_encoder=str(clean.best_path)), cases,
+             tmp_path / "p2c", text_cache_dir=text_dir, progress=False)
