@@ -56,8 +56,9 @@ FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": flo
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link "
-                        "(default: what the run folder's run.json records, else demo)")
+    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link, "
+                        "kaggle:<owner>/<dataset> (default: what the run folder's run.json records, "
+                        "else demo)")
     parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
                         "masked/ folder: a folder, a .zip, a Drive path or link")
     parser.add_argument("--mode", choices=MODES, default=None,

@@ -115,3 +115,75 @@ def test_masks_that_pair_with_nothing_are_shown_beside_the_images(kaggle_root, t
     assert len(lines) == 3 and all(".dcm.png" in line for line in lines)  # mask | image, side by side
     with pytest.raises(DatasetError, match="none of the 4 mask file"):
         prep.require_masks()
+
+
+@pytest.fixture
+def no_kaggle_credentials(monkeypatch, tmp_path):
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.setenv(name, "")  # recorded, so that what the test sets is undone after it
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", None)  # not on Colab
+
+
+def _fake_kagglehub(monkeypatch, folder, calls):
+    import sys
+    import types
+
+    def dataset_download(handle, path=None, **kwargs):
+        calls.append(handle)
+        return str(folder)
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
+
+
+def test_kaggle_source_downloads_with_kagglehub_and_is_recorded(kaggle_root, tmp_path, monkeypatch,
+                                                                no_kaggle_credentials, capsys):
+    """`kaggle:<owner>/<dataset>` goes through kagglehub (the download holds the layout one folder
+    down, as Kaggle's does); without credentials the error says where to put them."""
+    download = tmp_path / "kagglehub-cache" / "versions" / "2"
+    shutil.copytree(kaggle_root, download / "Dataset")
+    calls: list[str] = []
+    _fake_kagglehub(monkeypatch, download, calls)
+    source = "kaggle:raddar/chest-xrays-indiana-university"
+    with pytest.raises(DatasetError, match="No Kaggle credentials.*KAGGLE_USERNAME and KAGGLE_KEY"):
+        prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    assert calls == []
+    (tmp_path / "no-kaggle-config").mkdir()
+    (tmp_path / "no-kaggle-config" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    prep = prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    assert calls == ["raddar/chest-xrays-indiana-university"]
+    assert prep.catalog.root == download / "Dataset" and prep.catalog.summary()["images"] > 0
+    assert read_run_settings(tmp_path / "run")["data_source"] == source
+    assert "kaggle.json" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match="not a Kaggle dataset; write kaggle:<owner>/<dataset>"):
+        prepare("kaggle:just-a-name", "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "r2")
+
+
+def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, tmp_path,
+                                                                   no_kaggle_credentials):
+    import sys
+    import types
+
+    from helpers.sources import download_kaggle, kaggle_credentials
+
+    secrets = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": "abc"}
+
+    def get(name):
+        if name not in secrets:
+            raise KeyError(name)  # Colab's SecretNotFoundError
+        return secrets[name]
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=get)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert kaggle_credentials() == "Colab secrets"
+    assert __import__("os").environ["KAGGLE_USERNAME"] == "someone"  # where kagglehub reads them
+
+    def failing(handle, **kwargs):
+        raise RuntimeError("403 Client Error: Forbidden")
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=failing))
+    with pytest.raises(DatasetError, match=r"owner/data: the download failed \(RuntimeError: 403.*"
+                                           r"accepted the dataset's rules"):
+        download_kaggle("owner/data")
