@@ -28,7 +28,8 @@ def on_colab() -> bool:
 def check_repo_url(url: str, *, online: bool = True, timeout: float = 30.0) -> None:
     """SetupError unless `url` names a reachable git repository (checked with `git ls-remote`,
     never prompting for a password)."""
-    where = "REPO_URL in helpers/layout.py (then run tools/build_notebooks.py), or in the setup cell"
+    where = ("REPO_URL in helpers/layout.py, the README and every notebook with "
+             "`python tools/set_repo.py OWNER/NAME` (or REPO_URL in the setup cell)")
     if not url or REPO_PLACEHOLDER in url:
         raise SetupError(f"REPO_URL is still the placeholder {url!r}: set {where} to the address of "
                          f"your copy of this project, e.g. https://github.com/<you>/cxr-text-localization.git")

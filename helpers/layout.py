@@ -17,7 +17,7 @@ RUNS_ROOT = REPO_ROOT / "runs"
 TEXT_MODELS_DIR = DATA_ROOT / "text-models"  # the tiny offline text model, shared by all runs
 
 # The one place that names this project's repository: the notebooks' setup cell and their "Open in
-# Colab" badges (tools/build_notebooks.py) and the README's badge are generated from it.
+# Colab" badges and the README's badge follow it. `python tools/set_repo.py OWNER/NAME` changes all.
 REPO_URL = "https://github.com/YOUR-ACCOUNT/cxr-text-localization.git"
 REPO_PLACEHOLDER = "YOUR-ACCOUNT"
 # On Colab each notebook runs on its own machine: the run folder of the series lives on Drive.
