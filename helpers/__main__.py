@@ -44,7 +44,7 @@ def _apply(cfg, args: argparse.Namespace, fields: dict[str, type]):
 
 PRETRAIN_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
                   "objective": str, "encoder": str, "max_images": int, "frontal_only": bool,
-                  "num_workers": int, "device": str, "seed": int}
+                  "num_workers": int, "device": str, "seed": int, "encoder_weights": str}
 ABLATION_FLAGS = {"seeds": int, "fusions": str, "text_modes": str, "negative_rates": float,
                   "with_init": bool, "with_upsampling": bool}
 FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
@@ -64,6 +64,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
+
+
+def _encoder_start(cfg, args):
+    """Phase 2's `--encoder-weights imagenet|FILE`: start from ImageNet weights without Phase 1
+    (a Phase-1 encoder, `--pretrained-encoder`, carries its own start)."""
+    if not args.encoder_weights:
+        return cfg
+    if args.pretrained_encoder:
+        raise ValueError("--encoder-weights and --pretrained-encoder exclude each other: a Phase-1 "
+                         "encoder carries its start (pretrain it with --encoder-weights imagenet)")
+    return dataclasses.replace(cfg, pretrained_encoder=args.encoder_weights)
 
 
 def cmd_prepare(args) -> None:
@@ -109,7 +120,7 @@ def cmd_pretrain(args) -> None:
         known = set(paths)
         paths += [p for p in extra.paths if p not in known]
     patients = iu_patients(prep.catalog.images, paths) if args.data != "none" else []
-    result = pretrain(cfg, paths, run.phase1(cfg.objective), cache_dir=run.cache,
+    result = pretrain(cfg, paths, run.phase1(cfg.objective, cfg.encoder_weights), cache_dir=run.cache,
                       resume=args.resume, patients=patients)
     print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
           f"{result.images_per_second:.1f} images/s (all processes); saved {result.best_path}")
@@ -122,7 +133,7 @@ def cmd_finetune(args) -> None:
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    cfg = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
+    cfg = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
     print(f"best val_dice {result.best_value:.4f} at epoch {result.best_epoch}; saved {result.best_path}")
@@ -159,7 +170,7 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _apply(prep.preset.finetune, args, FINETUNE_FLAGS)
+    base = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
     settings = _apply(prep.preset.ablation, args, ABLATION_FLAGS)
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
@@ -236,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
         p.add_argument("--resume", action="store_true", help="continue from last.pth")
         _settings_args(p, FINETUNE_FLAGS)
+        p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
+                       help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
             _settings_args(p, ABLATION_FLAGS, lists=True)
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,

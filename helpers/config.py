@@ -95,6 +95,7 @@ class PretrainConfig:
     num_workers: int | None = None  # None: default_num_workers(device)
     device: str = "auto"
     seed: int = 42
+    encoder_weights: str | None = None  # None: random start; "imagenet" or a weights file (smp)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class FinetuneConfig:
     negative_rate: float = 0.0  # share of training items given another case's text whose lesion
     #                             lies elsewhere, with an empty target: teaches the model to check
     upsampling: str = "interp"  # "interp" (smp) | "transpose"
-    pretrained_encoder: str | None = None  # path to my_pretrained_encoder.pth; None = from scratch
+    pretrained_encoder: str | None = None  # my_pretrained_encoder.pth; "imagenet" (or an ImageNet
+    #                                        weights file): ImageNet, no Phase 1; None: from scratch
     freeze_encoder_epochs: int = 0
     patience: int = 10  # early stopping on validation Dice
     dice_weight: float = 1.0

@@ -102,15 +102,19 @@ class RunPaths:
     def cache(self) -> Path:
         return self.root / "cache"
 
-    def phase1(self, objective: str) -> Path:
-        return self.root / "phase1" / objective
+    def phase1(self, objective: str, encoder_weights: str | None = None) -> Path:
+        """`phase1/<objective>`; a Phase 1 that starts from ImageNet weights (`encoder_weights`
+        set) lives beside it in `phase1/<objective>-imagenet`."""
+        return self.root / "phase1" / (objective + ("-imagenet" if encoder_weights else ""))
 
-    def phase1_encoder(self, objective: str) -> Path:
-        return self.phase1(objective) / ENCODER_FILE
+    def phase1_encoder(self, objective: str, encoder_weights: str | None = None) -> Path:
+        return self.phase1(objective, encoder_weights) / ENCODER_FILE
 
     def phase1_encoders(self) -> dict[str, str]:
-        """The Phase-1 encoders trained so far, by objective (for the ablations)."""
-        found = {o: self.phase1_encoder(o) for o in ("masked", "reconstruct")}
+        """The Phase-1 encoders trained so far, by objective (for the ablations): `masked`,
+        `reconstruct`, and `masked-imagenet` etc. for those that started from ImageNet weights."""
+        found = {o + tag: self.phase1_encoder(o, tag or None) for tag in ("", "-imagenet")
+                 for o in ("masked", "reconstruct")}
         return {o: str(p) for o, p in found.items() if p.exists()}
 
     @property

@@ -164,24 +164,28 @@ def describe(prep: Prepared) -> str:
             f"({run.origin}); run folder {relative(run.run_dir)}")
 
 
-def ensure_phase1(prep: Prepared, objective: str, device: str | None = None) -> Path:
-    """The Phase-1 encoder for `objective`; in smoke mode a quick one is trained when missing, in
-    the other modes a missing encoder is a MissingInputError."""
-    path = prep.paths.phase1_encoder(objective)
+def ensure_phase1(prep: Prepared, objective: str, device: str | None = None,
+                  encoder_weights: str | None = None) -> Path:
+    """The Phase-1 encoder for `objective` (that started from `encoder_weights`, e.g. "imagenet");
+    in smoke mode a quick one is trained when missing, in the other modes a missing encoder is a
+    MissingInputError."""
+    path = prep.paths.phase1_encoder(objective, encoder_weights)
     if path.exists():
         return path
     if prep.preset.mode != "smoke":
         raise MissingInputError(
-            f"No Phase-1 encoder at {path}: run notebook 02 (objective {objective!r}) with the same "
+            f"No Phase-1 encoder at {path}: run notebook 02 (objective {objective!r}"
+            f"{f', ENCODER_WEIGHTS {encoder_weights!r}' if encoder_weights else ''}) with the same "
             f"run folder ({prep.paths.root}), or set PHASE1_OBJECTIVE = None to train from scratch on "
             "purpose.")
     from .train import pretrain
     from .unlabeled import iu_patients, iu_pretrain_paths
 
-    cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto")
+    cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto",
+                              encoder_weights=encoder_weights)
     print(f"smoke mode: training a quick Phase-1 encoder ({objective}) first", file=sys.stderr)
     paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
-    return pretrain(cfg, paths, prep.paths.phase1(objective), cache_dir=prep.paths.cache,
+    return pretrain(cfg, paths, prep.paths.phase1(objective, encoder_weights), cache_dir=prep.paths.cache,
                     resume=True, progress=False,
                     patients=iu_patients(prep.catalog.images, paths)).best_path
 

@@ -321,7 +321,7 @@ class AutoencoderTask(Task):
         self.val_set = UnlabeledImages(array, order[:n_val][dist.rank()::dist.world_size()])
         self.val_loader = make_loader(self.val_set, cfg.batch_size, shuffle=False, device=device,
                                       num_workers=0)
-        self.model = build_autoencoder(cfg.encoder).to(device)
+        self.model = build_autoencoder(cfg.encoder, encoder_weights=cfg.encoder_weights).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
