@@ -271,3 +271,30 @@ def test_phase2_refuses_an_encoder_that_saw_its_test_patients(cases, catalog, tm
                      patients=iu_patients(catalog.images, clean_paths))
     finetune(dataclasses.replace(cfg, pretrained_encoder=str(clean.best_path)), cases,
              tmp_path / "p2c", text_cache_dir=text_dir, progress=False)
+
+
+def test_last_pth_at_most_every_interval_and_at_the_end_resume_still_exact(catalog, tmp_path,
+                                                                            pretrain_cfg, monkeypatch,
+                                                                            capsys):
+    """With a long interval nothing is written mid-run (a disconnect loses those epochs, and
+    resume trains them again to the same result); the end always writes the slim last.pth. The
+    cost is printed up front, from the first steps."""
+    cfg = dataclasses.replace(pretrain_cfg, objective="masked", max_images=10, batch_size=2)
+    paths = catalog.image_paths()
+    straight = pretrain(cfg, paths, tmp_path / "straight", progress=False)
+    monkeypatch.setenv("CXR_LAST_SAVE_S", "3600")
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, paths, tmp_path / "resumed", progress=True, on_epoch_end=interrupt)
+    out = capsys.readouterr()
+    assert not (tmp_path / "resumed" / "last.pth").exists()
+    assert "expected: ~" in out.out + out.err and "every ~60 min" in out.out + out.err
+    assert "3 epoch(s) x 4 steps of 2 images at 32 px" in out.out + out.err
+    resumed = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
+    assert load_checkpoint(resumed.last_path)["complete"]
+    a, b = (load_checkpoint(r.last_path)["model"] for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
