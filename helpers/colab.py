@@ -104,15 +104,18 @@ def colab_badge(notebook: str, repo_url: str = REPO_URL) -> str:
             f"({colab_link(notebook, repo_url)})")
 
 
-def check_device(mode: str, device: str | None = None) -> str:
+def check_device(mode: str, device: str | None = None, needs_gpu: bool = True) -> str:
     """The device the run will use, as text; SetupError in the real preset on a CPU-only machine
-    unless `device="cpu"` was chosen on purpose."""
+    unless `device="cpu"` was chosen on purpose or the notebook trains nothing (`needs_gpu`
+    False: notebooks 01 and 04)."""
     import torch
 
     if device not in (None, "auto"):
         return f"device: {device} (set by DEVICE)"
     if torch.cuda.is_available():
         return f"device: cuda ({torch.cuda.get_device_name(0)})"
+    if not needs_gpu:
+        return "device: cpu (enough here: this notebook trains nothing)"
     if mode == "real":
         raise SetupError(f"No GPU on this machine and the real preset needs one: {GPU_HELP}.")
     return "device: cpu"

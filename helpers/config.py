@@ -162,6 +162,11 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     (tests, seconds)."""
     mode = resolve_mode(mode, data_source)
     p = Preset(mode=mode)
+    if mode == "real":
+        # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
+        # seed, the controls, the specified design, and the Phase-1 init rows (the open question).
+        p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
+                                         text_modes=("raw",), with_upsampling=False, with_init=True)
     if mode == "demo":
         # Sized for about 12 minutes of `make demo` on 2 CPU cores: one seed, and only the
         # controls and the specified design beside the default (the 3-seed study: `make ablate`).
@@ -181,6 +186,22 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = AblationConfig(seeds=(0,), fusions=("concat",), with_upsampling=False,
                                     with_init=False, bootstrap=100)
     return p
+
+
+ABLATION_SETS = ("light", "full")
+
+
+def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
+    """The ablations to run: "light" (the preset's), "full" (3 seeds, four fusions, both text
+    modes, upsampling and Phase-1 init: ~21 Phase-2 trainings), None / "none" (skip)."""
+    if which in (None, "none", False):
+        return None
+    if which == "light":
+        return p.ablation
+    if which == "full":
+        return dataclasses.replace(AblationConfig(), text_modes=("raw",),
+                                   bootstrap=p.ablation.bootstrap)
+    raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
 
 
 def override(cfg, **changes):

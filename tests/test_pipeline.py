@@ -187,3 +187,23 @@ def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, 
     with pytest.raises(DatasetError, match=r"owner/data: the download failed \(RuntimeError: 403.*"
                                            r"accepted the dataset's rules"):
         download_kaggle("owner/data")
+
+
+def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
+    from helpers.config import ablation_set, preset
+    from helpers.experiments import ablation_variants
+
+    real = preset("real", "x")
+    light, full = ablation_set(real, "light"), ablation_set(real, "full")
+    assert ablation_set(real, None) is None
+    encoders = {"masked": "m.pth", "reconstruct": "r.pth"}
+    base = dataclasses.replace(real.finetune, pretrained_encoder="m.pth")
+
+    def trainings(settings):
+        return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
+                   if v.text_mode == "report")
+
+    assert light.seeds == (0,) and trainings(light) <= 6
+    assert full.seeds == (0, 1, 2) and trainings(full) >= 20
+    with pytest.raises(ValueError, match="light"):
+        ablation_set(real, "everything")
