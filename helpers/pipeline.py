@@ -23,6 +23,7 @@ from .colab import default_runs_root
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
 from .layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
                      RunPaths)
+from .masks import PAIRING_RULE
 from .sources import fetch_dataset, fetch_masks
 from .split import split_cases
 
@@ -149,8 +150,14 @@ def no_cases_message(catalog: Catalog, masks_source: str | None) -> str:
     or masks that pair with no image (their names beside the images' names, and the rule)."""
     if catalog.n_mask_files:
         where = f"MASKS_SOURCE {masks_source}" if masks_source else f"{catalog.root.name}/masked/"
-        return (f"{where}: {catalog.pairing_report()}\nRename the masks, or list the pairs in "
-                f"{MASKS_CSV} (columns mask, image) beside them.")
+        orphans = catalog.problems.loc[catalog.problems["kind"] == "orphan_mask", "file"]
+        masks, images = [Path(f).name for f in orphans.head(3)], catalog.images["filename"].head(3).tolist()
+        width = max([len(m) for m in masks] + [len("masks")])
+        rows = [f"  {'masks':<{width}}   images"] + [
+            f"  {m:<{width}}   {i}" for m, i in zip(masks + [""] * 3, images + [""] * 3) if m or i]
+        return (f"{where}: none of the {catalog.n_mask_files} mask file(s) pairs with one of the "
+                f"{len(catalog.images)} images; {PAIRING_RULE}.\n" + "\n".join(rows) +
+                f"\nRename the masks, or list the pairs in {MASKS_CSV} (columns mask, image) beside them.")
     if masks_source:
         return (f"MASKS_SOURCE {masks_source} holds no mask image (PNG/JPEG); point it at the "
                 "folder or .zip of the hand-drawn masks")

@@ -187,14 +187,11 @@ def _load_pretrained(name: str) -> tuple:
                 "of a local folder holding a `save_pretrained` copy of the model and its tokenizer, "
                 f"or use the tiny offline model (text model {TINY_TEXT_MODEL!r}, built by "
                 "`helpers.tiny_clip.make_tiny_clip`).") from err
-        raise TextModelError(
-            f"The text model {name!r} needs its own code from the model hub (trust_remote_code): "
-            "its configuration is not one transformers knows. This project does not run a "
-            "model's hub code. CXR-BERT (microsoft/BiomedVLP-CXR-BERT-specialized) is such a model, "
-            "and its hub code also fails on current transformers (its output class is not a "
-            "dataclass). Use a model transformers loads by itself: CLIP (the default), "
-            "sentence-transformers/all-MiniLM-L6-v2, or a local `save_pretrained` folder of a "
-            "plain BERT-like model.") from err
+        raise TextModelError(  # e.g. CXR-BERT, microsoft/BiomedVLP-CXR-BERT-specialized
+            f"The text model {name!r} needs its own code from the model hub (trust_remote_code), "
+            "which this project does not run; CXR-BERT's also fails on current transformers (its "
+            "output class is not a dataclass). Use CLIP (the default), sentence-transformers/"
+            "all-MiniLM-L6-v2, or a local `save_pretrained` copy of a plain BERT-like model.") from err
     return tokenizer, model
 
 

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "helpers"
 LAYERS = [
     ["config", "checkpoint", "layout", "distributed"],
     ["io", "sentences"],
-    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "catalog",
+    ["synthetic_text", "synthetic_draw", "synthetic", "sources", "split", "masks", "catalog",
      "unlabeled"],
     ["tiny_clip", "text", "datasets"],
     ["fusion", "model", "losses", "metrics"],
@@ -27,7 +27,7 @@ LAYERS = [
     ["colab", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
-              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
+              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("catalog", "masks"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
               ("__main__", "pipeline"), ("__main__", "notebooks"), ("pipeline", "colab")}
