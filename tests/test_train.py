@@ -298,3 +298,28 @@ def test_last_pth_at_most_every_interval_and_at_the_end_resume_still_exact(catal
     assert load_checkpoint(resumed.last_path)["complete"]
     a, b = (load_checkpoint(r.last_path)["model"] for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_subset_is_read_from_a_cache_that_holds_it_even_without_the_files(catalog, tmp_path):
+    """Notebook 01 caches the whole collection; later notebooks read their subsets from it, on
+    another machine even when the image files are not there (matched by name)."""
+    import os
+    import shutil
+
+    paths = catalog.image_paths()
+    full = build_image_cache(paths, 32, tmp_path / "cache", progress=False)
+    subset = paths[1:6:2]
+    part = build_image_cache(subset, 32, tmp_path / "cache", progress=False)
+    assert not part.rebuilt and part.paths == subset
+    np.testing.assert_array_equal(part.array, np.asarray(full.array)[[1, 3, 5]])
+    elsewhere = tmp_path / "not-fetched-yet"  # the same names, no files on this machine
+    absent = [str(elsewhere / os.path.basename(p)) for p in subset]
+    again = build_image_cache(absent, 32, tmp_path / "cache", progress=False)
+    assert not again.rebuilt and again.paths == absent
+    np.testing.assert_array_equal(again.array, part.array)
+    changed = tmp_path / "changed"  # a file of that name with other bytes is not the cached one
+    changed.mkdir()
+    shutil.copy(paths[0], changed / os.path.basename(paths[1]))
+    other = build_image_cache([str(changed / os.path.basename(paths[1]))], 32, tmp_path / "cache",
+                              progress=False)
+    assert other.rebuilt
