@@ -111,7 +111,9 @@ def cmd_pretrain(args) -> None:
     cfg = _apply(settings.pretrain, args, PRETRAIN_FLAGS)
     if args.data != "none":
         paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
-        print(f"{args.data}: {len(paths)} image(s)")
+        if not dist.is_distributed():  # read from the run folder's cache when it holds them
+            paths = prep.stage_images(cfg.image_size, paths)
+        print(f"{args.data or prep.run.data_source}: {len(paths)} image(s)")
     if args.unlabeled:
         extra = list_unlabeled(args.unlabeled)
         print(extra.report())
@@ -134,6 +136,8 @@ def cmd_finetune(args) -> None:
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
     cfg = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
+    if not dist.is_distributed():
+        prep.stage_images(cfg.image_size, prep.cases["image_path"])
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
     print(f"best val_dice {result.best_value:.4f} at epoch {result.best_epoch}; saved {result.best_path}")
@@ -147,6 +151,7 @@ def cmd_evaluate(args) -> None:
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
     prep.require_masks()
     seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
+    prep.stage_images(seg.image_size, prep.cases["image_path"])
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
     mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
     per_case, summary = evaluate(seg, cases, text_mode=mode, cache_dir=prep.paths.cache)
@@ -172,6 +177,7 @@ def cmd_ablate(args) -> None:
     prep.require_masks()
     base = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
     settings = _apply(prep.preset.ablation, args, ABLATION_FLAGS)
+    prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
                                 cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,

@@ -79,7 +79,7 @@ def _name_and_bytes(path: str) -> list:
     return [os.path.basename(path), os.stat(path).st_size if os.path.isfile(path) else None]
 
 
-def _covering_cache(paths: Sequence[str], size: int, cache_dir: Path) -> ImageCache | None:
+def covering_cache(paths: Sequence[str], size: int, cache_dir: Path) -> ImageCache | None:
     """The rows of `paths` from a cache of this size in `cache_dir` that holds them all (e.g. the
     whole collection, staged by notebook 01), matched by file name and byte size, or by name alone
     for a file not on this machine (a later Colab machine reads only the cache on Drive); an
@@ -118,7 +118,7 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
     With `cache_dir` the result is stored as `images_<size>px_<key>.npy` + `.json` and reused while
     the file names, their byte sizes and the model size are unchanged (see `_cache_key`); caches of
     other sizes and subsets are kept beside it (delete the folder to reclaim the space); a subset of
-    one already there is read from it, also without the files (`_covering_cache`). Decoding
+    one already there is read from it, also without the files (`covering_cache`). Decoding
     runs in a thread pool (PIL releases the GIL). Under torchrun with `cache_dir`, every rank must
     call this with the same paths: the ranks decode their shares into one file (`_build_sharded`).
     """
@@ -137,7 +137,7 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
             failed = [(paths[i], reason) for i, reason in info["failed"]]
             return ImageCache(array, [paths[i] for i in info["kept"]], size, failed,
                               time.perf_counter() - start, False, npy)
-        covering = _covering_cache(paths, size, cache_dir)
+        covering = covering_cache(paths, size, cache_dir)
         if covering is not None:
             covering.seconds = time.perf_counter() - start
             return covering

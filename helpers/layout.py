@@ -102,6 +102,11 @@ class RunPaths:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def dataset(self) -> Path:
+        """The catalog of the data (CSVs and the paired masks) that notebook 01 leaves for 02-04."""
+        return self.root / "dataset"
+
     def phase1(self, objective: str, encoder_weights: str | None = None) -> Path:
         """`phase1/<objective>`; a Phase 1 that starts from ImageNet weights (`encoder_weights`
         set) lives beside it in `phase1/<objective>-imagenet`."""

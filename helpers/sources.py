@@ -59,9 +59,9 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
             raise DatasetError(f"{path}: not a zip file; pass a dataset folder, a .zip of it, a Google "
                                f"Drive link or 'demo'")
         return _fetch_zip(path, dest)
-    drive_id = _drive_id(str(source))
-    if drive_id is not None:
-        return _fetch_zip(_download_drive(drive_id, dest), dest)
+    file_id = drive_id(str(source))
+    if file_id is not None:
+        return _fetch_zip(_download_drive(file_id, dest), dest)
     raise DatasetError(f"{source}: not found; pass an existing dataset folder, a .zip of it, a Google "
                        f"Drive link or file id, kaggle:<owner>/<dataset> (e.g. {KAGGLE_IU}), or "
                        "'demo'")
@@ -82,9 +82,9 @@ def fetch_masks(source: str | Path, dest: str | Path = "data/masks") -> Path:
         if not zipfile.is_zipfile(path):
             raise DatasetError(f"MASKS_SOURCE {path}: not a zip file; {MASKS_HELP}")
         return _fetch_zip(path, dest, find=find_mask_folder)
-    drive_id = _drive_id(str(source))
-    if drive_id is not None:
-        return _fetch_zip(_download_drive(drive_id, dest), dest, find=find_mask_folder)
+    file_id = drive_id(str(source))
+    if file_id is not None:
+        return _fetch_zip(_download_drive(file_id, dest), dest, find=find_mask_folder)
     raise DatasetError(f"MASKS_SOURCE {source}: not found; {MASKS_HELP}")
 
 
@@ -184,7 +184,7 @@ def _fetch_demo(folder: Path, demo_kwargs: dict) -> Path:
     return synthetic.make_demo_dataset(folder, **demo_kwargs)
 
 
-def _drive_id(source: str) -> str | None:
+def drive_id(source: str) -> str | None:
     """The Google Drive file id in a link (`/file/d/<id>`, `?id=<id>`) or a bare id, else None."""
     match = _DRIVE_URL.search(source)
     if match:

@@ -207,3 +207,72 @@ def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
     assert full.seeds == (0, 1, 2) and trainings(full) >= 20
     with pytest.raises(ValueError, match="light"):
         ablation_set(real, "everything")
+
+
+@pytest.fixture
+def dataset_zip(demo_root, tmp_path):
+    """The demo dataset as a zip on "Drive" (masks included), under one extra top folder."""
+    path = tmp_path / "drive" / "Dataset.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(demo_root.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"Dataset/{file.relative_to(demo_root)}")
+    return path
+
+
+def test_later_machines_read_the_run_folder_not_the_source(dataset_zip, tmp_path):
+    """Notebook 01 extracts the zip on its machine and stages catalog + image cache in the run
+    folder; a later machine (nothing extracted) reads both and extracts nothing, until it asks for
+    pixels no cache holds: then it fetches the source (still on Drive) on its own machine."""
+    import numpy as np
+
+    from helpers.datasets import labeled_arrays
+    from helpers.unlabeled import iu_pretrain_paths
+
+    run, first_machine = tmp_path / "run", tmp_path / "machine1"
+    first = prepare(str(dataset_zip), "smoke", data_dir=first_machine, out_dir=run)
+    first.stage_images(32)
+    expected = labeled_arrays(first.cases, 32, run / "cache")
+    shutil.rmtree(first_machine)  # the machine is gone; the run folder (Drive) stays
+    later_machine = tmp_path / "machine2"
+    later = prepare(None, None, data_dir=later_machine, out_dir=run)
+    assert later.from_run_folder and not later_machine.exists()
+    pd_cols = ["case_id", "filename", "uid", "projection", "text", "text_source", "split"]
+    assert later.cases[pd_cols].equals(first.cases[pd_cols])
+    assert later.catalog.images.drop(columns="path").equals(first.catalog.images.drop(columns="path"))
+    assert later.catalog.reports.equals(first.catalog.reports)
+    assert later.catalog.summary() == first.catalog.summary()
+    assert later.stage_images(32) == later.catalog.image_paths() and not later_machine.exists()
+    arrays = labeled_arrays(later.cases, 32, run / "cache")  # Phase 2's arrays, from the cache
+    np.testing.assert_array_equal(arrays.images, expected.images)
+    np.testing.assert_array_equal(arrays.masks, expected.masks)  # masks copied into the run folder
+    assert len(iu_pretrain_paths(later.catalog.images, later.cases)) > 0
+    read = later.image_reader(32)
+    np.testing.assert_array_equal(read(later.cases["image_path"].iloc[0]), expected.images[0])
+    paths = later.stage_images(48)  # another size: the source is fetched on this machine
+    assert later_machine.exists() and all(__import__("os").path.isfile(p) for p in paths)
+    assert later.cases["image_path"].isin(paths).all()
+
+
+def test_a_source_on_this_colab_machine_only_is_not_recorded_as_the_source(dataset_zip, tmp_path,
+                                                                           monkeypatch, capsys):
+    from helpers import pipeline, staging
+
+    monkeypatch.setattr(staging, "on_colab", lambda: True)  # the zip is not under /content/drive
+    assert staging.persistent_source("kaggle:o/d") and staging.persistent_source("demo")
+    assert not staging.persistent_source(str(dataset_zip))
+    assert staging.persistent_source("/content/drive/MyDrive/Dataset.zip")
+    run = tmp_path / "run"
+    first = prepare(str(dataset_zip), "smoke", data_dir=tmp_path / "m1", out_dir=run)
+    first.stage_images(32)
+    assert "on this Colab machine only" in capsys.readouterr().err
+    record = read_run_settings(run)
+    assert record["data_source"] is None and record["data_source_this_machine_only"] == str(dataset_zip)
+    shutil.rmtree(tmp_path / "m1")
+    dataset_zip.unlink()  # gone with the machine
+    later = prepare(None, None, data_dir=tmp_path / "m2", out_dir=run)
+    assert later.from_run_folder and later.stage_images(32)  # enough at the staged size
+    with pytest.raises(DatasetError, match="notebook 01's machine only. Copy it to Drive"):
+        later.stage_images(48)
+    assert pipeline.resolve_run(None, None, None, run).data_source == str(dataset_zip)

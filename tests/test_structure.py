@@ -24,13 +24,14 @@ LAYERS = [
     ["inference", "evaluation"],
     ["experiments", "bench"],
     ["overlay", "plots", "explorer"],
-    ["colab", "pipeline", "notebooks", "__main__"],
+    ["colab", "staging", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("catalog", "masks"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
-              ("__main__", "pipeline"), ("__main__", "notebooks"), ("pipeline", "colab")}
+              ("__main__", "pipeline"), ("__main__", "notebooks"), ("pipeline", "colab"),
+              ("pipeline", "staging"), ("staging", "colab")}
 MAX_LINES = 350
 
 
