@@ -1,6 +1,7 @@
 # `make demo`: the whole pipeline on the generated demo dataset (CPU, minutes) -> runs/demo/; a second
 #              `make demo` continues with the first unfinished notebook (`make demo-restart` starts over).
-# `make test`: unit tests and every notebook under nbval in smoke mode.
+# `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
+# `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
 # `make ablate`: the README's study (3 seeds, two text encoders) on the demo data: ~2 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
 COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
 
-.PHONY: demo demo-restart test test-compat install clean ablate
+.PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ demo-restart: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The notebooks' stored outputs, which nbval compares: a fresh smoke run, executed in place.
+notebook-outputs: $(STAMP)
+	rm -rf runs/smoke data/smoke
+	CXR_SMOKE=1 $(PY) -m helpers notebooks --mode smoke --out notebooks --restart
 
 # A second venv that sees the main one's packages through a .pth file (torch is not downloaded
 # twice) and installs the pinned floors into itself, where they take precedence.

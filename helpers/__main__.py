@@ -16,43 +16,54 @@ runs the same command as N data-parallel processes (see helpers/distributed.py a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 
+from . import config
 from . import distributed as dist
 from .config import MODES
 
 
-def _settings_args(parser: argparse.ArgumentParser, fields: dict[str, type],
-                   lists: bool = False) -> None:
-    """One flag per settings field; with `lists`, the non-bool flags take several values."""
-    for name, kind in fields.items():
-        flag = "--" + name.replace("_", "-")
+def _parse(kind):
+    """argparse `type` for one value of a settings field annotated `kind`; `none` for Optional."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None
+        inner = _parse(args[0])
+        return lambda text: None if text.lower() == "none" else inner(text)
+    return kind
+
+
+def settings_flags(parser: argparse.ArgumentParser, cls, section: str) -> None:
+    """One flag per field of the settings dataclass `cls`, its help and each preset's default from
+    `helpers.config`: `--x/--no-x` for a bool, several values for a tuple, `none` for an Optional.
+    A flag not given leaves the preset's value (the parsed namespace lacks it)."""
+    hints = typing.get_type_hints(cls)
+    presets = {mode: getattr(config.preset(mode), section) for mode in MODES}
+    group = parser.add_argument_group(f"{section} settings ({cls.__name__}, helpers/config.py)")
+    for name, text in config.setting_help(cls).items():
+        kind = hints[name]
+        values = {mode: getattr(cfg, name) for mode, cfg in presets.items()}
+        default = (f"default {values['real']}" if len(set(map(repr, values.values()))) == 1 else
+                   "default " + ", ".join(f"{mode} {value}" for mode, value in values.items()))
+        kw = dict(dest=f"{section}.{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+                  help=f"{text} ({default})".replace("%", "%%"))
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            kw.update(action=argparse.BooleanOptionalAction, metavar=None)
+        elif typing.get_origin(kind) is tuple:
+            kw.update(type=_parse(typing.get_args(kind)[0]), nargs="*")
         else:
-            parser.add_argument(flag, type=kind, default=None, nargs="+" if lists else None)
+            kw["type"] = _parse(kind)
+        group.add_argument("--" + name.replace("_", "-"), **kw)
 
 
-def _apply(cfg, args: argparse.Namespace, fields: dict[str, type]):
-    changes = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
-    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
-    return dataclasses.replace(cfg, **changes)
-
-
-PRETRAIN_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
-                  "objective": str, "encoder": str, "max_images": int, "frontal_only": bool,
-                  "num_workers": int, "device": str, "seed": int, "encoder_weights": str}
-ABLATION_FLAGS = {"seeds": int, "fusions": str, "text_modes": str, "negative_rates": float,
-                  "with_init": bool, "with_upsampling": bool}
-FINETUNE_FLAGS = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
-                  "encoder_lr": float, "encoder": str, "text_model": str, "fusion": str,
-                  "text_mode": str, "negative_rate": float,
-                  "upsampling": str, "pretrained_encoder": str, "freeze_encoder_epochs": int,
-                  "patience": int, "concordant_flip": float, "num_workers": int, "device": str,
-                  "seed": int, "allow_seen_patients": bool}
+def _apply(cfg, args: argparse.Namespace, section: str):
+    """`cfg` with the settings flags of `section` that were given."""
+    changes = {dest.split(".", 1)[1]: tuple(v) if isinstance(v, list) else v
+               for dest, v in vars(args).items() if dest.startswith(section + ".")}
+    return config.override(cfg, changes)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +80,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _encoder_start(cfg, args):
     """Phase 2's `--encoder-weights imagenet|FILE`: start from ImageNet weights without Phase 1
     (a Phase-1 encoder, `--pretrained-encoder`, carries its own start)."""
-    if not args.encoder_weights:
+    if not getattr(args, "encoder_weights", None):
         return cfg
-    if args.pretrained_encoder:
+    if cfg.pretrained_encoder:
         raise ValueError("--encoder-weights and --pretrained-encoder exclude each other: a Phase-1 "
                          "encoder carries its start (pretrain it with --encoder-weights imagenet)")
-    return dataclasses.replace(cfg, pretrained_encoder=args.encoder_weights)
+    return config.override(cfg, {"pretrained_encoder": args.encoder_weights})
 
 
 def cmd_prepare(args) -> None:
@@ -108,7 +119,7 @@ def cmd_pretrain(args) -> None:
         with dist.main_first():  # rank 0 fetches / generates the data and writes the split
             prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
         settings, run = prep.preset, prep.paths
-    cfg = _apply(settings.pretrain, args, PRETRAIN_FLAGS)
+    cfg = _apply(settings.pretrain, args, "pretrain")
     if args.data != "none":
         paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
         if not dist.is_distributed():  # read from the run folder's cache when it holds them
@@ -135,7 +146,7 @@ def cmd_finetune(args) -> None:
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    cfg = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
+    cfg = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
     if not dist.is_distributed():
         prep.stage_images(cfg.image_size, prep.cases["image_path"])
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
@@ -175,8 +186,8 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _encoder_start(_apply(prep.preset.finetune, args, FINETUNE_FLAGS), args)
-    settings = _apply(prep.preset.ablation, args, ABLATION_FLAGS)
+    base = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
+    settings = _apply(prep.preset.ablation, args, "ablation")
     prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
@@ -226,7 +237,7 @@ def cmd_notebooks(args) -> None:
                   restart=args.restart)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unlabeled", nargs="+", default=None, metavar="SOURCE",
                    help="more unlabeled images: folders of PNG/JPEG, .csv/.txt lists of paths "
                         "(with --data none: these only)")
-    _settings_args(p, PRETRAIN_FLAGS)
+    settings_flags(p, config.PretrainConfig, "pretrain")
     p.set_defaults(func=cmd_pretrain)
 
     for name, func, text in (("finetune", cmd_finetune, "Phase 2: multimodal U-Net"),
@@ -252,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         _common(p)
         p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
         p.add_argument("--resume", action="store_true", help="continue from last.pth")
-        _settings_args(p, FINETUNE_FLAGS)
+        settings_flags(p, config.FinetuneConfig, "finetune")
         p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
                        help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
-            _settings_args(p, ABLATION_FLAGS, lists=True)
+            settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                            help="progress bars and each training's epochs")
         p.set_defaults(func=func)
@@ -298,13 +309,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="run every notebook again (default: continue after the finished ones)")
     p.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     p.set_defaults(func=cmd_notebooks)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command in ("pretrain", "finetune") and dist.launched_by_torchrun():
             from .config import pick_device
 
-            dist.init_from_env(pick_device(args.device or "auto"))  # NCCL on GPUs, gloo on CPUs
+            device = getattr(args, "pretrain.device", None) or getattr(args, "finetune.device", None)
+            dist.init_from_env(pick_device(device or "auto"))  # NCCL on GPUs, gloo on CPUs
             dist.quiet_unless_main()
         args.func(args)
     except (ValueError, OSError, RuntimeError) as err:  # our errors say what to do: no traceback

@@ -1,8 +1,10 @@
-"""Setting up a Colab machine: the logic of the notebooks' setup cell, in small testable functions.
+"""Setting up a notebook's machine: `setup`, the one call of the notebooks' setup cell, and the small
+testable steps it takes on Colab.
 
-Standard library only at import time (torch is imported inside `check_device`), so the setup cell
-can import this module right after cloning, before the requirements are installed. Each notebook
-runs on its own Colab machine; what they share is the run folder on Google Drive.
+Standard library only at import time (torch and the pipeline are imported inside the functions),
+so the setup cell can import this module right after cloning, before the requirements are
+installed. Each notebook runs on its own Colab machine; what they share is the run folder on
+Google Drive.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, REPO_URL, RUNS_ROOT
+from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, REPO_URL, on_colab
 
 GPU_HELP = ("Runtime > Change runtime type > GPU, then run the notebook again; or set DEVICE = \"cpu\" "
             "in the parameters cell to train on the CPU on purpose (hours instead of minutes)")
@@ -21,15 +23,11 @@ class SetupError(RuntimeError):
     """The machine is not ready; the message says what to set or click."""
 
 
-def on_colab() -> bool:
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
-
 def check_repo_url(url: str, *, online: bool = True, timeout: float = 30.0) -> None:
     """SetupError unless `url` names a reachable git repository (checked with `git ls-remote`,
     never prompting for a password)."""
-    where = ("REPO_URL in helpers/layout.py, the README and every notebook with "
-             "`python tools/set_repo.py OWNER/NAME` (or REPO_URL in the setup cell)")
+    where = ("REPO_URL in helpers/layout.py, the README and every notebook's setup cell with "
+             "`python tools/set_repo.py OWNER/NAME`")
     if not url or REPO_PLACEHOLDER in url:
         raise SetupError(f"REPO_URL is still the placeholder {url!r}: set {where} to the address of "
                          f"your copy of this project, e.g. https://github.com/<you>/cxr-text-localization.git")
@@ -65,19 +63,6 @@ def install_requirements(folder: str | Path = REPO_ROOT) -> None:
     """The runtime requirements only (ranges that keep Colab's torch); test tools stay out."""
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r",
                     str(Path(folder) / "requirements.txt")], check=True)
-
-
-def default_runs_root(colab: bool | None = None, drive_mount: str | Path = DRIVE_MOUNT) -> Path:
-    """Where run folders live: on Colab the Drive folder shared by the four notebooks (when Drive is
-    mounted), elsewhere `runs/` in the repository."""
-    colab = on_colab() if colab is None else colab
-    if colab:
-        if (Path(drive_mount) / "MyDrive").is_dir():
-            return Path(drive_mount) / Path(DRIVE_RUNS_ROOT).relative_to(DRIVE_MOUNT)
-        print("Google Drive is not mounted: the run folder stays on this machine and is lost with it; "
-              "the next notebook (another machine) will not find it. Run the setup cell again and "
-              "allow Drive access.", file=sys.stderr)
-    return RUNS_ROOT
 
 
 def mount_drive(out_dir: str | Path | None, *sources) -> None:
@@ -119,3 +104,22 @@ def check_device(mode: str, device: str | None = None, needs_gpu: bool = True) -
     if mode == "real":
         raise SetupError(f"No GPU on this machine and the real preset needs one: {GPU_HELP}.")
     return "device: cpu"
+
+
+def setup(data_source: str | None = None, masks_source: str | None = None, mode: str | None = None,
+          out_dir: str | Path | None = None, device: str | None = None, needs_gpu: bool = True):
+    """The setup cell of every notebook: on Colab update the clone (`git pull --ff-only`), install
+    the runtime requirements and mount Drive; then print the run folder, the mode and the device
+    (a CPU-only machine stops the real preset only where the notebook trains: `needs_gpu`).
+    Returns the notebook's `RunSettings` (what is None comes from the run folder's `run.json`)."""
+    if on_colab():
+        os.chdir(REPO_ROOT)
+        print("project:", update_clone(REPO_ROOT))
+        install_requirements(REPO_ROOT)
+        mount_drive(out_dir, data_source, masks_source)
+    from .pipeline import relative, resolve_run  # after the install
+
+    run = resolve_run(data_source, masks_source, mode, out_dir)
+    print(f"run folder: {relative(run.run_dir)}; mode {run.mode}")
+    print(check_device(run.mode, device, needs_gpu))
+    return run

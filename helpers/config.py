@@ -56,95 +56,136 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
     return max(0, min(4, (os.cpu_count() or 2) - 1))
 
 
+def setting(default, help: str):
+    """A settings field: its default and the help text that the command line (`--flag`), the
+    notebooks' settings tables and the checks read. Every field of the dataclasses below is one."""
+    return field(default=default, metadata={"help": help})
+
+
+def setting_help(cls) -> dict[str, str]:
+    """Field name -> help text of the settings dataclass `cls` (or of an instance)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def settings_text(cfg) -> str:
+    """Every setting of the dataclass instance `cfg`, one a line: name, value, help (what a
+    notebook's settings dict or the same-named `--flag` may change)."""
+    width = max(len(f"{getattr(cfg, name)!r}") for name in setting_help(cfg))
+    return "\n".join(f"{name:<22} {getattr(cfg, name)!r:<{min(width, 32)}}  {text}"
+                     for name, text in setting_help(cfg).items())
+
+
 @dataclass
 class DemoDataConfig:
     """Size of the generated demo dataset (see `helpers.synthetic.make_demo_dataset`)."""
 
-    n_reports: int = 300
-    n_masks: int = 200
-    image_size: tuple[int, int] = (224, 288)  # min and max side of the generated images
-    seed: int = 0
+    n_reports: int = setting(300, "reports (patients), each with a frontal and a lateral image")
+    n_masks: int = setting(200, "hand-drawn-style masks, one per labeled frontal image")
+    image_size: tuple[int, int] = setting((224, 288), "min and max side of the generated images, px")
+    seed: int = setting(0, "seed of the generator")
 
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 42
+    """The split of the labeled cases by patient (a dataset's patient_splits.csv wins)."""
+
+    val_fraction: float = setting(0.15, "share of patients for validation")
+    test_fraction: float = setting(0.15, "share of patients for the test")
+    seed: int = setting(42, "seed of the split")
 
 
 @dataclass
 class PretrainConfig:
     """Phase 1: self-supervised U-Net autoencoder."""
 
-    image_size: int = 256
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    objective: str = "masked"  # "reconstruct" (plain MSE) or "masked" (hidden patches, see losses)
-    encoder: str = "resnet34"
-    frontal_only: bool = False
-    max_images: int | None = None
-    val_fraction: float = 0.05
-    mask_ratio: float = 0.5
-    patch_size: int = 16  # at 256 px; scaled with the image size
-    hidden_weight: float = 4.0
-    augment: bool = True
-    num_workers: int | None = None  # None: default_num_workers(device)
-    device: str = "auto"
-    seed: int = 42
-    encoder_weights: str | None = None  # None: random start; "imagenet" or a weights file (smp)
+    image_size: int = setting(256, "side of the square training images, px")
+    epochs: int = setting(20, "training epochs")
+    batch_size: int = setting(32, "images per batch (per GPU under torchrun)")
+    lr: float = setting(1e-3, "peak learning rate (AdamW, warm-up then cosine)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    warmup_epochs: float = setting(1.0, "epochs of linear learning-rate warm-up")
+    objective: str = setting("masked", '"reconstruct" (plain MSE) or "masked" (hidden patches, '
+                                       "see helpers/losses.py)")
+    encoder: str = setting("resnet34", "smp encoder name")
+    frontal_only: bool = setting(False, "frontal images only (else frontal and lateral)")
+    max_images: int | None = setting(None, "use at most this many images; none: all")
+    val_fraction: float = setting(0.05, "share of the images held out for the validation loss")
+    mask_ratio: float = setting(0.5, "masked objective: share of the patches hidden")
+    patch_size: int = setting(16, "masked objective: patch side at 256 px, scaled with the image size")
+    hidden_weight: float = setting(4.0, "masked objective: loss weight of the hidden patches")
+    augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
+    num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
+                                            "a GPU")
+    device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
+    seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
+    encoder_weights: str | None = setting(None, 'encoder start: none (random), "imagenet" '
+                                                "(downloaded by smp) or a weights file")
 
 
 @dataclass
 class FinetuneConfig:
-    """Phase 2: multimodal U-Net fine-tuning."""
+    """Phase 2: multimodal U-Net fine-tuning.
 
-    image_size: int = 256
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 3e-4
-    encoder_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    encoder: str = "resnet34"
-    text_model: str = DEFAULT_TEXT_MODEL
-    text_fallback: bool = False  # demo: use the tiny offline CLIP when the model hub is unreachable
-    # The defaults read the text best in the README's ablation (3 seeds, realistic demo reports):
-    # cross-attention to the text's tokens, given only the sentences that describe something
-    # present. The specified design is one flag away: fusion="concat", text_mode="raw".
-    fusion: str = "cross_attn"  # "concat" | "film" | "film_multi" | "cross_attn" | "none"
-    text_mode: str = "positive"  # "raw": the findings as written; "positive": only sentences that
-    #                              describe something present (normal and negated ones dropped)
-    negative_rate: float = 0.0  # share of training items given another case's text whose lesion
-    #                             lies elsewhere, with an empty target: teaches the model to check
-    upsampling: str = "interp"  # "interp" (smp) | "transpose"
-    pretrained_encoder: str | None = None  # my_pretrained_encoder.pth; "imagenet" (or an ImageNet
-    #                                        weights file): ImageNet, no Phase 1; None: from scratch
-    freeze_encoder_epochs: int = 0
-    patience: int = 10  # early stopping on validation Dice
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
-    concordant_flip: float = 0.0  # probability of flipping image+mask AND swapping left/right in text
-    augment: bool = True
-    shuffle_text: bool = False  # ablation: train with texts shuffled across cases
-    num_workers: int | None = None
-    device: str = "auto"
-    seed: int = 42
-    allow_seen_patients: bool = False  # use a Phase-1 encoder that saw val/test patients on purpose
+    The defaults of `fusion` and `text_mode` read the text best in the README's ablation (3 seeds,
+    realistic demo reports): cross-attention to the text's tokens, given only the sentences that
+    describe something present. The baseline design (sentence embedding concatenated at the
+    bottleneck, README "Results") is one change away: fusion="concat", text_mode="raw".
+    """
+
+    image_size: int = setting(256, "side of the square training images, px (as in Phase 1)")
+    epochs: int = setting(40, "training epochs at most (early stopping: patience)")
+    batch_size: int = setting(16, "images per batch (per GPU under torchrun)")
+    lr: float = setting(3e-4, "peak learning rate of the decoder, fusion and head")
+    encoder_lr: float = setting(1e-4, "peak learning rate of the image encoder")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    warmup_epochs: float = setting(1.0, "epochs of linear learning-rate warm-up")
+    encoder: str = setting("resnet34", "smp encoder name (as in Phase 1)")
+    text_model: str = setting(DEFAULT_TEXT_MODEL, "text encoder: a Hugging Face name or a local "
+                                                  f'save_pretrained folder; "{TINY_TEXT_MODEL}": the '
+                                                  "tiny offline CLIP with random weights")
+    text_fallback: bool = setting(False, "use the tiny offline CLIP when the model hub is "
+                                         "unreachable (demo)")
+    fusion: str = setting("cross_attn", 'how the text conditions the U-Net: "concat", "film", '
+                                        '"film_multi", "cross_attn" or "none" (image only)')
+    text_mode: str = setting("positive", '"raw": the findings as written; "positive": only the '
+                                         "sentences that describe something present (normal and "
+                                         "negated ones dropped)")
+    negative_rate: float = setting(0.0, "share of training items given another case's text whose "
+                                        "lesion lies elsewhere, with an empty target")
+    upsampling: str = setting("interp", '"interp" (smp\'s interpolation) or "transpose" (transposed '
+                                        "convolutions)")
+    pretrained_encoder: str | None = setting(None, 'path to my_pretrained_encoder.pth; "imagenet" '
+                                                   "or a weights file: ImageNet, no Phase 1; none: "
+                                                   "from scratch")
+    freeze_encoder_epochs: int = setting(0, "epochs with the image encoder frozen")
+    patience: int = setting(10, "early stopping: epochs without a better validation Dice")
+    dice_weight: float = setting(1.0, "weight of the Dice loss")
+    bce_weight: float = setting(1.0, "weight of the class-weighted BCE loss")
+    concordant_flip: float = setting(0.0, "probability of flipping image and mask AND swapping "
+                                          "left/right in the text")
+    augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
+    shuffle_text: bool = setting(False, "ablation: train with the texts shuffled across cases")
+    num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
+                                            "a GPU")
+    device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
+    seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
+    allow_seen_patients: bool = setting(False, "use a Phase-1 encoder that saw validation/test "
+                                               "patients on purpose (recorded)")
 
 
 @dataclass
 class AblationConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
-    fusions: tuple[str, ...] = ("concat", "film", "film_multi", "cross_attn")
-    text_modes: tuple[str, ...] = ()  # also train each fusion with these text modes
-    negative_rates: tuple[float, ...] = ()  # also train the base with mismatched-text negatives
-    with_upsampling: bool = True  # also train upsampling="transpose" once
-    with_init: bool = True  # Phase-1 init vs none, reconstruct vs masked
-    bootstrap: int = 1000
+    """What the ablation trains beside the main model (`helpers.experiments`)."""
+
+    seeds: tuple[int, ...] = setting((0, 1, 2), "train every variant with each seed")
+    fusions: tuple[str, ...] = setting(("concat", "film", "film_multi", "cross_attn"),
+                                       "the other fusions to train")
+    text_modes: tuple[str, ...] = setting((), "also train each fusion with these text modes")
+    negative_rates: tuple[float, ...] = setting((), "also train the main model with these shares of "
+                                                    "mismatched-text negatives")
+    with_upsampling: bool = setting(True, 'also train upsampling="transpose" once')
+    with_init: bool = setting(True, "also compare Phase-1 initialisation with none, per objective")
+    bootstrap: int = setting(1000, "bootstrap resamples of the 95% intervals")
 
 
 @dataclass
@@ -204,7 +245,14 @@ def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
     raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
 
 
-def override(cfg, **changes):
-    """A copy of the settings dataclass `cfg` with the fields whose new value is not None replaced
-    (notebook parameters left at None keep the preset's value)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+def override(cfg, changes: dict | None = None, **fields):
+    """A copy of the settings dataclass `cfg` with `fields` whose value is not None replaced
+    (notebook parameters left at None keep the preset's value), then `changes` (field name ->
+    value, e.g. a notebook's `FINETUNE = {"fusion": "concat"}`; None is a value there). A name
+    that is not a field is a ValueError that lists the fields."""
+    merged = {k: v for k, v in fields.items() if v is not None} | dict(changes or {})
+    unknown = sorted(set(merged) - set(setting_help(cfg)))
+    if unknown:
+        raise ValueError(f"{type(cfg).__name__} has no setting {', '.join(unknown)}; its settings: "
+                         f"{', '.join(setting_help(cfg))}")
+    return dataclasses.replace(cfg, **merged)

@@ -21,12 +21,11 @@ import pandas as pd
 
 from . import synthetic
 from .catalog import Catalog, load_catalog
-from .colab import default_runs_root
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
 from .datasets import build_image_cache, covering_cache
 from .io import load_gray
 from .layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
-                     RunPaths)
+                     RunPaths, default_runs_root)
 from .masks import PAIRING_RULE
 from .sources import fetch_dataset, fetch_masks
 from .split import split_cases

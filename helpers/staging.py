@@ -18,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .catalog import Catalog
-from .colab import on_colab
-from .layout import DRIVE_MOUNT, IMAGES_DIR, DatasetError
+from .layout import DRIVE_MOUNT, IMAGES_DIR, on_colab
 from .sources import drive_id, kaggle_handle
 from .split import read_patient_splits
 

@@ -5,8 +5,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers import colab
+from helpers import colab, layout
 from helpers.layout import REPO_URL, RUNS_ROOT
+from tests.test_structure import ROOT
 
 
 def test_repo_url_placeholder_and_bad_addresses_say_what_to_set(tmp_path):
@@ -37,24 +38,20 @@ def test_gpu_check(monkeypatch):
 
 
 def test_default_run_folder_on_colab_is_on_drive(tmp_path, capsys):
-    assert colab.default_runs_root(colab=False) == RUNS_ROOT
-    assert colab.default_runs_root(colab=True, drive_mount=tmp_path) == RUNS_ROOT  # not mounted
+    assert layout.default_runs_root(colab=False) == RUNS_ROOT
+    assert layout.default_runs_root(colab=True, drive_mount=tmp_path) == RUNS_ROOT  # not mounted
     assert "Drive is not mounted" in capsys.readouterr().err
     (tmp_path / "MyDrive").mkdir()
-    assert colab.default_runs_root(colab=True, drive_mount=tmp_path) == \
+    assert layout.default_runs_root(colab=True, drive_mount=tmp_path) == \
         tmp_path / "MyDrive" / "cxr-text-localization" / "runs"
 
 
-def test_repo_url_feeds_setup_cell_badges_and_readme():
-    from tests.test_structure import ROOT
+def test_notebooks_and_readme_name_the_repository_of_layout():
+    from tests.test_structure import stored_notebooks
 
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, nb in module.build().items():
-        assert colab.colab_link(name) in nb.cells[0].source
-        assert f'REPO_URL = "{REPO_URL}"' in nb.cells[4].source
+    for name, nb in stored_notebooks().items():
+        assert colab.colab_link(name) in nb.cells[0].source, f"{name}: badge"
+        assert f'REPO_URL = "{REPO_URL}"' in setup_cell(nb).source, f"{name}: setup cell"
     assert colab.colab_badge("01_data_setup_and_exploration.ipynb") in (ROOT / "README.md").read_text()
     assert colab.colab_link("04_visualization.ipynb", "https://github.com/me/proj.git") == \
         "https://colab.research.google.com/github/me/proj/blob/main/notebooks/04_visualization.ipynb"
@@ -89,6 +86,19 @@ def test_set_repo_points_layout_readme_and_every_notebook_at_a_fork(tmp_path, ca
     assert set_repo.main(["not a repo", "--root", str(tmp_path)]) == 1
     assert "OWNER/NAME" in capsys.readouterr().err
     assert set_repo.parse_slug("git@github.com:me/x.git") == "me/x"
+
+
+def setup_cell(nb):
+    """The code cell that calls `colab.setup`."""
+    return next(c for c in nb.cells if c.cell_type == "code" and "colab.setup(" in c.source)
+
+
+def test_setup_off_colab_prints_run_folder_and_device(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    run = colab.setup("demo", None, "demo", tmp_path / "run", "cpu")
+    assert (run.data_source, run.mode, run.run_dir) == ("demo", "demo", tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "mode demo" in out and "device: cpu (set by DEVICE)" in out and "project:" not in out
 
 
 def _notebook(folder, name, source):

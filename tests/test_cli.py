@@ -1,0 +1,76 @@
+"""The command line: one flag per settings field, generated from helpers/config.py."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from helpers import config
+from helpers.__main__ import _apply, build_parser
+from tests.test_structure import ROOT
+
+EXPOSED = [("pretrain", config.PretrainConfig), ("finetune", config.FinetuneConfig),
+           ("ablate", config.FinetuneConfig), ("ablate", config.AblationConfig)]
+
+
+def _commands():
+    parser = build_parser()
+    return next(a for a in parser._actions if a.choices and "pretrain" in a.choices).choices
+
+
+@pytest.mark.parametrize("command,cls", EXPOSED, ids=[f"{c}-{k.__name__}" for c, k in EXPOSED])
+def test_every_setting_has_a_flag(command, cls):
+    flags = _commands()[command]._option_string_actions
+    missing = [f.name for f in dataclasses.fields(cls) if "--" + f.name.replace("_", "-") not in flags]
+    assert missing == [], f"python -m helpers {command} has no flag for {missing}"
+
+
+@pytest.mark.parametrize("cls", [config.DemoDataConfig, config.SplitConfig, config.PretrainConfig,
+                                 config.FinetuneConfig, config.AblationConfig])
+def test_every_setting_has_help(cls):
+    assert [name for name, text in config.setting_help(cls).items() if not text.strip()] == [], \
+        "declare each field with config.setting(default, help)"
+
+
+def test_flags_parse_by_type_and_leave_the_rest_to_the_preset():
+    args = build_parser().parse_args([
+        "ablate", "--fusion", "concat", "--epochs", "3", "--lr", "0.01", "--no-augment",
+        "--pretrained-encoder", "none", "--num-workers", "2", "--seeds", "0", "1",
+        "--negative-rates", "0.25", "--text-modes", "--no-with-init", "--progress"])
+    base = config.preset("smoke")
+    finetune = _apply(base.finetune, args, "finetune")
+    assert (finetune.fusion, finetune.epochs, finetune.lr, finetune.augment) == ("concat", 3, 0.01, False)
+    assert finetune.pretrained_encoder is None and finetune.num_workers == 2
+    assert finetune.image_size == base.finetune.image_size  # not given: the preset's
+    ablation = _apply(base.ablation, args, "ablation")
+    assert (ablation.seeds, ablation.negative_rates, ablation.text_modes) == ((0, 1), (0.25,), ())
+    assert ablation.with_init is False and ablation.bootstrap == base.ablation.bootstrap
+    assert args.progress is True
+
+
+def test_help_shows_the_field_help_and_each_presets_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["finetune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "share of training items given another case's text" in out
+    assert "default real 256, demo 96, smoke 64" in out
+
+
+def test_the_flags_the_readme_and_makefile_use_exist():
+    known = set()
+    for sub in _commands().values():
+        known |= {s for s in sub._option_string_actions if s.startswith("--")}
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Command line"):readme.index("## Data layout")]
+    makefile = (ROOT / "Makefile").read_text()
+    used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", block)) | \
+        set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", makefile.split("STUDY =", 1)[1]))
+    assert used - known - {"--no-deps", "--quiet"} == set()  # those two: pip's
+
+
+def test_override_names_unknown_settings():
+    with pytest.raises(ValueError, match="has no setting fusionx; its settings: image_size"):
+        config.override(config.FinetuneConfig(), {"fusionx": "concat"})
+    cfg = config.override(config.FinetuneConfig(), {"pretrained_encoder": None}, epochs=None, lr=0.5)
+    assert (cfg.lr, cfg.epochs, cfg.pretrained_encoder) == (0.5, 40, None)
