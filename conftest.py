@@ -36,11 +36,18 @@ if IPyNbCell is not None:
     IPyNbCell.compare_outputs = compare_outputs
 
 
-def pytest_sessionstart(session):
-    """Notebooks are compared with outputs stored from a fresh smoke run: start from one."""
+_fresh = {"done": False}
+
+
+def pytest_runtest_setup(item):
+    """The notebooks are compared with outputs stored from a fresh smoke run: before the first
+    notebook cell runs (never at collection, nor for the unit tests), start from one."""
+    if IPyNbCell is None or not isinstance(item, IPyNbCell) or _fresh["done"]:
+        return
     import shutil
     from pathlib import Path
 
     root = Path(__file__).resolve().parent
     for folder in (root / "runs" / "smoke", root / "data" / "smoke"):
         shutil.rmtree(folder, ignore_errors=True)
+    _fresh["done"] = True

@@ -185,8 +185,10 @@ class MultimodalUnet(nn.Module):
     Args:
         encoder_name: smp encoder name.
         text_dim: size D of the text embeddings.
-        fusion: "concat" (the default design), "film" (deepest map), "film_multi" (every map the
-            decoder reads) or "none" (image-only baseline).
+        fusion: "concat" (the baseline design: sentence embedding concatenated at the bottleneck),
+            "film" (deepest map), "film_multi" (every map the decoder reads), "cross_attn" (the
+            presets' default: the text's tokens attended at the three deepest scales) or "none"
+            (image-only control).
         upsampling: "interp" (smp's nearest interpolation) or "transpose" (ConvTranspose2d).
         in_channels: image channels.
         decoder_channels: output channels of the 5 decoder blocks.
