@@ -100,17 +100,19 @@ def check_device(mode: str, device: str | None = None, needs_gpu: bool = True) -
     if torch.cuda.is_available():
         return f"device: cuda ({torch.cuda.get_device_name(0)})"
     if not needs_gpu:
-        return "device: cpu (enough here: this notebook trains nothing)"
+        return "device: cpu" + (" (enough for notebooks 01 and 04, which train nothing; 02 and 03 "
+                                f"stop without a GPU: {GPU_HELP})" if mode == "real" else "")
     if mode == "real":
         raise SetupError(f"No GPU on this machine and the real preset needs one: {GPU_HELP}.")
     return "device: cpu"
 
 
 def setup(data_source: str | None = None, masks_source: str | None = None, mode: str | None = None,
-          out_dir: str | Path | None = None, device: str | None = None, needs_gpu: bool = True):
+          out_dir: str | Path | None = None, device: str | None = None, needs_gpu: bool = False):
     """The setup cell of every notebook: on Colab update the clone (`git pull --ff-only`), install
     the runtime requirements and mount Drive; then print the run folder, the mode and the device
-    (a CPU-only machine stops the real preset only where the notebook trains: `needs_gpu`).
+    (the notebooks that train, 02 and 03, stop a CPU-only real run with `check_device` before
+    training; `needs_gpu=True` stops it here).
     Returns the notebook's `RunSettings` (what is None comes from the run folder's `run.json`)."""
     if on_colab():
         os.chdir(REPO_ROOT)

@@ -31,7 +31,7 @@ def test_gpu_check(monkeypatch):
         colab.check_device("real")
     assert colab.check_device("real", "cpu") == "device: cpu (set by DEVICE)"
     assert colab.check_device("demo") == "device: cpu"
-    assert "trains nothing" in colab.check_device("real", needs_gpu=False)  # notebooks 01 and 04
+    assert "02 and 03 stop without a GPU" in colab.check_device("real", needs_gpu=False)  # 01, 04
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
     assert colab.check_device("real") == "device: cuda (Tesla T4)"
