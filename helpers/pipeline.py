@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import distributed as dist
 from . import synthetic
 from .catalog import Catalog, load_catalog
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
@@ -194,7 +195,8 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
         root = fetch_dataset(run.data_source, data_dir, demo_kwargs=demo_settings(settings))
         extra = fetch_masks(run.masks_source, data_dir / "masks") if run.masks_source else None
         catalog = load_catalog(root, extra_masks=extra)
-        save_snapshot(catalog, paths.dataset, run.data_source, run.masks_source)
+        if dist.is_main():  # under torchrun the other ranks prepare after rank 0 (main_first)
+            save_snapshot(catalog, paths.dataset, run.data_source, run.masks_source)
     paths.root.mkdir(parents=True, exist_ok=True)
     cases, message = catalog.cases.assign(split=pd.Series(dtype=str)), ""
     if catalog.cases.empty:
