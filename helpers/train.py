@@ -568,9 +568,12 @@ def check_encoder_patients(cfg: FinetuneConfig, cases: pd.DataFrame) -> None:
     """Refuse (DatasetError) a Phase-1 encoder whose checkpoint records that it saw validation or
     test patients of `cases`, unless `cfg.allow_seen_patients`; warn when it records nothing."""
     path = cfg.pretrained_encoder
-    if not path or not Path(path).is_file():
-        return  # none, or a missing file: loading it names the problem
-    seen = (load_checkpoint(path).get("config") or {}).get("patients")
+    if not path or not Path(path).is_file() or Path(path).suffix == ".safetensors":
+        return  # none, "imagenet", ImageNet weights, or a missing file (loading it says so)
+    payload = load_checkpoint(path)
+    if "encoder" not in payload:
+        return  # ImageNet-style weights (a plain state dict): no patient of this collection
+    seen = (payload.get("config") or {}).get("patients")
     held = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"].astype(int))
     if seen is None:
         print(f"{path} does not record which patients Phase 1 saw: cannot check that it never saw "

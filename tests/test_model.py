@@ -314,3 +314,18 @@ def test_phase1_continues_from_imagenet_weights(rgb_weights, demo_root, tmp_path
     from helpers.layout import RunPaths
 
     assert set(RunPaths(out).phase1_encoders()) == {"masked-imagenet"}
+
+
+def test_imagenet_starts_pass_the_leak_check_silently(rgb_weights, capsys):
+    """ImageNet weights saw no patient of this collection: nothing to check, nothing to warn."""
+    import dataclasses
+
+    import pandas as pd
+
+    from helpers.config import FinetuneConfig
+    from helpers.train import check_encoder_patients
+
+    cases = pd.DataFrame({"uid": [1, 2], "split": ["val", "test"]})
+    for start in ("imagenet", str(rgb_weights[0])):
+        check_encoder_patients(dataclasses.replace(FinetuneConfig(), pretrained_encoder=start), cases)
+    assert capsys.readouterr().out == ""
