@@ -33,7 +33,7 @@ from .split import split_cases
 from .synthetic import make_demo_dataset
 from .text import TextEncoder, load_text_encoder
 from .tiny_clip import make_tiny_clip
-from .train import amp_dtype, finetune, make_loader, pretrain
+from .train import amp_dtype, describe_precision, finetune, make_loader, pretrain
 
 
 class StraightforwardCases(Dataset):
@@ -120,6 +120,7 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
 
     print(f"device {dev}, image size {size}, batch {batch}, {n_images} images of ~{source_size} px, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"precision: {describe_precision(dev)}")
     root = make_demo_dataset(work / "data", n_reports=n_images, n_masks=n_images,
                              image_size=(source_size, source_size + source_size // 8),
                              make_zip=False, quirks=False)

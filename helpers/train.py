@@ -1,10 +1,11 @@
 """Phase-1 and Phase-2 training: one loop, `fit`, and the two tasks it trains.
 
-`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 where supported, else fp16
-with a grad scaler), a per-step warm-up + cosine schedule, validation every epoch, the best
-checkpoint and `last.pth` written atomically each epoch, and resume from `last.pth` with optimizer,
-scheduler, scaler and RNG states, so that an interrupted run ends exactly where an uninterrupted one
-would. What differs between the phases (model, data, loss, validation, what the best checkpoint
+`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 on compute capability
+>= 8.0, else fp16 with a grad scaler), a per-step warm-up + cosine schedule, an up-front time
+estimate from the first steps, validation every epoch, the best checkpoint written atomically when
+it improves and `last.pth` at most every ~10 minutes and at the end, and resume from `last.pth`
+with optimizer, scheduler, scaler and RNG states, so that an interrupted run ends exactly where an
+uninterrupted one would. What differs between the phases (model, data, loss, validation, what the best checkpoint
 holds) lives in a `Task`: `AutoencoderTask` (Phase 1) and `SegmentationTask` (Phase 2).
 
 The loop and both tasks are in this one file, longer than the others for that reason: a reader
@@ -62,6 +63,36 @@ from .model import (
 from .places import SIDES, names_level, names_side, swap_levels, swap_sides
 from .sentences import null_text, select_sentences, select_text
 from .text import EmbeddingCache, load_text_encoder
+
+
+LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
+LAST_SAVE_SECONDS = 600.0  # last.pth (~300 MB with optimizer state on Drive) at most this often
+ESTIMATE_STEPS = 6  # the up-front time estimate: steps 2..6 of the first epoch (step 1 allocates)
+
+
+def last_save_interval() -> float:
+    """Seconds between two full `last.pth` writes (and at the end): `CXR_LAST_SAVE_S` if set
+    (0: every epoch, as the tests use), else 600 s (on Drive a 300 MB file every epoch costs
+    minutes and quota churn)."""
+    value = os.environ.get(LAST_SAVE_ENV, "").strip()
+    return float(value) if value else LAST_SAVE_SECONDS
+
+
+def _expected_time(settings: FitSettings, task: Task, epochs_left: int, steps_per_epoch: int,
+                   step_seconds: float, measured: int, save_every: float) -> str:
+    """The up-front cost line: training time from the measured step time, and what a disconnect
+    can lose."""
+    total = step_seconds * steps_per_epoch * epochs_left
+    size = task.config.get("image_size")
+    batch = task.loader.batch_size or 1
+    lose = (f"last.pth is written every ~{save_every / 60:.0f} min and at the end: a disconnect "
+            f"loses at most the last ~{save_every / 60:.0f} min (resume continues from last.pth)"
+            if save_every > 0 else "last.pth is written every epoch")
+    return (f"expected: ~{total / 60:.1f} min of training for {epochs_left} epoch(s) x "
+            f"{steps_per_epoch} steps of {batch} images{f' at {size} px' if size else ''} on "
+            f"{describe_precision(task.device)} ({step_seconds / batch * 1e3:.1f} ms per image, "
+            f"measured on {measured} steps; validation adds a little per epoch; early stopping "
+            f"may end sooner). {lose}.")
 
 
 class OutputDirError(OSError):
@@ -142,10 +173,28 @@ def writable_dir(path: str | Path) -> Path:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; no autocast on the CPU (it is slower there)."""
+    """The autocast dtype: bf16 on GPUs of compute capability >= 8.0 (Ampere and later: A100,
+    L4, RTX 30xx), fp16 with a grad scaler below (T4 7.5, V100 7.0: bf16 there is emulated,
+    `is_bf16_supported()` says True by default, and bf16 convolutions are very slow or have no
+    cuDNN engine); no autocast on the CPU (it is slower there)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def describe_precision(device: torch.device) -> str:
+    """One line for logs: the dtype `amp_dtype` chose and why, e.g. 'fp16 + grad scaler (Tesla T4,
+    compute capability 7.5: no native bf16)'."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return f"float32 ({device.type}: no autocast)"
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if dtype == torch.bfloat16:
+        return f"bf16 autocast ({name}, compute capability {major}.{minor})"
+    return (f"fp16 autocast + grad scaler ({name}, compute capability {major}.{minor}: "
+            "no native bf16 below 8.0)")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
@@ -183,8 +232,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
 def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = False,
         progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
     """Train `task.model` for `settings.epochs`; keep the best epoch by `settings.monitor` as
-    `out_dir/settings.best_name` and end every epoch with `last.pth`, from which `resume=True`
-    continues.
+    `out_dir/settings.best_name`, and write `last.pth` (the full state) after an epoch when
+    `last_save_interval()` seconds have passed since the last write, and at the end (slim), from
+    which `resume=True` continues exactly: epochs after the last write are trained again.
 
     Under torchrun (see `helpers.distributed`) every rank runs this same loop on its shard: the
     model is wrapped in DDP for the training steps (gradients averaged across ranks), losses are
@@ -227,6 +277,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         start_epoch = state["epoch"]
     stale, steps = start_epoch - best_epoch, 0
     seen, start, by_steps = 0, time.perf_counter(), False
+    save_every, last_saved = last_save_interval(), time.perf_counter()
     for epoch in range(start_epoch, settings.epochs):
         if settings.patience is not None and stale >= settings.patience:
             break
@@ -238,7 +289,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         total, count, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
                    disable=not progress)
-        for batch in bar:
+        for step, batch in enumerate(bar):
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss, n = task.loss(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -246,8 +297,15 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total, count, steps = total + loss.item() * n, count + n, steps + 1
+            total, count, steps = total + loss.item() * n, count + n, steps + 1  # .item(): synced
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            if progress and epoch == start_epoch and settings.max_steps is None:
+                if step == 0:
+                    t_probe = time.perf_counter()  # after the first step (allocation, kernels)
+                elif step == min(ESTIMATE_STEPS, steps_per_epoch) - 1:
+                    per_step = (time.perf_counter() - t_probe) / step
+                    tqdm.write(_expected_time(settings, task, settings.epochs - epoch,
+                                              steps_per_epoch, per_step, step, save_every))
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
         task.model = model
@@ -268,7 +326,8 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
                 save_checkpoint(task.best_checkpoint(row), best_path)
         else:
             stale += 1
-        if dist.is_main():
+        if dist.is_main() and time.perf_counter() - last_saved >= save_every:
+            last_saved = time.perf_counter()
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "rng": {"torch": torch.get_rng_state(),
@@ -290,7 +349,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history)
     if dist.is_main():
-        if not by_steps and last_path.exists():  # finished (all epochs or early stop): drop the
+        if not by_steps and history:  # finished (all epochs or early stop): drop the
             # optimizer/scheduler state (2/3 of the file); the final weights stay (Phase-1 figures)
             save_checkpoint({"complete": True, "model": model.state_dict(), "epoch": len(history),
                              "history": history, "best_value": best_value,
@@ -324,7 +383,7 @@ class AutoencoderTask(Task):
         self.val_set = UnlabeledImages(array, order[:n_val][dist.rank()::dist.world_size()])
         self.val_loader = make_loader(self.val_set, cfg.batch_size, shuffle=False, device=device,
                                       num_workers=0)
-        self.model = build_autoencoder(cfg.encoder).to(device)
+        self.model = build_autoencoder(cfg.encoder, encoder_weights=cfg.encoder_weights).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
@@ -355,8 +414,8 @@ class AutoencoderTask(Task):
 
 def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Path, *,
              cache_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None
-             ) -> FitResult:
+             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None,
+             patients: Sequence[int] | None = None) -> FitResult:
     """Phase 1: train a U-Net autoencoder on unlabeled images; save the encoder of the epoch with
     the lowest validation loss as `out_dir/my_pretrained_encoder.pth`.
 
@@ -366,6 +425,11 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `objective="reconstruct"`: MSE of the output against the input. `objective="masked"`: a random
     share of patches is replaced by noise and the loss on them is weighted up, so copying the input
     through the top skip connection no longer pays and the deep encoder has to model anatomy.
+
+    `patients`: the IU patients (`uid`) whose images are among `image_paths`
+    (`unlabeled.iu_patients`); recorded in the encoder checkpoint (`config["patients"]`) so that
+    `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
+    (the check then only warns).
     """
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
@@ -379,6 +443,7 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
         raise DatasetError(f"Phase 1 needs at least 2 readable images, got {len(cache.array)} of "
                            f"{len(paths)}. {failed} Check the dataset's images/images_normalized/.")
     task = AutoencoderTask(cfg, cache.array, device)
+    task.config["patients"] = sorted({int(u) for u in patients}) if patients is not None else None
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_loss", maximize=False,
                            best_name=ENCODER_FILE, max_steps=max_steps)
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
@@ -531,6 +596,37 @@ class SegmentationTask(Task):
                            "finetune": self.config}}
 
 
+def check_encoder_patients(cfg: FinetuneConfig, cases: pd.DataFrame) -> None:
+    """Refuse (DatasetError) a Phase-1 encoder whose checkpoint records that it saw validation or
+    test patients of `cases`, unless `cfg.allow_seen_patients`; warn when it records nothing."""
+    path = cfg.pretrained_encoder
+    if not path or not Path(path).is_file() or Path(path).suffix == ".safetensors":
+        return  # none, "imagenet", ImageNet weights, or a missing file (loading it says so)
+    payload = load_checkpoint(path)
+    if "encoder" not in payload:
+        return  # ImageNet-style weights (a plain state dict): no patient of this collection
+    seen = (payload.get("config") or {}).get("patients")
+    held = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"].astype(int))
+    if seen is None:
+        print(f"{path} does not record which patients Phase 1 saw: cannot check that it never saw "
+              "a validation or test patient (pretrain again to record them)")
+        return
+    overlap = sorted(held & set(seen))
+    if not overlap:
+        return
+    what = (f"Phase 1 ({path}) saw {len(overlap)} of the {len(held)} validation/test patients of "
+            f"Phase 2 (uid {', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''})")
+    if cfg.allow_seen_patients:
+        print(f"{what}: used anyway (allow_seen_patients=True); the test is then on patients the "
+              "encoder learned from, and the checkpoint records it")
+        return
+    raise DatasetError(f"{what}, so the test would be on images the encoder learned from (Phase 1 "
+                       "ran before the split existed, e.g. before the masks were added). Pretrain "
+                       "again now that the split is fixed (notebook 02 / `python -m helpers "
+                       "pretrain` leave those patients out), or set ALLOW_SEEN_PATIENTS = True "
+                       "(`--allow-seen-patients`) to use this encoder on purpose.")
+
+
 def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
              cache_dir: str | Path | None = None, text_cache_dir: str | Path | None = None,
              resume: bool = False, progress: bool = True, max_steps: int | None = None,
@@ -544,6 +640,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
+    check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)

@@ -118,9 +118,21 @@ def iu_pretrain_paths(images: pd.DataFrame, cases: pd.DataFrame,
     labeled cases with their `split`. Prints how many images were excluded."""
     if frontal_only:
         images = images[images["projection"] == "Frontal"]
-    held_out = (set(cases.loc[cases["split"].isin(["val", "test"]), "uid"]) if "split" in cases
-                else set())  # no masks yet: no split, nothing to hold out
+    split = cases["split"] if "split" in cases else pd.Series(dtype=str)
+    held_out = set(cases.loc[split.isin(["val", "test"]), "uid"])
     allowed = images[~images["uid"].isin(held_out)]
-    print(f"Phase 1 excludes {len(images) - len(allowed)} image(s) of {len(held_out)} val/test "
-          f"patient(s): Phase 2's validation and test patients are never seen in Phase 1")
+    if split.dropna().empty:  # no masks yet: no split, nothing to hold out
+        print("No split yet (no labeled cases): Phase 1 sees every patient. The encoder records "
+              "them, and Phase 2 refuses it once the masks define validation/test patients it saw: "
+              "add the masks (MASKS_SOURCE) before Phase 1, or pretrain again after.")
+    else:
+        print(f"Phase 1 excludes {len(images) - len(allowed)} image(s) of {len(held_out)} val/test "
+              f"patient(s): Phase 2's validation and test patients are never seen in Phase 1")
     return allowed["path"].tolist()
+
+
+def iu_patients(images: pd.DataFrame, paths: Sequence[str]) -> list[int]:
+    """The IU patients (`uid`, sorted) whose images are among `paths` (for `pretrain(patients=)`);
+    `images`: the catalog's images (uid, path). Paths of other collections add none."""
+    chosen = images[images["path"].isin(set(map(str, paths)))]
+    return sorted({int(u) for u in chosen["uid"]})
