@@ -448,3 +448,26 @@ def test_a_subset_is_read_from_a_cache_that_holds_it_even_without_the_files(cata
     other = build_image_cache([str(changed / os.path.basename(paths[1]))], 32, tmp_path / "cache",
                               progress=False)
     assert other.rebuilt
+
+
+def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
+    from helpers.datasets import UNDESCRIBED
+
+    images = np.full((1, 40, 40), 40, np.uint8)
+    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
+    masks = (images > 100).astype(np.uint8)
+    torch.manual_seed(1)
+    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True],
+                      levels=["lower"], level_text_index=[2], undescribed=True)
+    places = {0: (slice(26, 32), slice(4, 10)), 1: (slice(26, 32), slice(30, 36)),
+              2: (slice(14, 20), slice(4, 10))}  # own, mirror copy, level copy
+    seen = set()
+    for _ in range(40):
+        image, mask, text = ds[0]
+        shown = {k for k, (r, c) in places.items() if (image[0, r, c] > 0.5).all()}
+        assert 0 in shown and text in shown and len(shown) in (2, 3)
+        assert (mask[0, places[text][0], places[text][1]] == 1).all()
+        for k in shown - {text}:
+            assert (mask[0, places[k][0], places[k][1]] == UNDESCRIBED).all()
+        seen.add((len(shown), text))
+    assert {n for n, _ in seen} == {2, 3} and {t for _, t in seen} == {0, 1, 2}
