@@ -47,7 +47,9 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
     Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
     variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
                 Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
-                Variant("image only (none)", {"fusion": "none"})]
+                # the image-only control cannot read which copy or text is meant: no place training
+                Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0,
+                                              **{name: 0.0 for name in PLACE_METHODS}})]
     for fusion in settings.fusions:
         for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
             if (fusion, mode) != (base.fusion, base.text_mode):

@@ -162,6 +162,7 @@ def test_ablation_variants_and_summary():
         "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
     assert variants[5].overrides == {"fusion": "film", "text_mode": "positive"}
     assert variants[9].overrides == {"paste_prob": 0.0, "null_rate": 0.0}
+    assert variants[2].overrides["fusion"] == "none" and variants[2].overrides["paste_prob"] == 0.0
     alone = ablation_variants(dataclasses.replace(base, null_rate=0.0), AblationConfig(
         fusions=(), with_init=False, with_upsampling=False, place_each=True))
     assert [v.name for v in alone][-1] == "no place training"  # one method: no "without" rows
