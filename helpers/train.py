@@ -59,8 +59,9 @@ from .model import (
     load_pretrained_encoder,
     predict_arrays,
 )
-from .places import SIDES, names_level, names_side, swap_levels, swap_sides
-from .sentences import null_text, select_sentences, select_text
+from .places import SIDES, names_level, names_side
+from .reader import ReportReader
+from .record import ModelRecord
 from .text import EmbeddingCache, load_text_encoder
 
 
@@ -411,7 +412,7 @@ def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
 class SegmentationTask(Task):
     """Phase 2: the multimodal U-Net learns the mask of the finding a text describes.
 
-    Each case's text goes through `sentences.select_text(text, cfg.text_mode)`; every unique
+    Each case's text goes through `ReportReader(cfg.text_mode).model_text`; every unique
     text (with its side-swapped twin for the concordant flip) is encoded once by the frozen text
     encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L] for a fusion that
     attends); batches carry row indices into them.
@@ -427,14 +428,13 @@ class SegmentationTask(Task):
                            else cfg.text_model)
         model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
                                upsampling=cfg.upsampling, token_dim=encoder.token_dim)
-        selections = [select_sentences(t) for t in train.cases["text"]]
-        train_texts = [select_text(t, cfg.text_mode) for t in train.cases["text"]]
-        texts = train_texts + [select_text(t, cfg.text_mode) for t in val.cases["text"]]
+        self.reader = reader = ReportReader(cfg.text_mode)
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
-        flipped = [swap_sides(t) for t in train_texts] if swapping else []
-        nulls = ([select_text(null_text(t), cfg.text_mode) for t in train.cases["text"]]
-                 if cfg.null_rate > 0 else [])
-        leveled = [swap_levels(t) for t in train_texts] if cfg.paste_prob > 0 else []
+        training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
+                                         levels=cfg.paste_prob > 0)
+        train_texts = training.texts
+        texts = train_texts + [reader.model_text(t) for t in val.cases["text"]]
+        flipped, nulls, leveled = training.flipped, training.nulls, training.leveled
         extra = [flipped, nulls, leveled]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens)
@@ -450,12 +450,7 @@ class SegmentationTask(Task):
         flipped_idx, null_idx, level_idx = (index[a:b] or None for a, b in zip(starts, starts[1:]))
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
-        self.text_report = {
-            "text_mode": cfg.text_mode, "pooling": encoder.pooling,
-            "truncation": encoder.truncation_report(texts),
-            "sentences_kept": sum(len(x.kept) for x in selections),
-            "sentences_dropped": sum(len(x.dropped) for x in selections),
-            "texts_without_positive_sentence": sum(x.fallback for x in selections)}
+        self.text_report = reader.text_report(train.cases["text"], texts, encoder)
         if self.text_report["truncation"]["n_truncated"]:
             t = self.text_report["truncation"]
             print(f"{t['n_truncated']} of {t['n_texts']} training/validation texts are longer than "
@@ -520,15 +515,18 @@ class SegmentationTask(Task):
     def start_epoch(self, epoch: int) -> None:
         freeze_encoder(self.model, epoch < self.cfg.freeze_encoder_epochs)
 
+    def record(self, row: dict) -> ModelRecord:
+        """The best epoch's record, given the epoch's history row (threshold 0.5 until `finetune`
+        chooses one on validation)."""
+        return ModelRecord(self.model.state_dict(), self.model.config(), self.cfg.image_size,
+                           self.text_model, self.text_encoder.dim, threshold=0.5,
+                           text_model_requested=self.cfg.text_model,
+                           text_model_is_tiny=self.text_encoder.is_tiny, text_mode=self.cfg.text_mode,
+                           text_report=self.text_report, finetune=self.config, epoch=row["epoch"],
+                           metrics={k: v for k, v in row.items() if k.startswith("val_")})
+
     def best_checkpoint(self, row: dict) -> dict:
-        return {"model": self.model.state_dict(), "epoch": row["epoch"],
-                "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-                "config": {"model": self.model.config(), "image_size": self.cfg.image_size,
-                           "text_model": self.text_model, "text_model_requested": self.cfg.text_model,
-                           "text_model_is_tiny": self.text_encoder.is_tiny,
-                           "text_dim": self.text_encoder.dim, "text_mode": self.cfg.text_mode,
-                           "text_report": self.text_report, "threshold": 0.5,
-                           "finetune": self.config}}
+        return self.record(row).to_payload()
 
 
 def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
@@ -557,14 +555,13 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 
     # Choose the threshold on validation with the best weights, and store it with them.
-    best = load_checkpoint(result.best_path)
-    task.model.load_state_dict(best["model"])
+    best = ModelRecord.load(result.best_path)
+    task.model.load_state_dict(best.state_dict)
     probs = task.val_probs()
-    threshold = best_threshold(probs, task.val_masks)
-    best["config"]["threshold"] = threshold
-    best["metrics"]["val_dice_at_threshold"] = dice_per_image(probs >= threshold,
-                                                              task.val_masks).mean().item()
+    best.threshold = best_threshold(probs, task.val_masks)
+    best.metrics["val_dice_at_threshold"] = dice_per_image(probs >= best.threshold,
+                                                           task.val_masks).mean().item()
     if dist.is_main():
-        save_checkpoint(best, result.best_path)
+        best.save(result.best_path)
     dist.barrier()
     return result

@@ -16,11 +16,11 @@ PACKAGE = ROOT / "helpers"
 # Bottom to top; a module may import modules of lower layers, and of its own layer only along the
 # edges listed in SAME_LAYER. The map of the README's "Layout" section.
 LAYERS = [
-    ["config", "checkpoint", "layout", "distributed"],
+    ["config", "checkpoint", "layout", "distributed", "record"],
     ["io", "sentences", "places"],
     ["synthetic_text", "synthetic_plan", "synthetic_draw", "synthetic", "sources", "split", "catalog",
      "unlabeled"],
-    ["tiny_clip", "text", "cache", "datasets"],
+    ["tiny_clip", "text", "reader", "cache", "datasets"],
     ["fusion", "model", "losses", "metrics"],
     ["train"],
     ["inference", "evaluation"],
@@ -28,7 +28,7 @@ LAYERS = [
     ["overlay", "plots", "explorer"],
     ["colab", "pipeline", "notebooks", "__main__"],
 ]
-SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
+SAME_LAYER = {("record", "checkpoint"), ("reader", "text"), ("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic", "synthetic_plan"), ("synthetic_plan", "synthetic_text"),
               ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("datasets", "cache"),

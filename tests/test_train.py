@@ -230,6 +230,30 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
         torch.from_numpy(seg.predict(image, "Heart size is normal. Right basilar opacity.")))
 
 
+def test_training_and_inference_read_a_report_the_same_way(cases, tmp_path, finetune_cfg, text_dir):
+    """The texts training encodes are the Segmenter's model texts of the same reports, and the
+    embedding a training case gets is the one inference computes for its report."""
+    from helpers.datasets import labeled_arrays
+    from helpers.inference import Segmenter
+    from helpers.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.train import SegmentationTask
+
+    cfg = dataclasses.replace(finetune_cfg, fusion="cross_attn", text_mode="positive")
+    train, val = (labeled_arrays(cases[cases["split"] == s].reset_index(drop=True), cfg.image_size)
+                  for s in ("train", "val"))
+    task = SegmentationTask(cfg, train, val, torch.device("cpu"), tmp_path, text_dir)
+    task.record({"epoch": 1, "val_dice": 0.0}).save(tmp_path / "best_model.pth")
+    seg = Segmenter.from_checkpoint(tmp_path / "best_model.pth", device="cpu", text_cache_dir=text_dir)
+    assert seg.reader == task.reader and seg.text_mode == "positive"
+    reports = list(train.cases["text"]) + list(val.cases["text"])
+    stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
+    assert sorted(stored) == sorted({seg.model_text(r) for r in reports})
+    assert any(seg.model_text(r) != " ".join(r.split()) for r in reports)  # sentences were dropped
+    rows = task.loader.dataset.text_index  # each training case's row of the embedding table
+    inferred = seg.embeddings.get([seg.model_text(r) for r in train.cases["text"]])
+    torch.testing.assert_close(task.table[rows], inferred)
+
+
 def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """One image with a bright square on the image's left (the patient's right) and its mask."""
     images = np.full((1, size, size), 40, np.uint8)
