@@ -14,7 +14,8 @@ from helpers.datasets import LabeledCases, UnlabeledImages
 from helpers.io import load_gray
 from helpers.layout import DatasetError
 from helpers.model import MultimodalUnet, build_encoder
-from helpers.train import OutputDirError, finetune, pretrain
+from helpers.loop import OutputDirError
+from helpers.train import finetune, pretrain
 
 
 def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
