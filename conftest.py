@@ -7,6 +7,7 @@ runs: stderr (warnings, progress) and widget outputs (tqdm bars, the explorer).
 import os
 
 os.environ.setdefault("CXR_SMOKE", "1")
+os.environ.setdefault("CXR_LAST_SAVE_S", "0")  # last.pth every epoch: the resume tests interrupt early
 os.environ.pop("CXR_MODE", None)
 
 try:

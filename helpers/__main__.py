@@ -67,13 +67,25 @@ def _apply(cfg, args: argparse.Namespace, section: str):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link "
-                        "(default: what the run folder's run.json records, else demo)")
+    parser.add_argument("--data", default=None, help="dataset: demo, a folder, a .zip, a Drive link, "
+                        "kaggle:<owner>/<dataset> (default: what the run folder's run.json records, "
+                        "else demo)")
     parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
                         "masked/ folder: a folder, a .zip, a Drive path or link")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
+
+
+def _encoder_start(cfg, args):
+    """Phase 2's `--encoder-weights imagenet|FILE`: start from ImageNet weights without Phase 1
+    (a Phase-1 encoder, `--pretrained-encoder`, carries its own start)."""
+    if not getattr(args, "encoder_weights", None):
+        return cfg
+    if cfg.pretrained_encoder:
+        raise ValueError("--encoder-weights and --pretrained-encoder exclude each other: a Phase-1 "
+                         "encoder carries its start (pretrain it with --encoder-weights imagenet)")
+    return config.override(cfg, {"pretrained_encoder": args.encoder_weights})
 
 
 def cmd_prepare(args) -> None:
@@ -96,7 +108,7 @@ def cmd_pretrain(args) -> None:
     from .layout import RUNS_ROOT, RunPaths
     from .pipeline import prepare
     from .train import pretrain
-    from .unlabeled import iu_pretrain_paths, list_unlabeled
+    from .unlabeled import iu_patients, iu_pretrain_paths, list_unlabeled
 
     if args.data == "none" and not args.unlabeled:
         raise ValueError("--data none needs --unlabeled sources")
@@ -110,7 +122,9 @@ def cmd_pretrain(args) -> None:
     cfg = _apply(settings.pretrain, args, "pretrain")
     if args.data != "none":
         paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
-        print(f"{args.data}: {len(paths)} image(s)")
+        if not dist.is_distributed():  # read from the run folder's cache when it holds them
+            paths = prep.stage_images(cfg.image_size, paths)
+        print(f"{args.data or prep.run.data_source}: {len(paths)} image(s)")
     if args.unlabeled:
         extra = list_unlabeled(args.unlabeled)
         print(extra.report())
@@ -118,8 +132,9 @@ def cmd_pretrain(args) -> None:
               "of them yourself)")
         known = set(paths)
         paths += [p for p in extra.paths if p not in known]
-    result = pretrain(cfg, paths, run.phase1(cfg.objective), cache_dir=run.cache,
-                      resume=args.resume)
+    patients = iu_patients(prep.catalog.images, paths) if args.data != "none" else []
+    result = pretrain(cfg, paths, run.phase1(cfg.objective, cfg.encoder_weights), cache_dir=run.cache,
+                      resume=args.resume, patients=patients)
     print(f"best val_loss {result.best_value:.5f} at epoch {result.best_epoch}; "
           f"{result.images_per_second:.1f} images/s (all processes); saved {result.best_path}")
 
@@ -131,7 +146,9 @@ def cmd_finetune(args) -> None:
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    cfg = _apply(prep.preset.finetune, args, "finetune")
+    cfg = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
+    if not dist.is_distributed():
+        prep.stage_images(cfg.image_size, prep.cases["image_path"])
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
     print(f"best val_dice {result.best_value:.4f} at epoch {result.best_epoch}; saved {result.best_path}")
@@ -146,6 +163,7 @@ def cmd_evaluate(args) -> None:
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
     prep.require_masks()
     seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
+    prep.stage_images(seg.image_size, prep.cases["image_path"])
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
     texts = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
     per_case, summary = evaluate(seg, cases, texts=texts, cache_dir=prep.paths.cache)
@@ -173,8 +191,9 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _apply(prep.preset.finetune, args, "finetune")
+    base = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
     settings = _apply(prep.preset.ablation, args, "ablation")
+    prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
                                 cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,
@@ -255,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
         p.add_argument("--resume", action="store_true", help="continue from last.pth")
         settings_flags(p, config.FinetuneConfig, "finetune")
+        p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
+                       help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
             settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,

@@ -33,7 +33,7 @@ from .split import split_cases
 from .synthetic import make_demo_dataset
 from .text import TextEncoder, load_text_encoder
 from .tiny_clip import make_tiny_clip
-from .loop import amp_dtype, make_loader
+from .loop import amp_dtype, describe_precision, make_loader
 from .train import finetune, pretrain
 
 
@@ -121,6 +121,7 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
 
     print(f"device {dev}, image size {size}, batch {batch}, {n_images} images of ~{source_size} px, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"precision: {describe_precision(dev)}")
     root = make_demo_dataset(work / "data", n_reports=n_images, n_masks=n_images,
                              image_size=(source_size, source_size + source_size // 8),
                              make_zip=False, quirks=False)
@@ -140,10 +141,21 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                                                shuffle=True)
     ours_loader = make_loader(LabeledCases(images, masks, list(range(len(images))), augment=True),
                               batch, shuffle=True, device=dev)
+    # The place training of the defaults: copies pasted, texts swapped (on the cached uint8 arrays)
+    place = FinetuneConfig()
+    idx = list(range(len(images)))
+    place_loader = make_loader(LabeledCases(
+        images, masks, idx, augment=True, paste_prob=place.paste_prob, swap_prob=place.swap_prob,
+        null_rate=place.null_rate, flipped_text_index=idx, sided=[True] * len(idx),
+        null_text_index=idx, levels=["lower"] * len(idx), level_text_index=idx,
+        undescribed=place.undescribed_weight), batch, shuffle=True, device=dev)
     naive_load = _rate(lambda: _epoch(naive_loader))
     ours_load = _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1))
+    place_load = _rate(lambda: _epoch(place_loader), warmup=lambda: _epoch(place_loader, 1))
     row("data loading + augmentation, straightforward (PIL/item)", naive_load)
     row("data loading + augmentation, ours (cache)", ours_load)
+    row("data loading + augmentation + place training, ours", place_load,
+        note=f"paste {place.paste_prob:g}, swap {place.swap_prob:g}, null {place.null_rate:g}")
 
     model = MultimodalUnet("resnet34", text_dim=encoder.dim).to(dev)
     criterion = DiceBCELoss(10.0)
@@ -176,6 +188,12 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                            progress=False, max_steps=n), steps)
     row("Phase-2 training step, ours (end to end)", ours_step,
         note="a few steps of finetune()" + (", channels_last + autocast" if dev.type == "cuda" else ""))
+    plain_cfg = dataclasses.replace(fine_cfg, paste_prob=0.0, swap_prob=0.0, null_rate=0.0)
+    plain_step = _real_loop_rate(
+        lambda n: finetune(plain_cfg, cases, work / "finetune-plain", cache_dir=work / "cache",
+                           progress=False, max_steps=n), steps)
+    row("Phase-2 training step, ours without place training", plain_step,
+        note="the same loop, no copies pasted, no texts swapped")
 
     dtype = amp_dtype(dev)
     x0 = normalize(torch.from_numpy(images[:batch])[:, None]).to(dev)
@@ -207,7 +225,8 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
 
     ratios = {"Phase-2 training, ours / straightforward": ours_step / naive_step,
               "Phase-2 training, ours / model-alone limit": ours_step / limit,
-              "data loading, ours / straightforward": ours_load / naive_load}
+              "data loading, ours / straightforward": ours_load / naive_load,
+              "Phase-2 training, with place training / without": ours_step / plain_step}
     for name, value in ratios.items():
         print(f"{name + ':':<45} {value:6.2f}x")
         rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})

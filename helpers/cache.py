@@ -60,6 +60,36 @@ def _cache_key(paths: Sequence[str], size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def _name_and_bytes(path: str) -> list:
+    """[file name, byte size or None when the file is not on this machine]."""
+    return [os.path.basename(path), os.stat(path).st_size if os.path.isfile(path) else None]
+
+
+def covering_cache(paths: Sequence[str], size: int, cache_dir: Path) -> ImageCache | None:
+    """The rows of `paths` from a cache of this size in `cache_dir` that holds them all (e.g. the
+    whole collection, staged by notebook 01), matched by file name and byte size, or by name alone
+    for a file not on this machine (a later Colab machine reads only the cache on Drive); an
+    in-memory ImageCache, or None when no cache holds them all."""
+    wanted = [_name_and_bytes(p) for p in paths]
+    for meta in sorted(cache_dir.glob(f"images_{size}px_*.json"), key=lambda m: m.stat().st_size):
+        try:
+            info = json.loads(meta.read_text())
+            rows = {name: (i, n) for i, (name, n) in enumerate(info["files"])}
+            bad = dict(info["failed_files"])
+        except (OSError, ValueError, KeyError):
+            continue  # an older cache without file names, or a damaged one
+        fits = [(name in rows and n in (None, rows[name][1])) or (name in bad and n in (None, bad[name]))
+                for name, n in wanted]
+        if all(fits):
+            kept = [(p, rows[name][0]) for p, (name, _) in zip(paths, wanted) if name in rows]
+            data = np.load(meta.with_suffix(".npy"), mmap_mode="r")[[i for _, i in kept]]
+            failed = [(p, "could not be decoded when the cache was built")
+                      for p, (name, _) in zip(paths, wanted) if name not in rows]
+            return ImageCache(np.asarray(data), [p for p, _ in kept], size, failed, 0.0, False,
+                              meta.with_suffix(".npy"))
+    return None
+
+
 def _decode(path: str, size: int) -> np.ndarray | str:
     try:
         return load_gray(path, size)
@@ -73,7 +103,8 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
 
     With `cache_dir` the result is stored as `images_<size>px_<key>.npy` + `.json` and reused while
     the file names, their byte sizes and the model size are unchanged (see `_cache_key`); caches of
-    other sizes and subsets are kept beside it (delete the folder to reclaim the space). Decoding
+    other sizes and subsets are kept beside it (delete the folder to reclaim the space); a subset of
+    one already there is read from it, also without the files (`covering_cache`). Decoding
     runs in a thread pool (PIL releases the GIL). Under torchrun with `cache_dir`, every rank must
     call this with the same paths: the ranks decode their shares into one file (`_build_sharded`).
     """
@@ -92,6 +123,10 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
             failed = [(paths[i], reason) for i, reason in info["failed"]]
             return ImageCache(array, [paths[i] for i in info["kept"]], size, failed,
                               time.perf_counter() - start, False, npy)
+        covering = covering_cache(paths, size, cache_dir)
+        if covering is not None:
+            covering.seconds = time.perf_counter() - start
+            return covering
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         decoded = list(tqdm(pool.map(lambda p: _decode(p, size), paths), total=len(paths),
@@ -106,7 +141,9 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
         os.replace(tmp, npy)
         kept_index = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         meta.write_text(json.dumps({"kept": kept_index, "paths": [p for p, _ in kept],
-                                    "failed": [[i, d] for i, d in enumerate(decoded) if isinstance(d, str)]}))
+                                    "failed": [[i, d] for i, d in enumerate(decoded) if isinstance(d, str)],
+                                    "files": [_name_and_bytes(paths[i]) for i in kept_index],
+                                    "failed_files": [_name_and_bytes(p) for p, _ in failed]}))
         array = np.load(npy, mmap_mode="r")
     return ImageCache(array, [p for p, _ in kept], size, failed, time.perf_counter() - start, True, npy)
 

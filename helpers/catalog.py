@@ -15,8 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .io import load_mask, open_image
-from .layout import (IMAGE_SUFFIXES, IMAGES_DIR, MASKS_CSV, MASKS_DIR, PATIENT_SPLITS_CSV,
-                     PROJECTIONS_CSV, REPORTS_CSV, DatasetError, find_root)
+from .layout import (IMAGES_DIR, MASKS_CSV, MASKS_DIR, PATIENT_SPLITS_CSV, PROJECTIONS_CSV,
+                     REPORTS_CSV, DatasetError, find_root)
+from .masks import list_masks, mask_geometry, masks_csv_beside, pair_masks  # noqa: F401 (re-export)
 from .split import read_patient_splits
 
 REPORT_COLUMNS = ("uid", "findings", "impression")
@@ -114,15 +115,20 @@ def load_catalog(root: str | Path, *, check_images: bool = True,
     projections = _read_csv(root / PROJECTIONS_CSV, PROJECTION_COLUMNS)
     images = _list_images(root, projections, problems)
     masks_csv = _read_masks_csv(root / MASKS_CSV) if (root / MASKS_CSV).is_file() else None
-    mask_files = _list_masks(root / MASKS_DIR, problems)
+    mask_files = list_masks(root / MASKS_DIR, problems)
     if extra_masks is not None:
-        extra = _list_masks(Path(extra_masks), problems)
+        extra_csv = masks_csv_beside(Path(extra_masks))
+        if extra_csv is not None:  # the masks' own masks.csv wins over the dataset's
+            extra_frame = _read_masks_csv(extra_csv)
+            masks_csv = extra_frame if masks_csv is None else pd.concat(
+                [masks_csv[~masks_csv.index.isin(extra_frame.index)], extra_frame])
+        extra = list_masks(Path(extra_masks), problems)
         names = {p.name for p in extra}
         for path in mask_files:
             if path.name in names:
                 problems.add("duplicate_mask", path, f"also in {extra_masks}; that one is used")
         mask_files = [p for p in mask_files if p.name not in names] + extra
-    pairs = _pair_masks(mask_files, images, masks_csv, problems)
+    pairs = pair_masks(mask_files, images, masks_csv, problems)
     if check_images:
         targets = {name for _, name, _ in pairs}
         images = _check_images(images, targets, problems)
@@ -242,60 +248,6 @@ def _read_masks_csv(path: Path) -> pd.DataFrame:
     return frame.drop_duplicates("mask", keep="last").set_index("mask")
 
 
-def _list_masks(folder: Path, problems: _Problems) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    masks = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            masks.append(path)
-        else:
-            problems.add("not_a_mask", path, "not an image file; ignored")
-    return masks
-
-
-def _name_key(name: str) -> str:
-    """Pairing key shared by an image and its masks: lower case, without image extension, `.dcm`
-    and `_mask` / `-mask` suffixes (e.g. `1_IM-0001-4001.dcm_mask.PNG` -> `1_im-0001-4001`)."""
-    key = name.lower().strip()
-    suffixes = IMAGE_SUFFIXES + (".dcm", "_mask", "-mask", " mask")
-    while True:
-        stripped = next((key[: -len(s)] for s in suffixes if key.endswith(s)), key)
-        if stripped == key:
-            return key
-        key = stripped
-
-
-def _pair_masks(mask_files: list[Path], images: pd.DataFrame, masks_csv: pd.DataFrame | None,
-                problems: _Problems) -> list[tuple[Path, str, str]]:
-    """(mask path, image filename, text override or "") for every mask whose image exists."""
-    by_key: dict[str, str] = {}
-    for name in images["filename"]:
-        by_key.setdefault(_name_key(name), name)
-    names = set(images["filename"])
-    overrides = masks_csv if masks_csv is not None else pd.DataFrame(columns=["image", "text"])
-    for name in overrides.index.difference([p.name for p in mask_files]):
-        problems.add("missing_mask", Path(MASKS_CSV), f"lists mask {name!r}, which is not in {MASKS_DIR}/")
-    pairs = []
-    for path in mask_files:
-        image, text = "", ""
-        if path.name in overrides.index:
-            image, text = overrides.loc[path.name, "image"], overrides.loc[path.name, "text"]
-        if image and image not in names:
-            problems.add("orphan_mask", path, f"{MASKS_CSV} pairs it with {image!r}, which is not in "
-                                              f"{IMAGES_DIR}/; not a case")
-            continue
-        image = image or by_key.get(_name_key(path.name), "")
-        if not image:
-            problems.add("orphan_mask", path, f"no image in {IMAGES_DIR}/ carries its name; not a case "
-                                              f"(rename it or pair it in {MASKS_CSV})")
-            continue
-        pairs.append((path, image, text))
-    return pairs
-
-
 def _build_cases(pairs: list[tuple[Path, str, str]], images: pd.DataFrame, reports: pd.DataFrame,
                  check_masks: bool, problems: _Problems) -> pd.DataFrame:
     by_name = images.set_index("filename")
@@ -333,17 +285,3 @@ def _build_cases(pairs: list[tuple[Path, str, str]], images: pd.DataFrame, repor
     cases = pd.DataFrame(rows, columns=columns)
     cases["uid"] = cases["uid"].astype("int64")
     return cases.sort_values(["uid", "case_id"], ignore_index=True)
-
-
-
-def mask_geometry(mask_paths: list[str], size: int = 128) -> pd.DataFrame:
-    """Area (share of the image) and centroid (x, y in [0, 1], image coordinates) of each mask,
-    measured at `size` x `size`. Empty masks get NaN centroids."""
-    rows = []
-    for path in mask_paths:
-        mask = load_mask(path, size).astype(bool)
-        ys, xs = np.nonzero(mask)
-        rows.append({"area": mask.mean(),
-                     "cx": (xs.mean() + 0.5) / size if len(xs) else np.nan,
-                     "cy": (ys.mean() + 0.5) / size if len(ys) else np.nan})
-    return pd.DataFrame(rows, columns=["area", "cx", "cy"])

@@ -26,7 +26,8 @@ class SetupError(RuntimeError):
 def check_repo_url(url: str, *, online: bool = True, timeout: float = 30.0) -> None:
     """SetupError unless `url` names a reachable git repository (checked with `git ls-remote`,
     never prompting for a password)."""
-    where = "REPO_URL in helpers/layout.py and in the notebooks' setup cells"
+    where = ("REPO_URL in helpers/layout.py, the README and every notebook's setup cell with "
+             "`python tools/set_repo.py OWNER/NAME`")
     if not url or REPO_PLACEHOLDER in url:
         raise SetupError(f"REPO_URL is still the placeholder {url!r}: set {where} to the address of "
                          f"your copy of this project, e.g. https://github.com/<you>/cxr-text-localization.git")
@@ -88,24 +89,30 @@ def colab_badge(notebook: str, repo_url: str = REPO_URL) -> str:
             f"({colab_link(notebook, repo_url)})")
 
 
-def check_device(mode: str, device: str | None = None) -> str:
+def check_device(mode: str, device: str | None = None, needs_gpu: bool = True) -> str:
     """The device the run will use, as text; SetupError in the real preset on a CPU-only machine
-    unless `device="cpu"` was chosen on purpose."""
+    unless `device="cpu"` was chosen on purpose or the notebook trains nothing (`needs_gpu`
+    False: notebooks 01 and 04)."""
     import torch
 
     if device not in (None, "auto"):
         return f"device: {device} (set by DEVICE)"
     if torch.cuda.is_available():
         return f"device: cuda ({torch.cuda.get_device_name(0)})"
+    if not needs_gpu:
+        return "device: cpu" + (" (enough for notebooks 01 and 04, which train nothing; 02 and 03 "
+                                f"stop without a GPU: {GPU_HELP})" if mode == "real" else "")
     if mode == "real":
         raise SetupError(f"No GPU on this machine and the real preset needs one: {GPU_HELP}.")
     return "device: cpu"
 
 
 def setup(data_source: str | None = None, masks_source: str | None = None, mode: str | None = None,
-          out_dir: str | Path | None = None, device: str | None = None):
+          out_dir: str | Path | None = None, device: str | None = None, needs_gpu: bool = False):
     """The setup cell of every notebook: on Colab update the clone (`git pull --ff-only`), install
-    the runtime requirements and mount Drive; then print the run folder, the mode and the device.
+    the runtime requirements and mount Drive; then print the run folder, the mode and the device
+    (the notebooks that train, 02 and 03, stop a CPU-only real run with `check_device` before
+    training; `needs_gpu=True` stops it here).
     Returns the notebook's `RunSettings` (what is None comes from the run folder's `run.json`)."""
     if on_colab():
         os.chdir(REPO_ROOT)
@@ -116,5 +123,5 @@ def setup(data_source: str | None = None, masks_source: str | None = None, mode:
 
     run = resolve_run(data_source, masks_source, mode, out_dir)
     print(f"run folder: {relative(run.run_dir)}; mode {run.mode}")
-    print(check_device(run.mode, device))
+    print(check_device(run.mode, device, needs_gpu))
     return run

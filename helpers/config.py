@@ -130,6 +130,8 @@ class PretrainConfig:
                                             "a GPU")
     device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
     seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
+    encoder_weights: str | None = setting(None, 'encoder start: none (random), "imagenet" '
+                                                "(downloaded by smp) or a weights file")
 
 
 @dataclass
@@ -164,8 +166,9 @@ class FinetuneConfig:
                                         "lesion lies elsewhere, with an empty target")
     upsampling: str = setting("interp", '"interp" (smp\'s interpolation) or "transpose" (transposed '
                                         "convolutions)")
-    pretrained_encoder: str | None = setting(None, "path to my_pretrained_encoder.pth; none: from "
-                                                   "scratch")
+    pretrained_encoder: str | None = setting(None, 'path to my_pretrained_encoder.pth; "imagenet" '
+                                                   "or a weights file: ImageNet, no Phase 1; none: "
+                                                   "from scratch")
     freeze_encoder_epochs: int = setting(0, "epochs with the image encoder frozen")
     patience: int = setting(10, "early stopping: epochs without a better validation Dice")
     dice_weight: float = setting(1.0, "weight of the Dice loss")
@@ -187,6 +190,8 @@ class FinetuneConfig:
                                             "a GPU")
     device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
     seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
+    allow_seen_patients: bool = setting(False, "use a Phase-1 encoder that saw validation/test "
+                                               "patients on purpose (recorded)")
 
 
 @dataclass
@@ -221,6 +226,11 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     (tests, seconds)."""
     mode = resolve_mode(mode, data_source)
     p = Preset(mode=mode)
+    if mode == "real":
+        # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
+        # seed, the controls, the specified design, and the Phase-1 init rows (the open question).
+        p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
+                                         text_modes=("raw",), with_upsampling=False, with_init=True)
     if mode == "demo":
         # Sized for about 12 minutes of `make demo` on 2 CPU cores: one seed, and only the
         # controls and the baseline design beside the default (the 3-seed study: `make ablate`).
@@ -240,6 +250,22 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = AblationConfig(seeds=(0,), fusions=("concat",), with_upsampling=False,
                                     with_init=False, bootstrap=100)
     return p
+
+
+ABLATION_SETS = ("light", "full")
+
+
+def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
+    """The ablations to run: "light" (the preset's), "full" (3 seeds, four fusions, both text
+    modes, upsampling and Phase-1 init: ~21 Phase-2 trainings), None / "none" (skip)."""
+    if which in (None, "none", False):
+        return None
+    if which == "light":
+        return p.ablation
+    if which == "full":
+        return dataclasses.replace(AblationConfig(), text_modes=("raw",),
+                                   bootstrap=p.ablation.bootstrap)
+    raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
 
 
 def override(cfg, changes: dict | None = None, **fields):

@@ -141,6 +141,29 @@ class LabeledCases(Dataset):
             u -= share
         return None
 
+    @staticmethod
+    def _paste(image: torch.Tensor, mask: torch.Tensor, text: int, moves: list[tuple[str | int, int]],
+               hard: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Copy the lesion to one of `moves`' places, or to all of them (half the time, when there
+        are two: the mirror place and the other level, three lesions alike, as in a layout where
+        side and level both matter); then ask, with equal chance, for the original (its own text)
+        or one copy (that move's text). The lesions not asked for are marked `hard`."""
+        if len(moves) > 1 and torch.rand(()) < 0.5:
+            chosen = moves
+        else:
+            chosen = [moves[int(torch.randint(len(moves), ()))]]
+        lesions, pasted = [(mask, text)], image
+        for how, other_text in chosen:  # every copy is taken from the original picture
+            pasted, copy = paste_copy(image, mask, how, onto=pasted)
+            lesions.append((copy, other_text))
+        image = pasted
+        target, text = lesions[int(torch.randint(len(lesions), ()))]
+        out = target.clone()
+        for other, _ in lesions:
+            if other is not target:
+                out = torch.where((other > 0) & (target == 0), torch.full_like(out, hard), out)
+        return image, out, text
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image = torch.from_numpy(np.array(self.images[i]))[None]
         mask = torch.from_numpy(np.array(self.masks[i]))[None]
@@ -153,11 +176,7 @@ class LabeledCases(Dataset):
             text, empty = self.null_text_index[i], True
         elif method == "paste" and self.moves[i]:
             pasted = True
-            how, other_text = self.moves[i][int(torch.randint(len(self.moves[i]), ()))]
-            image, copy = paste_copy(image, mask, how)  # before the warp: both lesions move alike
-            if torch.rand(()) < 0.5:
-                text, mask, copy = other_text, copy, mask
-            mask = torch.where(copy > 0, torch.full_like(mask, hard), mask)
+            image, mask, text = self._paste(image, mask, text, self.moves[i], hard)
         elif method == "swap" and self.sided[i]:
             text, empty = self.flipped_text_index[i], True
         elif method == "negative" and self.negative_text_index[i]:

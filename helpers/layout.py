@@ -19,7 +19,8 @@ RUNS_ROOT = REPO_ROOT / "runs"
 TEXT_MODELS_DIR = DATA_ROOT / "text-models"  # the tiny offline text model, shared by all runs
 
 # This project's repository. The notebooks' setup cells and "Open in Colab" badges and the README's
-# badge name it too (tests/test_colab.py checks that they agree; README "In Colab" says how to change it).
+# badge name it too (tests/test_colab.py checks that they agree); `python tools/set_repo.py
+# OWNER/NAME` changes all of them.
 REPO_URL = "https://github.com/YOUR-ACCOUNT/cxr-text-localization.git"
 REPO_PLACEHOLDER = "YOUR-ACCOUNT"
 # On Colab each notebook runs on its own machine: the run folder of the series lives on Drive.
@@ -123,15 +124,24 @@ class RunPaths:
     def cache(self) -> Path:
         return self.root / "cache"
 
-    def phase1(self, objective: str) -> Path:
-        return self.root / "phase1" / objective
+    @property
+    def dataset(self) -> Path:
+        """The catalog of the data (CSVs and the paired masks) that notebook 01 leaves for 02-04."""
+        return self.root / "dataset"
 
-    def phase1_encoder(self, objective: str) -> Path:
-        return self.phase1(objective) / ENCODER_FILE
+    def phase1(self, objective: str, encoder_weights: str | None = None) -> Path:
+        """`phase1/<objective>`; a Phase 1 that starts from ImageNet weights (`encoder_weights`
+        set) lives beside it in `phase1/<objective>-imagenet`."""
+        return self.root / "phase1" / (objective + ("-imagenet" if encoder_weights else ""))
+
+    def phase1_encoder(self, objective: str, encoder_weights: str | None = None) -> Path:
+        return self.phase1(objective, encoder_weights) / ENCODER_FILE
 
     def phase1_encoders(self) -> dict[str, str]:
-        """The Phase-1 encoders trained so far, by objective (for the ablations)."""
-        found = {o: self.phase1_encoder(o) for o in ("masked", "reconstruct")}
+        """The Phase-1 encoders trained so far, by objective (for the ablations): `masked`,
+        `reconstruct`, and `masked-imagenet` etc. for those that started from ImageNet weights."""
+        found = {o + tag: self.phase1_encoder(o, tag or None) for tag in ("", "-imagenet")
+                 for o in ("masked", "reconstruct")}
         return {o: str(p) for o, p in found.items() if p.exists()}
 
     @property

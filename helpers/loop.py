@@ -1,12 +1,14 @@
 """The training loop, `fit`, for both phases, and what it needs: settings, result, the `Task` it trains,
 loaders, the learning-rate schedule.
 
-`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 where supported, else fp16
-with a grad scaler), a per-step warm-up + cosine schedule, validation every epoch, the best
-checkpoint and `last.pth` written atomically each epoch, and resume from `last.pth` with optimizer,
-scheduler, scaler and RNG states, so that an interrupted run ends exactly where an uninterrupted one
-would. What differs between the phases (model, data, loss, validation, what the best checkpoint
-holds) lives in a `Task`: `train.AutoencoderTask` (Phase 1) and `train.SegmentationTask` (Phase 2).
+`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 on compute capability
+>= 8.0, else fp16 with a grad scaler), a per-step warm-up + cosine schedule, an up-front time
+estimate from the first steps, validation every epoch, the best checkpoint written atomically when
+it improves and `last.pth` at most every ~10 minutes and at the end, and resume from `last.pth`
+with optimizer, scheduler, scaler and RNG states, so that an interrupted run ends exactly where an
+uninterrupted one would. What differs between the phases (model, data, loss, validation, what the
+best checkpoint holds) lives in a `Task`: `train.AutoencoderTask` (Phase 1) and
+`train.SegmentationTask` (Phase 2).
 """
 from __future__ import annotations
 
@@ -29,6 +31,36 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import default_num_workers
 from .layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
+
+
+LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
+LAST_SAVE_SECONDS = 600.0  # last.pth (~300 MB with optimizer state on Drive) at most this often
+ESTIMATE_STEPS = 6  # the up-front time estimate: steps 2..6 of the first epoch (step 1 allocates)
+
+
+def last_save_interval() -> float:
+    """Seconds between two full `last.pth` writes (and at the end): `CXR_LAST_SAVE_S` if set
+    (0: every epoch, as the tests use), else 600 s (on Drive a 300 MB file every epoch costs
+    minutes and quota churn)."""
+    value = os.environ.get(LAST_SAVE_ENV, "").strip()
+    return float(value) if value else LAST_SAVE_SECONDS
+
+
+def _expected_time(settings: FitSettings, task: Task, epochs_left: int, steps_per_epoch: int,
+                   step_seconds: float, measured: int, save_every: float) -> str:
+    """The up-front cost line: training time from the measured step time, and what a disconnect
+    can lose."""
+    total = step_seconds * steps_per_epoch * epochs_left
+    size = task.config.get("image_size")
+    batch = task.loader.batch_size or 1
+    lose = (f"last.pth is written every ~{save_every / 60:.0f} min and at the end: a disconnect "
+            f"loses at most the last ~{save_every / 60:.0f} min (resume continues from last.pth)"
+            if save_every > 0 else "last.pth is written every epoch")
+    return (f"expected: ~{total / 60:.1f} min of training for {epochs_left} epoch(s) x "
+            f"{steps_per_epoch} steps of {batch} images{f' at {size} px' if size else ''} on "
+            f"{describe_precision(task.device)} ({step_seconds / batch * 1e3:.1f} ms per image, "
+            f"measured on {measured} steps; validation adds a little per epoch; early stopping "
+            f"may end sooner). {lose}.")
 
 
 class OutputDirError(OSError):
@@ -109,10 +141,28 @@ def writable_dir(path: str | Path) -> Path:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; no autocast on the CPU (it is slower there)."""
+    """The autocast dtype: bf16 on GPUs of compute capability >= 8.0 (Ampere and later: A100,
+    L4, RTX 30xx), fp16 with a grad scaler below (T4 7.5, V100 7.0: bf16 there is emulated,
+    `is_bf16_supported()` says True by default, and bf16 convolutions are very slow or have no
+    cuDNN engine); no autocast on the CPU (it is slower there)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def describe_precision(device: torch.device) -> str:
+    """One line for logs: the dtype `amp_dtype` chose and why, e.g. 'fp16 + grad scaler (Tesla T4,
+    compute capability 7.5: no native bf16)'."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return f"float32 ({device.type}: no autocast)"
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if dtype == torch.bfloat16:
+        return f"bf16 autocast ({name}, compute capability {major}.{minor})"
+    return (f"fp16 autocast + grad scaler ({name}, compute capability {major}.{minor}: "
+            "no native bf16 below 8.0)")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
@@ -150,8 +200,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
 def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = False,
         progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
     """Train `task.model` for `settings.epochs`; keep the best epoch by `settings.monitor` as
-    `out_dir/settings.best_name` and end every epoch with `last.pth`, from which `resume=True`
-    continues.
+    `out_dir/settings.best_name`, and write `last.pth` (the full state) after an epoch when
+    `last_save_interval()` seconds have passed since the last write, and at the end (slim), from
+    which `resume=True` continues exactly: epochs after the last write are trained again.
 
     Under torchrun (see `helpers.distributed`) every rank runs this same loop on its shard: the
     model is wrapped in DDP for the training steps (gradients averaged across ranks), losses are
@@ -194,6 +245,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         start_epoch = state["epoch"]
     stale, steps = start_epoch - best_epoch, 0
     seen, start, by_steps = 0, time.perf_counter(), False
+    save_every, last_saved = last_save_interval(), time.perf_counter()
     for epoch in range(start_epoch, settings.epochs):
         if settings.patience is not None and stale >= settings.patience:
             break
@@ -205,7 +257,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         total, count, t0 = 0.0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
                    disable=not progress)
-        for batch in bar:
+        for step, batch in enumerate(bar):
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss, n = task.loss(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -213,8 +265,15 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total, count, steps = total + loss.item() * n, count + n, steps + 1
+            total, count, steps = total + loss.item() * n, count + n, steps + 1  # .item(): synced
             bar.set_postfix(loss=f"{loss.item():.4f}")
+            if progress and epoch == start_epoch and settings.max_steps is None:
+                if step == 0:
+                    t_probe = time.perf_counter()  # after the first step (allocation, kernels)
+                elif step == min(ESTIMATE_STEPS, steps_per_epoch) - 1:
+                    per_step = (time.perf_counter() - t_probe) / step
+                    tqdm.write(_expected_time(settings, task, settings.epochs - epoch,
+                                              steps_per_epoch, per_step, step, save_every))
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
         task.model = model
@@ -235,7 +294,8 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
                 save_checkpoint(task.best_checkpoint(row), best_path)
         else:
             stale += 1
-        if dist.is_main():
+        if dist.is_main() and time.perf_counter() - last_saved >= save_every:
+            last_saved = time.perf_counter()
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "rng": {"torch": torch.get_rng_state(),
@@ -257,7 +317,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history)
     if dist.is_main():
-        if not by_steps and last_path.exists():  # finished (all epochs or early stop): drop the
+        if not by_steps and history:  # finished (all epochs or early stop): drop the
             # optimizer/scheduler state (2/3 of the file); the final weights stay (Phase-1 figures)
             save_checkpoint({"complete": True, "model": model.state_dict(), "epoch": len(history),
                              "history": history, "best_value": best_value,

@@ -14,16 +14,24 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
+from . import distributed as dist
 from . import synthetic
 from .catalog import Catalog, load_catalog
 from .config import MODES, Preset, preset, resolve_mode, smoke_mode
-from .layout import (DATA_ROOT, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError, RunPaths,
-                     default_runs_root)
+from .cache import build_image_cache, covering_cache
+from .io import load_gray
+from .layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
+                     RunPaths, default_runs_root)
+from .masks import PAIRING_RULE
 from .sources import fetch_dataset, fetch_masks
 from .split import split_cases
+from .staging import (LOCAL_ONLY, images_on_machine, load_snapshot, local_only_warning,
+                      persistent_source, rebased, save_snapshot)
 
 
 class MissingInputError(FileNotFoundError):
@@ -49,10 +57,54 @@ class Prepared:
     cases: pd.DataFrame  # labeled cases with a `split` column (empty without masks)
     run: RunSettings | None = None
     masks_message: str = ""  # why Phase 2 cannot run ("" when it can)
+    data_dir: Path | None = None  # where the source is fetched to when pixels are needed
+    from_run_folder: bool = False  # the catalog was read from the run folder, not the source
 
     @property
     def has_masks(self) -> bool:
         return not self.masks_message
+
+    def stage_images(self, size: int, paths: Sequence[str] | None = None) -> list[str]:
+        """Make the run folder's image cache hold `paths` (default: every image) at `size`: done
+        when a cache holds them already (no source needed, e.g. on a later Colab machine); else
+        the source is fetched on this machine when its images are not here, and the images are
+        decoded into the cache. Returns `paths` as they are on this machine (a new fetch may
+        land under another root)."""
+        paths = self.catalog.image_paths() if paths is None else [str(p) for p in paths]
+        if covering_cache(paths, size, self.paths.cache) is not None:
+            return paths
+        if not images_on_machine(self.catalog):
+            paths = self._fetch_images(paths, size)
+        cache = build_image_cache(paths, size, self.paths.cache)
+        print(f"image cache: {len(cache.paths)} image(s) at {size} px in {relative(self.paths.cache)}")
+        return paths
+
+    def _fetch_images(self, paths: list[str], size: int) -> list[str]:
+        source = self.run.data_source
+        if not persistent_source(source) and not Path(source).exists():
+            raise DatasetError(
+                f"The images are not on this machine and the run folder's cache holds none at "
+                f"{size} px, and the data source {source} was on notebook 01's machine only. Copy it "
+                "to Drive, set DATA_SOURCE in notebook 01 to that path and run 01 again (or keep "
+                "the image size that notebook 01 staged).")
+        print(f"The run folder's cache holds no images at {size} px: fetching {source} on this "
+              "machine")
+        root = fetch_dataset(source, self.data_dir or DATA_ROOT / self.preset.mode,
+                             demo_kwargs=demo_settings(self.preset))
+        catalog, moved = rebased(self.catalog, root)
+        self.catalog = catalog
+        self.cases = self.cases.assign(image_path=self.cases["image_path"].map(
+            lambda p: moved.get(p, p)))
+        return [moved.get(p, p) for p in paths]
+
+    def image_reader(self, size: int) -> Callable[[str], np.ndarray]:
+        """path -> uint8 [size, size] read from the run folder's cache (staged first): for viewers
+        on a machine that does not hold the image files."""
+        paths = self.stage_images(size)
+        cache = build_image_cache(paths, size, self.paths.cache, progress=False)
+        row = cache.index_of()
+        return lambda path: np.asarray(cache.array[row[str(path)]]) if str(path) in row \
+            else load_gray(path, size)
 
     def require_masks(self) -> None:
         """DatasetError naming MASKS_SOURCE when Phase 2 has no split of labeled cases."""
@@ -68,10 +120,22 @@ def read_run_settings(run_dir: str | Path) -> dict:
         return {}
 
 
-def write_run_settings(run: RunSettings) -> None:
+def write_run_settings(run: RunSettings, colab: bool | None = None) -> None:
+    """Record the sources and mode for the next notebooks; a source that will not exist on the
+    next machine (on Colab, a path outside Drive) is not recorded as the source: it is kept
+    under `<key>_this_machine_only` (to recognise the catalog it was read into) with a warning."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"data_source": run.data_source, "masks_source": run.masks_source, "mode": run.mode}
+    record: dict = {"mode": run.mode}
+    for key, value in (("data_source", run.data_source), ("masks_source", run.masks_source)):
+        record[key] = value
+        if value and not persistent_source(value, colab):
+            record[key], record[key + LOCAL_ONLY] = None, value
+            print(local_only_warning(key, value), file=sys.stderr)
     (run.run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(record, indent=1))
+
+
+def _recorded(record: dict, key: str) -> str | None:
+    return record.get(key) or record.get(key + LOCAL_ONLY)
 
 
 def _mode_from_env() -> bool:
@@ -93,14 +157,14 @@ def resolve_run(source: str | None = None, masks: str | None = None, mode: str |
         record = json.loads(written[-1].read_text()) if written else {}
     if source is not None:
         origin = "given"
-        same = record.get("data_source") == str(source)
-        masks = masks if masks is not None else (record.get("masks_source") if same else None)
+        same = _recorded(record, "data_source") == str(source)
+        masks = masks if masks is not None else (_recorded(record, "masks_source") if same else None)
     else:
-        origin = "run.json" if record.get("data_source") else "default"
-        source = record.get("data_source", "demo")
-        masks = masks if masks is not None else record.get("masks_source")
+        origin = "run.json" if _recorded(record, "data_source") else "default"
+        source = _recorded(record, "data_source") or "demo"
+        masks = masks if masks is not None else _recorded(record, "masks_source")
     if mode is None and not _mode_from_env() and record.get("mode") in MODES \
-            and record.get("data_source") == str(source):
+            and _recorded(record, "data_source") == str(source):
         mode = record["mode"]
     mode = resolve_mode(mode, str(source))
     run_dir = Path(out_dir) if out_dir is not None else root / mode
@@ -122,14 +186,21 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
     paths = RunPaths(run.run_dir)
     if run.origin == "given" or not paths.settings.exists():
         write_run_settings(run)
-    demo_kwargs = dataclasses.asdict(settings.demo)
-    root = fetch_dataset(run.data_source, data_dir, demo_kwargs=demo_kwargs)
-    extra = fetch_masks(run.masks_source, data_dir / "masks") if run.masks_source else None
-    catalog = load_catalog(root, extra_masks=extra)
+    # Notebooks 02-04 read the catalog that notebook 01 left in the run folder: the source is
+    # not fetched again on their machines (see helpers.staging).
+    catalog = (load_snapshot(paths.dataset, run.data_source, run.masks_source)
+               if run.origin != "given" else None)
+    from_run_folder = catalog is not None
+    if catalog is None:
+        root = fetch_dataset(run.data_source, data_dir, demo_kwargs=demo_settings(settings))
+        extra = fetch_masks(run.masks_source, data_dir / "masks") if run.masks_source else None
+        catalog = load_catalog(root, extra_masks=extra)
+        if dist.is_main():  # under torchrun the other ranks prepare after rank 0 (main_first)
+            save_snapshot(catalog, paths.dataset, run.data_source, run.masks_source)
     paths.root.mkdir(parents=True, exist_ok=True)
     cases, message = catalog.cases.assign(split=pd.Series(dtype=str)), ""
     if catalog.cases.empty:
-        message = f"no mask in the dataset ({catalog.root.name}/masked/ is missing or empty); {MASKS_HELP}"
+        message = no_cases_message(catalog, run.masks_source)
     else:
         try:
             cases = split_cases(catalog.cases, paths.splits, val_fraction=settings.split.val_fraction,
@@ -139,34 +210,65 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
             message = f"{err}; {MASKS_HELP}"
     if message:
         print(f"Exploration and Phase 1 can run; Phase 2 cannot: {message}", file=sys.stderr)
-    return Prepared(settings, paths, catalog, cases, run, message)
+    return Prepared(settings, paths, catalog, cases, run, message, data_dir, from_run_folder)
+
+
+def demo_settings(settings: Preset) -> dict:
+    """The keyword arguments of the demo generator for a preset."""
+    return dataclasses.asdict(settings.demo)
+
+
+def no_cases_message(catalog: Catalog, masks_source: str | None) -> str:
+    """Why the catalog has no labeled case, and what to do: no mask anywhere (set MASKS_SOURCE),
+    or masks that pair with no image (their names beside the images' names, and the rule)."""
+    if catalog.n_mask_files:
+        where = f"MASKS_SOURCE {masks_source}" if masks_source else f"{catalog.root.name}/masked/"
+        orphans = catalog.problems.loc[catalog.problems["kind"] == "orphan_mask", "file"]
+        masks, images = [Path(f).name for f in orphans.head(3)], catalog.images["filename"].head(3).tolist()
+        width = max([len(m) for m in masks] + [len("masks")])
+        rows = [f"  {'masks':<{width}}   images"] + [
+            f"  {m:<{width}}   {i}" for m, i in zip(masks + [""] * 3, images + [""] * 3) if m or i]
+        return (f"{where}: none of the {catalog.n_mask_files} mask file(s) pairs with one of the "
+                f"{len(catalog.images)} images; {PAIRING_RULE}.\n" + "\n".join(rows) +
+                f"\nRename the masks, or list the pairs in {MASKS_CSV} (columns mask, image) beside them.")
+    if masks_source:
+        return (f"MASKS_SOURCE {masks_source} holds no mask image (PNG/JPEG); point it at the "
+                "folder or .zip of the hand-drawn masks")
+    return f"no mask in the dataset ({catalog.root.name}/masked/ is missing or empty); {MASKS_HELP}"
 
 
 def describe(prep: Prepared) -> str:
     """Where a notebook's settings came from (varies with run order: print it in an ignored cell)."""
     run = prep.run
     return (f"mode {run.mode}; data {run.data_source}; masks {run.masks_source or 'from the dataset'} "
-            f"({run.origin}); run folder {relative(run.run_dir)}")
+            f"({run.origin}); run folder {relative(run.run_dir)}"
+            + ("; catalog read from the run folder" if prep.from_run_folder else ""))
 
 
-def ensure_phase1(prep: Prepared, objective: str, device: str | None = None) -> Path:
-    """The Phase-1 encoder for `objective`; in smoke mode a quick one is trained when missing, in
-    the other modes a missing encoder is a MissingInputError."""
-    path = prep.paths.phase1_encoder(objective)
+def ensure_phase1(prep: Prepared, objective: str, device: str | None = None,
+                  encoder_weights: str | None = None) -> Path:
+    """The Phase-1 encoder for `objective` (that started from `encoder_weights`, e.g. "imagenet");
+    in smoke mode a quick one is trained when missing, in the other modes a missing encoder is a
+    MissingInputError."""
+    path = prep.paths.phase1_encoder(objective, encoder_weights)
     if path.exists():
         return path
     if prep.preset.mode != "smoke":
         raise MissingInputError(
-            f"No Phase-1 encoder at {path}: run notebook 02 (objective {objective!r}) with the same "
+            f"No Phase-1 encoder at {path}: run notebook 02 (objective {objective!r}"
+            f"{f', ENCODER_WEIGHTS {encoder_weights!r}' if encoder_weights else ''}) with the same "
             f"run folder ({prep.paths.root}), or set PHASE1_OBJECTIVE = None to train from scratch on "
             "purpose.")
     from .train import pretrain
+    from .unlabeled import iu_patients, iu_pretrain_paths
 
-    cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto")
+    cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto",
+                              encoder_weights=encoder_weights)
     print(f"smoke mode: training a quick Phase-1 encoder ({objective}) first", file=sys.stderr)
-    return pretrain(cfg, prep.catalog.image_paths(frontal_only=cfg.frontal_only),
-                    prep.paths.phase1(objective), cache_dir=prep.paths.cache, resume=True,
-                    progress=False).best_path
+    paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
+    return pretrain(cfg, paths, prep.paths.phase1(objective, encoder_weights), cache_dir=prep.paths.cache,
+                    resume=True, progress=False,
+                    patients=iu_patients(prep.catalog.images, paths)).best_path
 
 
 def ensure_phase2(prep: Prepared, checkpoint: str | Path | None = None) -> Path:

@@ -118,13 +118,15 @@ def mirror_overlaps(masks: np.ndarray, margin: int = 2) -> np.ndarray:
 
 
 def paste_copy(image: torch.Tensor, mask: torch.Tensor, how: str | int = "mirror",
-               feather: float = 0.015) -> tuple[torch.Tensor, torch.Tensor]:
+               feather: float = 0.015, onto: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Copy the lesion under `mask` to another place of the same image: its mirror place in the
     other lung (`how="mirror"`) or `how` rows down (up when negative; see `level_shift`).
 
     image uint8 [..., S, S], mask [..., S, S] in {0, 1} -> (image with a second copy of the lesion,
     uint8 [..., S, S]; the copy's mask). The copy is alpha-blended through a Gaussian-feathered mask
-    (sigma = `feather` x the image width) so no hard seam marks it as pasted.
+    (sigma = `feather` x the image width) so no hard seam marks it as pasted. `onto` (default:
+    `image`) is the picture it is pasted into, e.g. one that holds a copy already.
     """
     copy = _moved(mask, how)
     sigma = max(0.5, feather * image.shape[-1])
@@ -132,7 +134,8 @@ def paste_copy(image: torch.Tensor, mask: torch.Tensor, how: str | int = "mirror
     alpha = v2.functional.gaussian_blur(copy.float().reshape(-1, 1, *mask.shape[-2:]),
                                         [kernel, kernel], [sigma, sigma]).reshape(mask.shape)
     alpha = torch.maximum(alpha * 2, copy.float()).clamp(0, 1)  # full strength inside
-    pasted = image.float() * (1 - alpha) + _moved(image, how).float() * alpha
+    base = image if onto is None else onto
+    pasted = base.float() * (1 - alpha) + _moved(image, how).float() * alpha
     return pasted.round().to(torch.uint8), copy
 
 

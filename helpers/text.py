@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import hf_hub_download
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -35,8 +36,9 @@ class TextEncoder:
     Pooling per model family: CLIP models (`model_type` "clip" or "clip_text_model") give the
     projected `text_embeds`; BERT-like models are mean-pooled over the attention mask, the standard
     sentence embedding (their `pooler_output` head is a next-sentence classifier, not one), unless a
-    sentence-transformers folder says otherwise (`1_Pooling/config.json`: cls / mean / max; a
-    `Normalize` module in `modules.json`; `max_seq_length` in `sentence_bert_config.json`).
+    sentence-transformers model says otherwise (a local folder or a hub name such as
+    `sentence-transformers/all-MiniLM-L6-v2`: the Pooling module's `config.json`: cls / mean / max;
+    a `Normalize` module in `modules.json`; `max_seq_length` in `sentence_bert_config.json`).
     `encode_tokens` gives the token-level states (`last_hidden_state`) for fusions that attend.
     Texts longer than `max_length` tokens are truncated at the end; `n_truncated` counts them.
     """
@@ -54,7 +56,7 @@ class TextEncoder:
         self.dim = (self.model.text_projection.out_features if self.is_clip
                     else config.hidden_size)
         self.token_dim = config.hidden_size
-        st = _sentence_transformers_config(Path(self.name))
+        st = {} if self.is_clip else _sentence_transformers_config(self.name)
         self.pooling = "clip" if self.is_clip else st.get("pooling", "mean")
         self.normalize = bool(st.get("normalize"))
         self.max_length = min(self.tokenizer.model_max_length,
@@ -126,27 +128,45 @@ class TextEncoder:
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
-def _sentence_transformers_config(folder: Path) -> dict:
-    """Pooling mode, normalisation and length limit declared by a sentence-transformers folder
-    (empty for other folders and for hub names)."""
+def _model_file_json(name: str, filename: str):
+    """The JSON of `filename` in a local model folder, or in the hub repository `name` (through
+    `huggingface_hub.hf_hub_download`, the download path transformers uses, cached the same
+    way); None when the file does not exist or cannot be fetched."""
+    local = Path(name)
+    if local.is_dir():
+        path = local / filename
+    else:
+        try:
+            path = Path(hf_hub_download(name, filename))
+        except Exception:  # not in the repository, offline, no such repository
+            return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _sentence_transformers_config(name: str) -> dict:
+    """Pooling mode, normalisation and length limit declared by a sentence-transformers model, a
+    local folder or a hub name (`modules.json`, the Pooling module's `config.json`,
+    `sentence_bert_config.json`); empty for other models."""
     found: dict = {}
-    pooling = folder / "1_Pooling" / "config.json"
-    if pooling.is_file():
-        flags = json.loads(pooling.read_text())
+    modules = _model_file_json(name, "modules.json")
+    modules = modules if isinstance(modules, list) else []
+    pooling_dir = next((m.get("path") for m in modules
+                        if str(m.get("type", "")).endswith("Pooling") and m.get("path")), "1_Pooling")
+    flags = _model_file_json(name, f"{pooling_dir}/config.json")
+    if isinstance(flags, dict):
         for mode in ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens"):
             if flags.get(f"pooling_mode_{mode}"):
                 found["pooling"] = {"cls_token": "cls", "max_tokens": "max",
                                     "mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, "mean")
                 break
-    modules = folder / "modules.json"
-    if modules.is_file():
-        found["normalize"] = any(m.get("type", "").endswith("Normalize")
-                                 for m in json.loads(modules.read_text()))
-    bert_config = folder / "sentence_bert_config.json"
-    if bert_config.is_file():
-        length = json.loads(bert_config.read_text()).get("max_seq_length")
-        if length:
-            found["max_seq_length"] = int(length)
+    if modules:
+        found["normalize"] = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+    bert_config = _model_file_json(name, "sentence_bert_config.json")
+    if isinstance(bert_config, dict) and bert_config.get("max_seq_length"):
+        found["max_seq_length"] = int(bert_config["max_seq_length"])
     return found
 
 
@@ -154,17 +174,23 @@ def _load_pretrained(name: str) -> tuple:
     """(tokenizer, model) of a hub name or a local `save_pretrained` folder."""
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # never prompts
             tokenizer = AutoTokenizer.from_pretrained(name)
             model_cls = (CLIPTextModelWithProjection if config.model_type in CLIP_MODEL_TYPES
                          else AutoModel)
             model = model_cls.from_pretrained(name)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: weights do not fit
-        raise TextModelError(
-            f"The text model {name!r} could not be loaded ({type(err).__name__}). Give the path "
-            "of a local folder holding a `save_pretrained` copy of the model and its tokenizer, "
-            f"or use the tiny offline model (text model {TINY_TEXT_MODEL!r}, built by "
-            "`helpers.tiny_clip.make_tiny_clip`).") from err
+        if "trust_remote_code" not in str(err):
+            raise TextModelError(
+                f"The text model {name!r} could not be loaded ({type(err).__name__}). Give the path "
+                "of a local folder holding a `save_pretrained` copy of the model and its tokenizer, "
+                f"or use the tiny offline model (text model {TINY_TEXT_MODEL!r}, built by "
+                "`helpers.tiny_clip.make_tiny_clip`).") from err
+        raise TextModelError(  # e.g. CXR-BERT, microsoft/BiomedVLP-CXR-BERT-specialized
+            f"The text model {name!r} needs its own code from the model hub (trust_remote_code), "
+            "which this project does not run; CXR-BERT's also fails on current transformers (its "
+            "output class is not a dataclass). Use CLIP (the default), sentence-transformers/"
+            "all-MiniLM-L6-v2, or a local `save_pretrained` copy of a plain BERT-like model.") from err
     return tokenizer, model
 
 

@@ -42,6 +42,7 @@ from .places import SIDES, names_level, names_side
 from .reader import ReportReader
 from .record import ModelRecord
 from .text import EmbeddingCache, load_text_encoder
+from .unlabeled import check_encoder_patients
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ class AutoencoderTask(Task):
         self.val_set = UnlabeledImages(array, order[:n_val][dist.rank()::dist.world_size()])
         self.val_loader = make_loader(self.val_set, cfg.batch_size, shuffle=False, device=device,
                                       num_workers=0)
-        self.model = build_autoencoder(cfg.encoder).to(device)
+        self.model = build_autoencoder(cfg.encoder, encoder_weights=cfg.encoder_weights).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
@@ -98,8 +99,8 @@ class AutoencoderTask(Task):
 
 def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Path, *,
              cache_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None
-             ) -> FitResult:
+             max_steps: int | None = None, on_epoch_end: Callable[[dict], None] | None = None,
+             patients: Sequence[int] | None = None) -> FitResult:
     """Phase 1: train a U-Net autoencoder on unlabeled images; save the encoder of the epoch with
     the lowest validation loss as `out_dir/my_pretrained_encoder.pth`.
 
@@ -109,6 +110,11 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `objective="reconstruct"`: MSE of the output against the input. `objective="masked"`: a random
     share of patches is replaced by noise and the loss on them is weighted up, so copying the input
     through the top skip connection no longer pays and the deep encoder has to model anatomy.
+
+    `patients`: the IU patients (`uid`) whose images are among `image_paths`
+    (`unlabeled.iu_patients`); recorded in the encoder checkpoint (`config["patients"]`) so that
+    `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
+    (the check then only warns).
     """
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
@@ -122,6 +128,7 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
         raise DatasetError(f"Phase 1 needs at least 2 readable images, got {len(cache.array)} of "
                            f"{len(paths)}. {failed} Check the dataset's images/images_normalized/.")
     task = AutoencoderTask(cfg, cache.array, device)
+    task.config["patients"] = sorted({int(u) for u in patients}) if patients is not None else None
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_loss", maximize=False,
                            best_name=ENCODER_FILE, max_steps=max_steps)
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
@@ -284,6 +291,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
+    check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)

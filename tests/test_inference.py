@@ -139,10 +139,11 @@ def test_bench_prints_every_row(tmp_path, capsys):
     table = run_bench(device="cpu", workdir=tmp_path)
     out = capsys.readouterr().out
     for name in ("straightforward (PIL/item)", "ours (cache)", "Phase-2 training step, straightforward",
-                 "Phase-2 training step, ours", "model alone", "Phase-1 training step"):
+                 "Phase-2 training step, ours", "model alone", "Phase-1 training step",
+                 "place training, ours", "ours without place training"):
         assert name in out
-    assert (table["value"] > 0).all() and len(table) == 9
-    assert (table["unit"] == "ratio").sum() == 3
+    assert (table["value"] > 0).all() and len(table) == 12
+    assert (table["unit"] == "ratio").sum() == 4
     assert "a few steps of finetune()" in out and "a few steps of pretrain()" in out
 
 

@@ -290,3 +290,98 @@ def test_record_refuses_other_files_and_newer_versions(tmp_path):
     del partial["config"]["text_dim"]
     with pytest.raises(CheckpointError, match="lacks text_dim"):
         ModelRecord.load(save_checkpoint(partial, tmp_path / "partial.pth"))
+
+
+@pytest.fixture
+def rgb_weights(tmp_path):
+    """A self-made ImageNet-style resnet18 state dict (torchvision's keys, 3 input channels)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "resnet18_rgb.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_imagenet_style_weights_load_with_the_first_conv_adapted_to_one_channel(rgb_weights, tmp_path):
+    from helpers.model import build_encoder, load_encoder_weights
+
+    path, state = rgb_weights
+    encoder = build_encoder("resnet18", 1, weights=str(path))
+    assert torch.allclose(encoder.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))
+    assert torch.equal(encoder.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    autoencoder = build_autoencoder("resnet18", encoder_weights=str(path))
+    assert torch.equal(autoencoder.encoder.layer4[0].bn1.running_mean, state["layer4.0.bn1.running_mean"])
+    phase2 = MultimodalUnet("resnet18", text_dim=8)
+    info = load_pretrained_encoder(phase2.encoder, str(path), "resnet18")  # Phase 2, no Phase 1
+    assert info["weights"] == str(path)
+    assert torch.equal(phase2.encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match="wrong.pth does not hold resnet18 encoder weights"):
+        load_encoder_weights(build_encoder("resnet18"), "resnet18", tmp_path / "wrong.pth")
+
+
+def test_imagenet_through_smp_download_and_a_clear_error_offline(rgb_weights, tmp_path, monkeypatch):
+    """'imagenet' goes through smp's own hub download (faked here with a file we made); without
+    a network the error says so and what to pass instead."""
+    import segmentation_models_pytorch.encoders as smp_encoders
+    from safetensors.torch import save_file
+
+    from helpers.model import build_encoder
+
+    _, state = rgb_weights
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items() if not k.startswith("fc.")}, str(weights))
+    (tmp_path / "config.json").write_text("{}")
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(smp_encoders, "hf_hub_download", fake_download)
+    encoder = build_encoder("resnet18", 1, weights="imagenet")
+    assert ("smp-hub/resnet18.imagenet", "model.safetensors") in asked
+    assert torch.allclose(encoder.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the model hub")
+
+    monkeypatch.setattr(smp_encoders, "hf_hub_download", offline)
+    with pytest.raises(CheckpointError, match=r"ImageNet weights of resnet18 could not be downloaded "
+                                              r"from smp-hub/resnet18.imagenet.*--encoder-weights PATH"):
+        load_pretrained_encoder(MultimodalUnet("resnet18", text_dim=8).encoder, "imagenet", "resnet18")
+
+
+def test_phase1_continues_from_imagenet_weights(rgb_weights, demo_root, tmp_path, monkeypatch):
+    """`pretrain --encoder-weights FILE` starts Phase 1 from them, in its own folder, and says so."""
+    from helpers.__main__ import main
+    from helpers.checkpoint import load_checkpoint
+
+    path, state = rgb_weights
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(demo_root), "--mode", "smoke", "--out", str(out),
+                 "--encoder", "resnet18", "--encoder-weights", str(path), "--max-images", "8"]) == 0
+    saved = load_checkpoint(out / "phase1" / "masked-imagenet" / "my_pretrained_encoder.pth")
+    assert saved["config"]["encoder_weights"] == str(path)
+    moved = saved["encoder"]["layer2.0.conv1.weight"] - state["layer2.0.conv1.weight"]
+    assert moved.abs().max() < 0.1  # one short epoch from the ImageNet-style start, not random
+    from helpers.layout import RunPaths
+
+    assert set(RunPaths(out).phase1_encoders()) == {"masked-imagenet"}
+
+
+def test_imagenet_starts_pass_the_leak_check_silently(rgb_weights, capsys):
+    """ImageNet weights saw no patient of this collection: nothing to check, nothing to warn."""
+    import dataclasses
+
+    import pandas as pd
+
+    from helpers.config import FinetuneConfig
+    from helpers.unlabeled import check_encoder_patients
+
+    cases = pd.DataFrame({"uid": [1, 2], "split": ["val", "test"]})
+    for start in ("imagenet", str(rgb_weights[0])):
+        check_encoder_patients(dataclasses.replace(FinetuneConfig(), pretrained_encoder=start), cases)
+    assert capsys.readouterr().out == ""

@@ -69,3 +69,210 @@ def test_missing_inputs_name_the_notebook_and_the_way_out(demo_root, tmp_path):
         ensure_phase1(prep, "masked")
     with pytest.raises(MissingInputError, match=r"run notebook 03.*" + str(tmp_path / "run")):
         ensure_phase2(prep)
+
+
+def _openi_name(kaggle_name: str) -> str:
+    """`1_IM-0001-4001.dcm_mask.png` -> OpenI's `CXR1_1_IM-0001-4001.png` (uid, series, IM numbers)."""
+    uid, rest = kaggle_name.split("_", 1)
+    return f"CXR{uid}_1_{rest.split('.')[0]}.png"
+
+
+def test_openi_mask_names_and_a_masks_csv_inside_masks_source(demo_root, kaggle_root, catalog, tmp_path):
+    """Masks shared under OpenI names pair with their Kaggle images; a masks.csv beside them is
+    read (its text wins), not listed as a stray file."""
+    import pandas as pd
+
+    source = tmp_path / "openi_masks"
+    (source / MASKS_DIR).mkdir(parents=True)
+    kaggle_names = sorted(p.name for p in (demo_root / MASKS_DIR).iterdir())
+    for name in kaggle_names:
+        shutil.copy(demo_root / MASKS_DIR / name, source / MASKS_DIR / _openi_name(name))
+    first = _openi_name(kaggle_names[0])
+    pd.DataFrame({"mask": [first], "image": [""], "text": ["Opacity in the left apex."]}).to_csv(
+        source / MASKS_CSV, index=False)
+    prep = prepare(str(kaggle_root), "smoke", masks=str(source), data_dir=tmp_path / "data",
+                   out_dir=tmp_path / "run")
+    assert prep.has_masks and sorted(prep.cases["filename"]) == sorted(catalog.cases["filename"])
+    assert all(c.startswith("CXR") and f.startswith(c.removeprefix("CXR").split("_")[0] + "_IM")
+               for c, f in zip(prep.cases["case_id"], prep.cases["filename"]))
+    row = prep.cases.set_index("case_id").loc[first.removesuffix(".png")]
+    assert row["text"] == "Opacity in the left apex." and row["text_source"] == "masks.csv"
+    assert "not_a_mask" not in set(prep.catalog.problems["kind"])
+
+
+def test_masks_that_pair_with_nothing_are_shown_beside_the_images(kaggle_root, tmp_path):
+    source = tmp_path / "odd_masks"
+    source.mkdir()
+    for i in range(4):
+        shutil.copy(next((kaggle_root / "images" / "images_normalized").iterdir()),
+                    source / f"patient{i}_lesion.png")
+    prep = prepare(str(kaggle_root), "smoke", masks=str(source), data_dir=tmp_path / "data",
+                   out_dir=tmp_path / "run")
+    message = prep.masks_message
+    assert not prep.has_masks and f"MASKS_SOURCE {source}" in message
+    assert "set MASKS_SOURCE" not in message and "CXR1_1_IM-0001-4001" in message  # the rule
+    lines = [line for line in message.splitlines() if "patient" in line]
+    assert len(lines) == 3 and all(".dcm.png" in line for line in lines)  # mask | image, side by side
+    with pytest.raises(DatasetError, match="none of the 4 mask file"):
+        prep.require_masks()
+
+
+@pytest.fixture
+def no_kaggle_credentials(monkeypatch, tmp_path):
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.setenv(name, "")  # recorded, so that what the test sets is undone after it
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", None)  # not on Colab
+
+
+def _fake_kagglehub(monkeypatch, folder, calls):
+    import sys
+    import types
+
+    def dataset_download(handle, path=None, **kwargs):
+        calls.append(handle)
+        return str(folder)
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
+
+
+def test_kaggle_source_downloads_with_kagglehub_and_is_recorded(kaggle_root, tmp_path, monkeypatch,
+                                                                no_kaggle_credentials, capsys):
+    """`kaggle:<owner>/<dataset>` goes through kagglehub (the download holds the layout one folder
+    down, as Kaggle's does); without credentials the error says where to put them."""
+    download = tmp_path / "kagglehub-cache" / "versions" / "2"
+    shutil.copytree(kaggle_root, download / "Dataset")
+    calls: list[str] = []
+    _fake_kagglehub(monkeypatch, download, calls)
+    source = "kaggle:raddar/chest-xrays-indiana-university"
+    with pytest.raises(DatasetError, match="No Kaggle credentials.*KAGGLE_USERNAME and KAGGLE_KEY"):
+        prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    assert calls == []
+    (tmp_path / "no-kaggle-config").mkdir()
+    (tmp_path / "no-kaggle-config" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    prep = prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    assert calls == ["raddar/chest-xrays-indiana-university"]
+    assert prep.catalog.root == download / "Dataset" and prep.catalog.summary()["images"] > 0
+    assert read_run_settings(tmp_path / "run")["data_source"] == source
+    assert "kaggle.json" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match="not a Kaggle dataset; write kaggle:<owner>/<dataset>"):
+        prepare("kaggle:just-a-name", "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "r2")
+
+
+def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, tmp_path,
+                                                                   no_kaggle_credentials):
+    import sys
+    import types
+
+    from helpers.sources import download_kaggle, kaggle_credentials
+
+    secrets = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": "abc"}
+
+    def get(name):
+        if name not in secrets:
+            raise KeyError(name)  # Colab's SecretNotFoundError
+        return secrets[name]
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=get)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert kaggle_credentials() == "Colab secrets"
+    assert __import__("os").environ["KAGGLE_USERNAME"] == "someone"  # where kagglehub reads them
+
+    def failing(handle, **kwargs):
+        raise RuntimeError("403 Client Error: Forbidden")
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=failing))
+    with pytest.raises(DatasetError, match=r"owner/data: the download failed \(RuntimeError: 403.*"
+                                           r"accepted the dataset's rules"):
+        download_kaggle("owner/data")
+
+
+def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
+    from helpers.config import ablation_set, preset
+    from helpers.experiments import ablation_variants
+
+    real = preset("real", "x")
+    light, full = ablation_set(real, "light"), ablation_set(real, "full")
+    assert ablation_set(real, None) is None
+    encoders = {"masked": "m.pth", "reconstruct": "r.pth"}
+    base = dataclasses.replace(real.finetune, pretrained_encoder="m.pth")
+
+    def trainings(settings):
+        return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
+                   if v.texts == "report")
+
+    assert light.seeds == (0,) and trainings(light) <= 6
+    assert full.seeds == (0, 1, 2) and trainings(full) >= 20
+    with pytest.raises(ValueError, match="light"):
+        ablation_set(real, "everything")
+
+
+@pytest.fixture
+def dataset_zip(demo_root, tmp_path):
+    """The demo dataset as a zip on "Drive" (masks included), under one extra top folder."""
+    path = tmp_path / "drive" / "Dataset.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(demo_root.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"Dataset/{file.relative_to(demo_root)}")
+    return path
+
+
+def test_later_machines_read_the_run_folder_not_the_source(dataset_zip, tmp_path):
+    """Notebook 01 extracts the zip on its machine and stages catalog + image cache in the run
+    folder; a later machine (nothing extracted) reads both and extracts nothing, until it asks for
+    pixels no cache holds: then it fetches the source (still on Drive) on its own machine."""
+    import numpy as np
+
+    from helpers.datasets import labeled_arrays
+    from helpers.unlabeled import iu_pretrain_paths
+
+    run, first_machine = tmp_path / "run", tmp_path / "machine1"
+    first = prepare(str(dataset_zip), "smoke", data_dir=first_machine, out_dir=run)
+    first.stage_images(32)
+    expected = labeled_arrays(first.cases, 32, run / "cache")
+    shutil.rmtree(first_machine)  # the machine is gone; the run folder (Drive) stays
+    later_machine = tmp_path / "machine2"
+    later = prepare(None, None, data_dir=later_machine, out_dir=run)
+    assert later.from_run_folder and not later_machine.exists()
+    pd_cols = ["case_id", "filename", "uid", "projection", "text", "text_source", "split"]
+    assert later.cases[pd_cols].equals(first.cases[pd_cols])
+    assert later.catalog.images.drop(columns="path").equals(first.catalog.images.drop(columns="path"))
+    assert later.catalog.reports.equals(first.catalog.reports)
+    assert later.catalog.summary() == first.catalog.summary()
+    assert later.stage_images(32) == later.catalog.image_paths() and not later_machine.exists()
+    arrays = labeled_arrays(later.cases, 32, run / "cache")  # Phase 2's arrays, from the cache
+    np.testing.assert_array_equal(arrays.images, expected.images)
+    np.testing.assert_array_equal(arrays.masks, expected.masks)  # masks copied into the run folder
+    assert len(iu_pretrain_paths(later.catalog.images, later.cases)) > 0
+    read = later.image_reader(32)
+    np.testing.assert_array_equal(read(later.cases["image_path"].iloc[0]), expected.images[0])
+    paths = later.stage_images(48)  # another size: the source is fetched on this machine
+    assert later_machine.exists() and all(__import__("os").path.isfile(p) for p in paths)
+    assert later.cases["image_path"].isin(paths).all()
+
+
+def test_a_source_on_this_colab_machine_only_is_not_recorded_as_the_source(dataset_zip, tmp_path,
+                                                                           monkeypatch, capsys):
+    from helpers import pipeline, staging
+
+    monkeypatch.setattr(staging, "on_colab", lambda: True)  # the zip is not under /content/drive
+    assert staging.persistent_source("kaggle:o/d") and staging.persistent_source("demo")
+    assert not staging.persistent_source(str(dataset_zip))
+    assert staging.persistent_source("/content/drive/MyDrive/Dataset.zip")
+    run = tmp_path / "run"
+    first = prepare(str(dataset_zip), "smoke", data_dir=tmp_path / "m1", out_dir=run)
+    first.stage_images(32)
+    assert "on this Colab machine only" in capsys.readouterr().err
+    record = read_run_settings(run)
+    assert record["data_source"] is None and record["data_source_this_machine_only"] == str(dataset_zip)
+    shutil.rmtree(tmp_path / "m1")
+    dataset_zip.unlink()  # gone with the machine
+    later = prepare(None, None, data_dir=tmp_path / "m2", out_dir=run)
+    assert later.from_run_folder and later.stage_images(32)  # enough at the staged size
+    with pytest.raises(DatasetError, match="notebook 01's machine only. Copy it to Drive"):
+        later.stage_images(48)
+    assert pipeline.resolve_run(None, None, None, run).data_source == str(dataset_zip)

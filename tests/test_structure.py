@@ -18,7 +18,7 @@ PACKAGE = ROOT / "helpers"
 LAYERS = [
     ["config", "checkpoint", "layout", "distributed", "record"],
     ["io", "sentences", "places"],
-    ["synthetic_text", "synthetic_plan", "synthetic_draw", "synthetic", "sources", "split", "catalog",
+    ["synthetic_text", "synthetic_plan", "synthetic_draw", "synthetic", "sources", "split", "masks", "catalog",
      "unlabeled"],
     ["tiny_clip", "text", "reader", "cache", "datasets"],
     ["fusion", "model", "losses", "metrics"],
@@ -26,16 +26,17 @@ LAYERS = [
     ["inference", "evaluation"],
     ["experiments", "bench"],
     ["overlay", "charts", "plots", "explorer"],
-    ["colab", "pipeline", "notebooks", "__main__"],
+    ["colab", "staging", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("record", "checkpoint"), ("reader", "text"), ("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic", "synthetic_plan"), ("synthetic_plan", "synthetic_text"),
-              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
+              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("catalog", "masks"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("datasets", "cache"),
               ("model", "fusion"), ("train", "loop"), ("evaluation", "inference"), ("plots", "overlay"),
               ("plots", "charts"),
               ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
-              ("__main__", "pipeline"), ("__main__", "notebooks"), ("colab", "pipeline")}
+              ("__main__", "pipeline"), ("__main__", "notebooks"), ("colab", "pipeline"),
+              ("pipeline", "staging")}
 MAX_LINES = 350
 
 

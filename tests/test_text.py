@@ -294,3 +294,49 @@ def test_embedding_cache_keeps_tokens_padded_with_a_mask(encoder, tmp_path):
     assert again.n_encoded == 0
     with pytest.raises(ValueError, match="with_tokens"):
         EmbeddingCache(encoder).tokens(texts)
+
+
+def test_sentence_transformers_settings_are_read_for_a_hub_name(tmp_path, monkeypatch):
+    """A hub name such as sentence-transformers/all-MiniLM-L6-v2 gets its pooling, normalisation
+    and length from the repository's files, read through hf_hub_download (faked: the hub's files
+    are served from a folder; the model itself loads from that folder)."""
+    import helpers.text as text
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    bert, tokenizer = save_tiny_bert(hub)
+    (hub / "1_Pooling").mkdir()
+    (hub / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (hub / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},'
+        ' {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]')
+    (hub / "sentence_bert_config.json").write_text('{"max_seq_length": 5}')
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    asked = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        if not (hub / filename).is_file():
+            raise FileNotFoundError(filename)  # the hub's EntryNotFoundError
+        return str(hub / filename)
+
+    real_load = text._load_pretrained
+    monkeypatch.setattr(text, "hf_hub_download", fake_download)
+    monkeypatch.setattr(text, "_load_pretrained", lambda n: real_load(str(hub) if n == name else n))
+    enc = TextEncoder(name)
+    assert (enc.name, enc.pooling, enc.normalize, enc.max_length) == (name, "mean", True, 5)
+    assert (name, "modules.json") in asked and (name, "1_Pooling/config.json") in asked
+    out = enc.encode(["left lung", "right nodule"])
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+    assert enc.truncation_report(["left left left left lung"])["n_truncated"] == 1
+
+
+def test_a_model_that_needs_hub_code_fails_with_the_reason(tmp_path):
+    """CXR-BERT's configuration needs trust_remote_code: no prompt, an error that says why."""
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "cxr-bert", "architectures": ["CXRBertModel"], "auto_map": '
+        '{"AutoConfig": "configuration_cxrbert.CXRBertConfig", "AutoModel": "modeling_cxrbert.CXRBertModel"}}')
+    with pytest.raises(TextModelError, match=r"needs its own code.*trust_remote_code.*CXR-BERT.*"
+                                             r"not a dataclass.*all-MiniLM-L6-v2"):
+        TextEncoder(tmp_path)

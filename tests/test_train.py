@@ -377,3 +377,122 @@ def test_undescribed_lesions_are_marked_in_the_target():
         assert (mask[0, 10:18, asked] == 1).all() and (mask[0, 10:18, other] == UNDESCRIBED).all()
     null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2], undescribed=True)
     assert set(null[0][1].unique().tolist()) == {0.0, float(UNDESCRIBED)}
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                 ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_precision_follows_compute_capability(monkeypatch, capability, expected):
+    """A T4 (7.5) says bf16 is supported (emulated) but gets fp16 + grad scaler; Ampere+ gets bf16."""
+    from helpers.loop import amp_dtype, describe_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    cuda = torch.device("cuda")
+    assert amp_dtype(cuda) is expected
+    text = describe_precision(cuda)
+    assert ("grad scaler" in text) == (expected is torch.float16)
+    assert f"{capability[0]}.{capability[1]}" in text
+    assert amp_dtype(torch.device("cpu")) is None
+    assert describe_precision(torch.device("cpu")).startswith("float32")
+
+
+def test_phase2_refuses_an_encoder_that_saw_its_test_patients(cases, catalog, tmp_path, finetune_cfg,
+                                                               pretrain_cfg, text_dir, capsys):
+    """Phase 1 before the split (no masks yet) saw everyone: the encoder records its patients and
+    Phase 2 refuses it unless allowed on purpose; an encoder that left them out is accepted."""
+    from helpers.unlabeled import iu_patients, iu_pretrain_paths
+
+    quick = dataclasses.replace(pretrain_cfg, epochs=1, max_images=8)
+    everyone = catalog.image_paths()
+    leaky = pretrain(quick, everyone, tmp_path / "leaky", progress=False,
+                     patients=iu_patients(catalog.images, everyone))
+    assert load_checkpoint(leaky.best_path)["config"]["patients"] == sorted(catalog.images["uid"].unique())
+    cfg = dataclasses.replace(finetune_cfg, epochs=1, pretrained_encoder=str(leaky.best_path))
+    with pytest.raises(DatasetError, match=r"saw \d+ of the \d+ validation/test patients.*ALLOW_SEEN_PATIENTS"):
+        finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
+    assert not (tmp_path / "p2").exists()  # refused before anything was written
+    allowed = finetune(dataclasses.replace(cfg, allow_seen_patients=True), cases, tmp_path / "p2",
+                       text_cache_dir=text_dir, progress=False)
+    assert load_checkpoint(allowed.best_path)["config"]["finetune"]["allow_seen_patients"]
+    assert "used anyway" in capsys.readouterr().out
+    clean_paths = iu_pretrain_paths(catalog.images, cases)
+    clean = pretrain(quick, clean_paths, tmp_path / "clean", progress=False,
+                     patients=iu_patients(catalog.images, clean_paths))
+    finetune(dataclasses.replace(cfg, pretrained_encoder=str(clean.best_path)), cases,
+             tmp_path / "p2c", text_cache_dir=text_dir, progress=False)
+
+
+def test_last_pth_at_most_every_interval_and_at_the_end_resume_still_exact(catalog, tmp_path,
+                                                                            pretrain_cfg, monkeypatch,
+                                                                            capsys):
+    """With a long interval nothing is written mid-run (a disconnect loses those epochs, and
+    resume trains them again to the same result); the end always writes the slim last.pth. The
+    cost is printed up front, from the first steps."""
+    cfg = dataclasses.replace(pretrain_cfg, objective="masked", max_images=10, batch_size=2)
+    paths = catalog.image_paths()
+    straight = pretrain(cfg, paths, tmp_path / "straight", progress=False)
+    monkeypatch.setenv("CXR_LAST_SAVE_S", "3600")
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, paths, tmp_path / "resumed", progress=True, on_epoch_end=interrupt)
+    out = capsys.readouterr()
+    assert not (tmp_path / "resumed" / "last.pth").exists()
+    assert "expected: ~" in out.out + out.err and "every ~60 min" in out.out + out.err
+    assert "3 epoch(s) x 4 steps of 2 images at 32 px" in out.out + out.err
+    resumed = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
+    assert load_checkpoint(resumed.last_path)["complete"]
+    a, b = (load_checkpoint(r.last_path)["model"] for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_subset_is_read_from_a_cache_that_holds_it_even_without_the_files(catalog, tmp_path):
+    """Notebook 01 caches the whole collection; later notebooks read their subsets from it, on
+    another machine even when the image files are not there (matched by name)."""
+    import os
+    import shutil
+
+    paths = catalog.image_paths()
+    full = build_image_cache(paths, 32, tmp_path / "cache", progress=False)
+    subset = paths[1:6:2]
+    part = build_image_cache(subset, 32, tmp_path / "cache", progress=False)
+    assert not part.rebuilt and part.paths == subset
+    np.testing.assert_array_equal(part.array, np.asarray(full.array)[[1, 3, 5]])
+    elsewhere = tmp_path / "not-fetched-yet"  # the same names, no files on this machine
+    absent = [str(elsewhere / os.path.basename(p)) for p in subset]
+    again = build_image_cache(absent, 32, tmp_path / "cache", progress=False)
+    assert not again.rebuilt and again.paths == absent
+    np.testing.assert_array_equal(again.array, part.array)
+    changed = tmp_path / "changed"  # a file of that name with other bytes is not the cached one
+    changed.mkdir()
+    shutil.copy(paths[0], changed / os.path.basename(paths[1]))
+    other = build_image_cache([str(changed / os.path.basename(paths[1]))], 32, tmp_path / "cache",
+                              progress=False)
+    assert other.rebuilt
+
+
+def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
+    from helpers.datasets import UNDESCRIBED
+
+    images = np.full((1, 40, 40), 40, np.uint8)
+    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
+    masks = (images > 100).astype(np.uint8)
+    torch.manual_seed(1)
+    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True],
+                      levels=["lower"], level_text_index=[2], undescribed=True)
+    places = {0: (slice(26, 32), slice(4, 10)), 1: (slice(26, 32), slice(30, 36)),
+              2: (slice(14, 20), slice(4, 10))}  # own, mirror copy, level copy
+    seen = set()
+    for _ in range(40):
+        image, mask, text = ds[0]
+        shown = {k for k, (r, c) in places.items() if (image[0, r, c] > 0.5).all()}
+        assert 0 in shown and text in shown and len(shown) in (2, 3)
+        assert (mask[0, places[text][0], places[text][1]] == 1).all()
+        for k in shown - {text}:
+            assert (mask[0, places[k][0], places[k][1]] == UNDESCRIBED).all()
+        seen.add((len(shown), text))
+    assert {n for n, _ in seen} == {2, 3} and {t for _, t in seen} == {0, 1, 2}
