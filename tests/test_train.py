@@ -239,7 +239,8 @@ def test_training_and_inference_read_a_report_the_same_way(cases, tmp_path, fine
     from helpers.layout import TEXT_EMBEDDINGS_FILE
     from helpers.train import SegmentationTask
 
-    cfg = dataclasses.replace(finetune_cfg, fusion="cross_attn", text_mode="positive")
+    cfg = dataclasses.replace(finetune_cfg, fusion="cross_attn", text_mode="positive", concordant_flip=0.0,
+                              paste_prob=0.0, swap_prob=0.0, null_rate=0.0)  # only the reports' texts
     train, val = (labeled_arrays(cases[cases["split"] == s].reset_index(drop=True), cfg.image_size)
                   for s in ("train", "val"))
     task = SegmentationTask(cfg, train, val, torch.device("cpu"), tmp_path, text_dir)
