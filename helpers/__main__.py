@@ -165,8 +165,8 @@ def cmd_evaluate(args) -> None:
     seg = Segmenter.from_checkpoint(args.checkpoint, text_cache_dir=prep.paths.text_models)
     prep.stage_images(seg.image_size, prep.cases["image_path"])
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
-    mode = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
-    per_case, summary = evaluate(seg, cases, text_mode=mode, cache_dir=prep.paths.cache)
+    texts = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
+    per_case, summary = evaluate(seg, cases, texts=texts, cache_dir=prep.paths.cache)
     summary["counterfactual"] = counterfactual_sides(seg, cases, cache_dir=prep.paths.cache)[1]
     summary["mirror_probe"] = mirror_probe(seg, cases, cache_dir=prep.paths.cache)[1]
     summary["normal_reports"] = empty_on_normal(seg, cases, normal_reports(prep.catalog.reports),

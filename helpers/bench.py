@@ -4,7 +4,7 @@ data and model: the straightforward notebook pipeline against ours.
 Straightforward: every item opens and resizes its PNG (and mask) with PIL on every epoch, and the
 text encoder runs on every batch, in float32, in a plain loop. Ours: the real training code, a few
 steps of `finetune` / `pretrain` (the preprocessing cache, each unique text encoded once, the
-DataLoader settings of `train.make_loader`, channels_last + autocast on CUDA, the scheduler), so the
+DataLoader settings of `loop.make_loader`, channels_last + autocast on CUDA, the scheduler), so the
 figure is the speed of what users run. The model-alone row (forward + backward on a batch already
 in memory) is the compute limit that a perfect input pipeline would reach.
 """
@@ -33,7 +33,8 @@ from .split import split_cases
 from .synthetic import make_demo_dataset
 from .text import TextEncoder, load_text_encoder
 from .tiny_clip import make_tiny_clip
-from .train import amp_dtype, describe_precision, finetune, make_loader, pretrain
+from .loop import amp_dtype, describe_precision, make_loader
+from .train import finetune, pretrain
 
 
 class StraightforwardCases(Dataset):

@@ -21,7 +21,7 @@ from .sentences import describes_finding
 
 EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
 
-TEXT_MODES = ("report", "shuffled", "swapped")
+TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
 
 
 def image_side(prob: np.ndarray) -> str:
@@ -38,34 +38,35 @@ def expected_image_side(text: str) -> str | None:
     return {"right": "image-left", "left": "image-right"}.get(side or "")
 
 
-def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, text_mode: str = "report",
+def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report",
              cache_dir: str | Path | None = None, n_boot: int = 1000, seed: int = 0
              ) -> tuple[pd.DataFrame, dict]:
     """Score `segmenter` on `cases` (one split). Returns (per-case table, summary).
 
-    text_mode: "report" (each case's own text), "shuffled" (texts permuted across cases, seeded: a
-    model that reads the text should fail), "swapped" (left and right exchanged in each text).
+    texts: which texts the cases are given (`TEXTS`): "report" (each case's own), "shuffled"
+    (permuted across cases, seeded: a model that reads the text should fail), "swapped" (left and
+    right exchanged in each). Each then goes through the segmenter's text mode (`ReportReader`).
     """
-    if text_mode not in TEXT_MODES:
-        raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+    if texts not in TEXTS:
+        raise ValueError(f"texts must be one of {TEXTS}, got {texts!r}")
     arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
-    texts = list(arrays.cases["text"])
-    if text_mode == "shuffled":
-        texts = [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))]
-    elif text_mode == "swapped":
-        texts = [swap_sides(t) for t in texts]
-    probs = segmenter.predict_arrays(arrays.images, texts)
+    given = list(arrays.cases["text"])
+    if texts == "shuffled":
+        given = [given[i] for i in np.random.default_rng(seed).permutation(len(given))]
+    elif texts == "swapped":
+        given = [swap_sides(t) for t in given]
+    probs = segmenter.predict_arrays(arrays.images, given)
     masks = torch.from_numpy(arrays.masks)[:, None].bool()
     pred = probs >= segmenter.threshold
     per_case = pd.DataFrame({
-        "case_id": arrays.cases["case_id"], "uid": arrays.cases["uid"], "text": texts,
+        "case_id": arrays.cases["case_id"], "uid": arrays.cases["uid"], "text": given,
         "dice": dice_per_image(pred, masks).numpy(), "iou": iou_per_image(pred, masks).numpy(),
         "pointing_hit": pointing_hits(probs, masks).numpy().astype(float),
         "true_area": masks.flatten(1).float().mean(1).numpy(),
         "pred_area": pred.flatten(1).float().mean(1).numpy(),
         "pred_side": [image_side(p[0].numpy()) for p in probs],
     })
-    summary = {"n": len(per_case), "text_mode": text_mode, "threshold": segmenter.threshold,
+    summary = {"n": len(per_case), "texts": texts, "threshold": segmenter.threshold,
                "text_model": segmenter.info.get("text_model"),
                "text_model_is_tiny": segmenter.info.get("text_model_is_tiny"),
                "pooled_dice": pooled_dice(pred, masks)}

@@ -27,12 +27,12 @@ PLACE_METHODS = ("paste_prob", "swap_prob", "null_rate")  # FinetuneConfig field
 
 @dataclasses.dataclass
 class Variant:
-    """One row of the ablation table: what to train (overrides of the base settings) and how the
-    test texts are given."""
+    """One row of the ablation table: what to train (overrides of the base settings) and which
+    texts the test cases are given (`evaluation.TEXTS`)."""
 
     name: str
     overrides: dict
-    text_mode: str = "report"
+    texts: str = "report"
     seeds: Sequence[int] | None = None  # None: all seeds of the ablation settings
 
 
@@ -115,11 +115,11 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
             trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
                                                      text_cache_dir=text_cache_dir)
         seg = trained[key]
-        cases_eval, summary = evaluate(seg, test, text_mode=variant.text_mode, cache_dir=cache_dir,
+        cases_eval, summary = evaluate(seg, test, texts=variant.texts, cache_dir=cache_dir,
                                        n_boot=settings.bootstrap, seed=seed)
         row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
                ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
-        if variant.text_mode == "report":
+        if variant.texts == "report":
             row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
             row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
             if normal_texts:

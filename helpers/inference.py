@@ -17,7 +17,9 @@ from .io import gray_image, load_gray
 from .layout import LAST_FILE
 from .losses import hide_patches, scaled_patch
 from .model import build_autoencoder, from_config, predict_arrays
-from .sentences import SentenceSelection, select_text, select_sentences, split_sentences
+from .reader import ReportReader
+from .record import ModelRecord
+from .sentences import SentenceSelection
 from .text import EmbeddingCache, load_text_encoder
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -43,14 +45,16 @@ class Segmenter:
     """
 
     def __init__(self, model: torch.nn.Module, text_encoder, image_size: int, threshold: float,
-                 device: torch.device, info: dict | None = None):
+                 device: torch.device, info: dict | None = None, record: ModelRecord | None = None):
         self.model = model.eval().to(device)
         self.text_encoder = text_encoder
         self.image_size = image_size
         self.threshold = threshold
         self.device = device
-        self.info = info or {}
+        self.info = info or {}  # the checkpoint's config, epoch and metrics (`ModelRecord`)
+        self.record = record
         self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
+        self.reader = ReportReader(self.text_mode)  # reads a report as training did
         self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens)
 
     @classmethod
@@ -58,32 +62,26 @@ class Segmenter:
                         text_model: str | None = None, text_cache_dir: str | Path | None = None
                         ) -> "Segmenter":
         """Load `best_model.pth` and the text encoder it names (or `text_model` instead)."""
-        state = load_checkpoint(path)
-        if "model" not in state or "config" not in state or "model" not in state["config"]:
-            raise CheckpointError(f"{path} is not a Phase-2 checkpoint (best_model.pth from "
-                                  "`python -m helpers finetune`).")
-        cfg = state["config"]
+        record = ModelRecord.load(path)
         device = pick_device("auto" if device is None else str(device))
-        model = from_config(cfg["model"])
-        model.load_state_dict(state["model"])
-        encoder = load_text_encoder(text_model or cfg["text_model"], device=device,
+        model = from_config(record.model_config)
+        model.load_state_dict(record.state_dict)
+        encoder = load_text_encoder(text_model or record.text_model, device=device,
                                     cache_dir=text_cache_dir)
-        if encoder.dim != cfg["text_dim"]:
-            raise CheckpointError(f"{path} was trained with {cfg['text_dim']}-d text embeddings "
-                                  f"({cfg['text_model']}), but {encoder.name} gives {encoder.dim}.")
+        if encoder.dim != record.text_dim:
+            raise CheckpointError(f"{path} was trained with {record.text_dim}-d text embeddings "
+                                  f"({record.text_model}), but {encoder.name} gives {encoder.dim}.")
         info = {"text_model": encoder.name, "text_model_is_tiny": encoder.is_tiny,
-                "epoch": state.get("epoch"), "metrics": state.get("metrics", {}), **cfg}
-        return cls(model, encoder, cfg["image_size"], float(cfg["threshold"]), device, info)
+                "epoch": record.epoch, "metrics": record.metrics, **record.config()}
+        return cls(model, encoder, record.image_size, float(record.threshold), device, info, record)
 
     def model_text(self, text: str) -> str:
         """The text as the model reads it (`text_mode` "positive": the positive sentences only)."""
-        return select_text(text, self.text_mode)
+        return self.reader.model_text(text)
 
     def sentences(self, text: str) -> SentenceSelection:
         """Which sentences of `text` the model is given (kept) and which it is not (dropped)."""
-        if self.text_mode == "raw":
-            return SentenceSelection(kept=split_sentences(text), dropped=[])
-        return select_sentences(text)
+        return self.reader.sentences(text)
 
     def predict_arrays(self, images: np.ndarray, texts: Sequence[str]) -> torch.Tensor:
         """Probabilities float32 [N, 1, S, S] for uint8 images [N, S, S] at the model's size."""

@@ -1,48 +1,26 @@
-"""Phase-1 and Phase-2 training: one loop, `fit`, and the two tasks it trains.
+"""Phase-1 and Phase-2 training: the two tasks that the loop (`loop.fit`) trains, and the calls
+that run them, `pretrain` and `finetune`.
 
-`fit` is written so that a reader sees it whole: autocast on CUDA (bf16 on compute capability
->= 8.0, else fp16 with a grad scaler), a per-step warm-up + cosine schedule, an up-front time
-estimate from the first steps, validation every epoch, the best checkpoint written atomically when
-it improves and `last.pth` at most every ~10 minutes and at the end, and resume from `last.pth`
-with optimizer, scheduler, scaler and RNG states, so that an interrupted run ends exactly where an
-uninterrupted one would. What differs between the phases (model, data, loss, validation, what the best checkpoint
-holds) lives in a `Task`: `AutoencoderTask` (Phase 1) and `SegmentationTask` (Phase 2).
-
-The loop and both tasks are in this one file, longer than the others for that reason: a reader
-sees the whole of training in one place, as in nanoGPT.
+A `Task` holds what differs between the phases: model, data, loss, validation and what the best
+checkpoint holds. `AutoencoderTask` (Phase 1) saves the encoder; `SegmentationTask` (Phase 2)
+reads each report through `reader.ReportReader` and saves a `record.ModelRecord`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-import random
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .cache import build_image_cache
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, default_num_workers, pick_device
+from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, pick_device
 from .datasets import LabeledArrays, LabeledCases, UnlabeledImages, labeled_arrays
-from .layout import (
-    BEST_FILE,
-    ENCODER_FILE,
-    LAST_FILE,
-    PREVIOUS_LAST_FILE,
-    TEXT_EMBEDDINGS_FILE,
-    DatasetError,
-    history_file,
-)
+from .layout import BEST_FILE, ENCODER_FILE, TEXT_EMBEDDINGS_FILE, DatasetError
+from .loop import FitResult, FitSettings, Task, fit, make_loader, seed_everything, writable_dir
 from .losses import (
     DiceBCELoss,
     hide_patches,
@@ -60,304 +38,11 @@ from .model import (
     load_pretrained_encoder,
     predict_arrays,
 )
-from .places import SIDES, names_level, names_side, swap_levels, swap_sides
-from .sentences import null_text, select_sentences, select_text
+from .places import SIDES, names_level, names_side
+from .reader import ReportReader
+from .record import ModelRecord
 from .text import EmbeddingCache, load_text_encoder
-
-
-LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
-LAST_SAVE_SECONDS = 600.0  # last.pth (~300 MB with optimizer state on Drive) at most this often
-ESTIMATE_STEPS = 6  # the up-front time estimate: steps 2..6 of the first epoch (step 1 allocates)
-
-
-def last_save_interval() -> float:
-    """Seconds between two full `last.pth` writes (and at the end): `CXR_LAST_SAVE_S` if set
-    (0: every epoch, as the tests use), else 600 s (on Drive a 300 MB file every epoch costs
-    minutes and quota churn)."""
-    value = os.environ.get(LAST_SAVE_ENV, "").strip()
-    return float(value) if value else LAST_SAVE_SECONDS
-
-
-def _expected_time(settings: FitSettings, task: Task, epochs_left: int, steps_per_epoch: int,
-                   step_seconds: float, measured: int, save_every: float) -> str:
-    """The up-front cost line: training time from the measured step time, and what a disconnect
-    can lose."""
-    total = step_seconds * steps_per_epoch * epochs_left
-    size = task.config.get("image_size")
-    batch = task.loader.batch_size or 1
-    lose = (f"last.pth is written every ~{save_every / 60:.0f} min and at the end: a disconnect "
-            f"loses at most the last ~{save_every / 60:.0f} min (resume continues from last.pth)"
-            if save_every > 0 else "last.pth is written every epoch")
-    return (f"expected: ~{total / 60:.1f} min of training for {epochs_left} epoch(s) x "
-            f"{steps_per_epoch} steps of {batch} images{f' at {size} px' if size else ''} on "
-            f"{describe_precision(task.device)} ({step_seconds / batch * 1e3:.1f} ms per image, "
-            f"measured on {measured} steps; validation adds a little per epoch; early stopping "
-            f"may end sooner). {lose}.")
-
-
-class OutputDirError(OSError):
-    """The output folder cannot be created or written."""
-
-
-@dataclass
-class FitSettings:
-    """How long `fit` trains and which epoch it keeps."""
-
-    epochs: int
-    warmup_epochs: float
-    monitor: str  # the validation metric that picks the best epoch
-    maximize: bool
-    best_name: str  # file name of the best epoch's checkpoint
-    patience: int | None = None  # early stop after this many epochs without a better `monitor`
-    max_steps: int | None = None  # stop after this many optimizer steps (the benchmark)
-
-
-@dataclass
-class FitResult:
-    history: pd.DataFrame  # one row per epoch
-    best_path: Path
-    last_path: Path
-    best_value: float
-    best_epoch: int
-    seconds: float  # training time of this call (resumed epochs excluded)
-    images_per_second: float  # training images per second of this call
-
-
-class Task:
-    """What `fit` trains. A subclass sets `model`, `optimizer`, `loader`, `device`, `generator` (the
-    loader's RNG, saved for resume) and `config` (plain values; resuming with other values starts a
-    new run), and implements the three methods below."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loader: DataLoader
-    device: torch.device
-    generator: torch.Generator
-    config: dict
-
-    def loss(self, batch) -> tuple[torch.Tensor, int]:
-        """(loss, number of images) of one training batch; runs under autocast."""
-        raise NotImplementedError
-
-    def validate(self) -> dict[str, float]:
-        """The epoch's validation metrics (runs under `torch.no_grad`, model in eval mode)."""
-        raise NotImplementedError
-
-    def best_checkpoint(self, row: dict) -> dict:
-        """What the best epoch's file holds, given the epoch's history row."""
-        raise NotImplementedError
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called before each training epoch (e.g. to freeze or unfreeze the encoder)."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def writable_dir(path: str | Path) -> Path:
-    """Create `path` and check that it can be written, before any time is spent training."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: DDP ranks probe at once
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise OutputDirError(f"Cannot write to the output folder {out} ({err.strerror or err}). "
-                             "Choose a writable folder (on Colab: one under /content or your "
-                             "mounted Drive).") from err
-    return out
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on GPUs of compute capability >= 8.0 (Ampere and later: A100,
-    L4, RTX 30xx), fp16 with a grad scaler below (T4 7.5, V100 7.0: bf16 there is emulated,
-    `is_bf16_supported()` says True by default, and bf16 convolutions are very slow or have no
-    cuDNN engine); no autocast on the CPU (it is slower there)."""
-    if device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
-
-
-def describe_precision(device: torch.device) -> str:
-    """One line for logs: the dtype `amp_dtype` chose and why, e.g. 'fp16 + grad scaler (Tesla T4,
-    compute capability 7.5: no native bf16)'."""
-    dtype = amp_dtype(device)
-    if dtype is None:
-        return f"float32 ({device.type}: no autocast)"
-    major, minor = torch.cuda.get_device_capability(device)
-    name = torch.cuda.get_device_name(device)
-    if dtype == torch.bfloat16:
-        return f"bf16 autocast ({name}, compute capability {major}.{minor})"
-    return (f"fp16 autocast + grad scaler ({name}, compute capability {major}.{minor}: "
-            "no native bf16 below 8.0)")
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
-                  warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to each group's lr, then cosine decay to 1% of it, per step."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
-                num_workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
-    """The DataLoader settings measured by `python -m helpers bench`: no workers on the CPU (the
-    cache makes items cheap and workers would take cores from compute); on CUDA, persistent workers
-    with pinned memory and prefetch so the GPU never waits.
-
-    Under torchrun a shuffled loader gets a `DistributedSampler`: each rank draws its own shard
-    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step."""
-    workers = default_num_workers(device) if num_workers is None else num_workers
-    extra = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
-    sampler = None
-    if shuffle and dist.is_distributed():
-        # seeded from the loader's generator so every rank draws the same permutation to shard
-        sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True,
-                                     seed=generator.initial_seed() if generator else 0)
-    per_rank = len(dataset) // dist.world_size() if sampler is not None else len(dataset)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                      sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                      drop_last=shuffle and per_rank > batch_size, generator=generator, **extra)
-
-
-def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = False,
-        progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
-    """Train `task.model` for `settings.epochs`; keep the best epoch by `settings.monitor` as
-    `out_dir/settings.best_name`, and write `last.pth` (the full state) after an epoch when
-    `last_save_interval()` seconds have passed since the last write, and at the end (slim), from
-    which `resume=True` continues exactly: epochs after the last write are trained again.
-
-    Under torchrun (see `helpers.distributed`) every rank runs this same loop on its shard: the
-    model is wrapped in DDP for the training steps (gradients averaged across ranks), losses are
-    summed over ranks, and rank 0 alone writes files and shows progress."""
-    model, optimizer, loader, device = task.model, task.optimizer, task.loader, task.device
-    dtype = amp_dtype(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    steps_per_epoch = max(1, len(loader))
-    scheduler = warmup_cosine(optimizer, settings.epochs * steps_per_epoch,
-                              int(settings.warmup_epochs * steps_per_epoch))
-    history: list[dict] = []
-    best_value, best_epoch, start_epoch = -math.inf if settings.maximize else math.inf, 0, 0
-    last_path, best_path = out_dir / LAST_FILE, out_dir / settings.best_name
-    state = load_checkpoint(last_path) if resume and last_path.exists() else None
-    dist.barrier()  # every rank has read last.pth before rank 0 may move it
-    if state is not None and state.get("config") != task.config:
-        kept = last_path.with_name(PREVIOUS_LAST_FILE)
-        if dist.is_main():
-            last_path.replace(kept)
-        print(f"{last_path} was written with other settings: starting a new run "
-              f"(the previous state is kept as {kept.name})")
-        state = None
-    if state is not None and state.get("complete"):  # a finished run: nothing left to train
-        frame = pd.DataFrame(state["history"])
-        return FitResult(frame, best_path, last_path, state["best_value"], state["best_epoch"], 0.0, 0.0)
-    progress = progress and dist.is_main()
-    if dist.is_distributed() and progress:
-        per_rank, n = loader.batch_size, dist.world_size()
-        lrs = ", ".join(f"{g.get('initial_lr', g['lr']):g}" for g in optimizer.param_groups)
-        print(f"DDP: {n} processes x batch {per_rank} = effective batch {per_rank * n}; lr {lrs} "
-              "(as set: not rescaled for the larger batch)")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        task.generator.set_state(state["rng"]["loader"])
-        history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
-        start_epoch = state["epoch"]
-    stale, steps = start_epoch - best_epoch, 0
-    seen, start, by_steps = 0, time.perf_counter(), False
-    save_every, last_saved = last_save_interval(), time.perf_counter()
-    for epoch in range(start_epoch, settings.epochs):
-        if settings.patience is not None and stale >= settings.patience:
-            break
-        model.train()
-        task.start_epoch(epoch)
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
-        task.model = dist.wrap_ddp(model, device)  # the task's steps go through DDP (a no-op alone)
-        total, count, t0 = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
-                   disable=not progress)
-        for step, batch in enumerate(bar):
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss, n = task.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total, count, steps = total + loss.item() * n, count + n, steps + 1  # .item(): synced
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if progress and epoch == start_epoch and settings.max_steps is None:
-                if step == 0:
-                    t_probe = time.perf_counter()  # after the first step (allocation, kernels)
-                elif step == min(ESTIMATE_STEPS, steps_per_epoch) - 1:
-                    per_step = (time.perf_counter() - t_probe) / step
-                    tqdm.write(_expected_time(settings, task, settings.epochs - epoch,
-                                              steps_per_epoch, per_step, step, save_every))
-            if settings.max_steps is not None and steps >= settings.max_steps:
-                break
-        task.model = model
-        dist.broadcast_buffers(model)  # BatchNorm statistics of rank 0 everywhere
-        total, count = dist.all_reduce_sum(total, count)  # over all ranks: the global mean loss
-        train_seconds = time.perf_counter() - t0
-        seen += count
-        model.eval()
-        with torch.no_grad():
-            metrics = task.validate()
-        row = {"epoch": epoch + 1, "train_loss": total / max(1, count), **metrics,
-               "lr": optimizer.param_groups[0]["lr"], "images_per_s": count / train_seconds}
-        history.append(row)
-        value = row[settings.monitor]
-        if (value > best_value) if settings.maximize else (value < best_value):
-            best_value, best_epoch, stale = value, epoch + 1, 0
-            if dist.is_main():
-                save_checkpoint(task.best_checkpoint(row), best_path)
-        else:
-            stale += 1
-        if dist.is_main() and time.perf_counter() - last_saved >= save_every:
-            last_saved = time.perf_counter()
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "rng": {"torch": torch.get_rng_state(),
-                                     "loader": task.generator.get_state()},
-                             "epoch": epoch + 1, "history": history, "best_value": best_value,
-                             "best_epoch": best_epoch, "config": task.config}, last_path)
-        if progress:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
-            print(f"epoch {epoch + 1}/{settings.epochs}: {shown}")
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if progress and epoch == start_epoch and epoch + 1 < settings.epochs:  # the cost, once
-            left = (time.perf_counter() - t0) * (settings.epochs - epoch - 1)
-            print(f"~{left / 60:.0f} min left ({settings.epochs - epoch - 1} more epochs at "
-                  f"{time.perf_counter() - t0:.0f} s each; early stopping may end sooner)")
-        if settings.max_steps is not None and steps >= settings.max_steps:
-            by_steps = True
-            break
-    seconds = time.perf_counter() - start
-    frame = pd.DataFrame(history)
-    if dist.is_main():
-        if not by_steps and history:  # finished (all epochs or early stop): drop the
-            # optimizer/scheduler state (2/3 of the file); the final weights stay (Phase-1 figures)
-            save_checkpoint({"complete": True, "model": model.state_dict(), "epoch": len(history),
-                             "history": history, "best_value": best_value,
-                             "best_epoch": best_epoch, "config": task.config}, last_path)
-        frame.to_csv(out_dir / history_file(settings.best_name), index=False)
-    dist.barrier()  # the files are complete before any rank reads them
-    return FitResult(frame, best_path, last_path, best_value, best_epoch, seconds,
-                     seen / seconds if seconds > 0 else 0.0)
+from .unlabeled import check_encoder_patients
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,7 +161,7 @@ def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
 class SegmentationTask(Task):
     """Phase 2: the multimodal U-Net learns the mask of the finding a text describes.
 
-    Each case's text goes through `sentences.select_text(text, cfg.text_mode)`; every unique
+    Each case's text goes through `ReportReader(cfg.text_mode).model_text`; every unique
     text (with its side-swapped twin for the concordant flip) is encoded once by the frozen text
     encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L] for a fusion that
     attends); batches carry row indices into them.
@@ -492,14 +177,13 @@ class SegmentationTask(Task):
                            else cfg.text_model)
         model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
                                upsampling=cfg.upsampling, token_dim=encoder.token_dim)
-        selections = [select_sentences(t) for t in train.cases["text"]]
-        train_texts = [select_text(t, cfg.text_mode) for t in train.cases["text"]]
-        texts = train_texts + [select_text(t, cfg.text_mode) for t in val.cases["text"]]
+        self.reader = reader = ReportReader(cfg.text_mode)
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
-        flipped = [swap_sides(t) for t in train_texts] if swapping else []
-        nulls = ([select_text(null_text(t), cfg.text_mode) for t in train.cases["text"]]
-                 if cfg.null_rate > 0 else [])
-        leveled = [swap_levels(t) for t in train_texts] if cfg.paste_prob > 0 else []
+        training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
+                                         levels=cfg.paste_prob > 0)
+        train_texts = training.texts
+        texts = train_texts + [reader.model_text(t) for t in val.cases["text"]]
+        flipped, nulls, leveled = training.flipped, training.nulls, training.leveled
         extra = [flipped, nulls, leveled]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens)
@@ -515,12 +199,7 @@ class SegmentationTask(Task):
         flipped_idx, null_idx, level_idx = (index[a:b] or None for a, b in zip(starts, starts[1:]))
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
-        self.text_report = {
-            "text_mode": cfg.text_mode, "pooling": encoder.pooling,
-            "truncation": encoder.truncation_report(texts),
-            "sentences_kept": sum(len(x.kept) for x in selections),
-            "sentences_dropped": sum(len(x.dropped) for x in selections),
-            "texts_without_positive_sentence": sum(x.fallback for x in selections)}
+        self.text_report = reader.text_report(train.cases["text"], texts, encoder)
         if self.text_report["truncation"]["n_truncated"]:
             t = self.text_report["truncation"]
             print(f"{t['n_truncated']} of {t['n_texts']} training/validation texts are longer than "
@@ -585,46 +264,18 @@ class SegmentationTask(Task):
     def start_epoch(self, epoch: int) -> None:
         freeze_encoder(self.model, epoch < self.cfg.freeze_encoder_epochs)
 
+    def record(self, row: dict) -> ModelRecord:
+        """The best epoch's record, given the epoch's history row (threshold 0.5 until `finetune`
+        chooses one on validation)."""
+        return ModelRecord(self.model.state_dict(), self.model.config(), self.cfg.image_size,
+                           self.text_model, self.text_encoder.dim, threshold=0.5,
+                           text_model_requested=self.cfg.text_model,
+                           text_model_is_tiny=self.text_encoder.is_tiny, text_mode=self.cfg.text_mode,
+                           text_report=self.text_report, finetune=self.config, epoch=row["epoch"],
+                           metrics={k: v for k, v in row.items() if k.startswith("val_")})
+
     def best_checkpoint(self, row: dict) -> dict:
-        return {"model": self.model.state_dict(), "epoch": row["epoch"],
-                "metrics": {k: v for k, v in row.items() if k.startswith("val_")},
-                "config": {"model": self.model.config(), "image_size": self.cfg.image_size,
-                           "text_model": self.text_model, "text_model_requested": self.cfg.text_model,
-                           "text_model_is_tiny": self.text_encoder.is_tiny,
-                           "text_dim": self.text_encoder.dim, "text_mode": self.cfg.text_mode,
-                           "text_report": self.text_report, "threshold": 0.5,
-                           "finetune": self.config}}
-
-
-def check_encoder_patients(cfg: FinetuneConfig, cases: pd.DataFrame) -> None:
-    """Refuse (DatasetError) a Phase-1 encoder whose checkpoint records that it saw validation or
-    test patients of `cases`, unless `cfg.allow_seen_patients`; warn when it records nothing."""
-    path = cfg.pretrained_encoder
-    if not path or not Path(path).is_file() or Path(path).suffix == ".safetensors":
-        return  # none, "imagenet", ImageNet weights, or a missing file (loading it says so)
-    payload = load_checkpoint(path)
-    if "encoder" not in payload:
-        return  # ImageNet-style weights (a plain state dict): no patient of this collection
-    seen = (payload.get("config") or {}).get("patients")
-    held = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"].astype(int))
-    if seen is None:
-        print(f"{path} does not record which patients Phase 1 saw: cannot check that it never saw "
-              "a validation or test patient (pretrain again to record them)")
-        return
-    overlap = sorted(held & set(seen))
-    if not overlap:
-        return
-    what = (f"Phase 1 ({path}) saw {len(overlap)} of the {len(held)} validation/test patients of "
-            f"Phase 2 (uid {', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''})")
-    if cfg.allow_seen_patients:
-        print(f"{what}: used anyway (allow_seen_patients=True); the test is then on patients the "
-              "encoder learned from, and the checkpoint records it")
-        return
-    raise DatasetError(f"{what}, so the test would be on images the encoder learned from (Phase 1 "
-                       "ran before the split existed, e.g. before the masks were added). Pretrain "
-                       "again now that the split is fixed (notebook 02 / `python -m helpers "
-                       "pretrain` leave those patients out), or set ALLOW_SEEN_PATIENTS = True "
-                       "(`--allow-seen-patients`) to use this encoder on purpose.")
+        return self.record(row).to_payload()
 
 
 def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
@@ -654,14 +305,13 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 
     # Choose the threshold on validation with the best weights, and store it with them.
-    best = load_checkpoint(result.best_path)
-    task.model.load_state_dict(best["model"])
+    best = ModelRecord.load(result.best_path)
+    task.model.load_state_dict(best.state_dict)
     probs = task.val_probs()
-    threshold = best_threshold(probs, task.val_masks)
-    best["config"]["threshold"] = threshold
-    best["metrics"]["val_dice_at_threshold"] = dice_per_image(probs >= threshold,
-                                                              task.val_masks).mean().item()
+    best.threshold = best_threshold(probs, task.val_masks)
+    best.metrics["val_dice_at_threshold"] = dice_per_image(probs >= best.threshold,
+                                                           task.val_masks).mean().item()
     if dist.is_main():
-        save_checkpoint(best, result.best_path)
+        best.save(result.best_path)
     dist.barrier()
     return result

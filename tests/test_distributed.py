@@ -48,14 +48,14 @@ def _worker(rank: int, port: int, paths: list[str], work: str) -> None:
                       LOCAL_WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from helpers import distributed as dist
-    from helpers import train
+    from helpers import loop, train
     from helpers.cache import build_image_cache
 
     work_dir = Path(work)
     assert dist.init_from_env("cpu") and dist.world_size() == WORLD
     written: list[str] = []
-    save = train.save_checkpoint
-    train.save_checkpoint = lambda payload, path: (written.append(str(path)), save(payload, path))[1]
+    save = loop.save_checkpoint
+    loop.save_checkpoint = lambda payload, path: (written.append(str(path)), save(payload, path))[1]
     out: dict = {"rank": rank}
 
     cache = build_image_cache(paths, 32, work_dir / "cache", progress=False)
@@ -68,8 +68,8 @@ def _worker(rank: int, port: int, paths: list[str], work: str) -> None:
     for epoch in (0, 1):
         task.loader.sampler.set_epoch(epoch)
         out["shards"].append(list(map(int, task.loader.sampler)))
-    one_step = train.FitSettings(1, 0.0, "val_loss", False, "step.pth", max_steps=1)
-    train.fit(task, one_step, train.writable_dir(work_dir / "step"), progress=False)
+    one_step = loop.FitSettings(1, 0.0, "val_loss", False, "step.pth", max_steps=1)
+    loop.fit(task, one_step, loop.writable_dir(work_dir / "step"), progress=False)
     torch.save(torch.cat([t.detach().float().flatten() for t in task.model.state_dict().values()]),
                work_dir / f"weights{rank}.pt")
 

@@ -86,14 +86,17 @@ def test_evaluate_matches_hand_computed_dice(segmenter, cases):
     assert summary["n"] == len(test) and summary["text_model_is_tiny"]
 
 
-def test_shuffled_and_swapped_text_modes(segmenter, cases):
+def test_shuffled_and_swapped_texts(segmenter, cases):
     test = cases[cases["split"] == "test"].reset_index(drop=True)
-    report, _ = evaluate(segmenter, test, n_boot=10)
-    swapped, _ = evaluate(segmenter, test, text_mode="swapped", n_boot=10)
+    report, summary = evaluate(segmenter, test, n_boot=10)
+    swapped, swapped_summary = evaluate(segmenter, test, texts="swapped", n_boot=10)
+    assert (summary["texts"], swapped_summary["texts"]) == ("report", "swapped")
     assert all(("left" in a.lower()) == ("right" in b.lower())
                for a, b in zip(report["text"], swapped["text"]) if ("left" in a) != ("right" in a))
-    with pytest.raises(ValueError, match="text_mode"):
-        evaluate(segmenter, test, text_mode="nonsense")
+    shuffled, _ = evaluate(segmenter, test, texts="shuffled", n_boot=10, seed=1)
+    assert sorted(shuffled["text"]) == sorted(report["text"])
+    with pytest.raises(ValueError, match="texts must be one of"):
+        evaluate(segmenter, test, texts="nonsense")
     table, summary = counterfactual_sides(segmenter, test)
     assert summary["n_sided"] == len(table) and 0.0 <= summary["moved_share"] <= 1.0
 
@@ -161,6 +164,7 @@ def test_ablation_variants_and_summary():
         "without paste_prob", "without null_rate", "no place training",
         "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
     assert variants[5].overrides == {"fusion": "film", "text_mode": "positive"}
+    assert [v.texts for v in variants[:3]] == ["report", "shuffled", "report"]
     assert variants[9].overrides == {"paste_prob": 0.0, "null_rate": 0.0}
     assert variants[2].overrides["fusion"] == "none" and variants[2].overrides["paste_prob"] == 0.0
     alone = ablation_variants(dataclasses.replace(base, null_rate=0.0), AblationConfig(

@@ -201,7 +201,7 @@ def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
 
     def trainings(settings):
         return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
-                   if v.text_mode == "report")
+                   if v.texts == "report")
 
     assert light.seeds == (0,) and trainings(light) <= 6
     assert full.seeds == (0, 1, 2) and trainings(full) >= 20

@@ -237,3 +237,25 @@ def test_null_text_keeps_what_describes_nothing():
     assert not describes_finding(null_text(report))
     assert null_text("Patchy opacity at the left base.") == NOTHING_DESCRIBED
     assert null_text("The lungs are clear.") == "The lungs are clear."
+
+
+# --- ReportReader: report -> the model's text --------------------------------------------------------
+
+def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
+    from helpers.reader import ReportReader
+
+    report = "Heart size is normal. No left effusion. Patchy opacity at the right upper lobe."
+    positive, raw = ReportReader("positive"), ReportReader("raw")
+    assert positive.model_text(report) == "Patchy opacity at the right upper lobe."
+    assert raw.model_text(" " + report + "\n") == report
+    assert positive.sentences(report).dropped == ["Heart size is normal.", "No left effusion."]
+    assert raw.sentences(report).kept == split_sentences(report) and raw.sentences(report).dropped == []
+    texts = positive.training_texts([report], sides=True, nulls=True, levels=True)
+    assert texts.texts == ["Patchy opacity at the right upper lobe."]
+    assert texts.flipped == ["Patchy opacity at the left upper lobe."]
+    assert texts.leveled == ["Patchy opacity at the right lower lobe."]
+    assert texts.nulls == ["Heart size is normal. No left effusion."]  # all normal: all kept
+    plain = raw.training_texts([report])
+    assert plain.texts == [report] and plain.flipped == plain.nulls == plain.leveled == []
+    with pytest.raises(ValueError, match=r"raw, positive"):
+        ReportReader("shuffled")

@@ -14,7 +14,8 @@ from helpers.datasets import LabeledCases, UnlabeledImages
 from helpers.io import load_gray
 from helpers.layout import DatasetError
 from helpers.model import MultimodalUnet, build_encoder
-from helpers.train import OutputDirError, finetune, pretrain
+from helpers.loop import OutputDirError
+from helpers.train import finetune, pretrain
 
 
 def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
@@ -230,6 +231,31 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
         torch.from_numpy(seg.predict(image, "Heart size is normal. Right basilar opacity.")))
 
 
+def test_training_and_inference_read_a_report_the_same_way(cases, tmp_path, finetune_cfg, text_dir):
+    """The texts training encodes are the Segmenter's model texts of the same reports, and the
+    embedding a training case gets is the one inference computes for its report."""
+    from helpers.datasets import labeled_arrays
+    from helpers.inference import Segmenter
+    from helpers.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.train import SegmentationTask
+
+    cfg = dataclasses.replace(finetune_cfg, fusion="cross_attn", text_mode="positive", concordant_flip=0.0,
+                              paste_prob=0.0, swap_prob=0.0, null_rate=0.0)  # only the reports' texts
+    train, val = (labeled_arrays(cases[cases["split"] == s].reset_index(drop=True), cfg.image_size)
+                  for s in ("train", "val"))
+    task = SegmentationTask(cfg, train, val, torch.device("cpu"), tmp_path, text_dir)
+    task.record({"epoch": 1, "val_dice": 0.0}).save(tmp_path / "best_model.pth")
+    seg = Segmenter.from_checkpoint(tmp_path / "best_model.pth", device="cpu", text_cache_dir=text_dir)
+    assert seg.reader == task.reader and seg.text_mode == "positive"
+    reports = list(train.cases["text"]) + list(val.cases["text"])
+    stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
+    assert sorted(stored) == sorted({seg.model_text(r) for r in reports})
+    assert any(seg.model_text(r) != " ".join(r.split()) for r in reports)  # sentences were dropped
+    rows = task.loader.dataset.text_index  # each training case's row of the embedding table
+    inferred = seg.embeddings.get([seg.model_text(r) for r in train.cases["text"]])
+    torch.testing.assert_close(task.table[rows], inferred)
+
+
 def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """One image with a bright square on the image's left (the patient's right) and its mask."""
     images = np.full((1, size, size), 40, np.uint8)
@@ -358,7 +384,7 @@ def test_undescribed_lesions_are_marked_in_the_target():
                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_mixed_precision_follows_compute_capability(monkeypatch, capability, expected):
     """A T4 (7.5) says bf16 is supported (emulated) but gets fp16 + grad scaler; Ampere+ gets bf16."""
-    from helpers.train import amp_dtype, describe_precision
+    from helpers.loop import amp_dtype, describe_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
