@@ -230,7 +230,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     p = Preset(mode=mode)
     if mode == "real":
         # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
-        # seed, the controls, the baseline design, and the Phase-1 init rows (the open question).
+        # seed, the controls, the baseline design, no place training, and the Phase-1 init rows.
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
                                          text_modes=("raw",), with_upsampling=False, with_init=True)
     if mode == "demo":

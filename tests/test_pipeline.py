@@ -203,7 +203,8 @@ def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
         return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
                    if v.texts == "report")
 
-    assert light.seeds == (0,) and trainings(light) <= 6
+    assert light.seeds == (0,) and trainings(light) <= 7
+    assert "no place training" in [v.name for v in ablation_variants(base, light, encoders)]
     assert full.seeds == (0, 1, 2) and trainings(full) >= 20
     with pytest.raises(ValueError, match="light"):
         ablation_set(real, "everything")
