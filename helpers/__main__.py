@@ -139,9 +139,9 @@ def cmd_finetune(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
-                             normal_reports, two_lesion_probe)
+                             normal_reports, per_sentence, two_lesion_probe)
     from .inference import Segmenter
-    from .pipeline import demo_probe, prepare
+    from .pipeline import demo_probe, demo_reports, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
     prep.require_masks()
@@ -156,12 +156,23 @@ def cmd_evaluate(args) -> None:
     probe = demo_probe(prep, args.split)
     if probe is not None:  # the demo data has the second lesions' masks
         summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]
+    sentences = None
+    if args.per_sentence:
+        reports = demo_reports(prep, args.split)
+        if reports is None:
+            raise ValueError("--per-sentence needs reports that describe several masked lesions of "
+                             "one image: the demo data has them (demo_lesions.csv), this dataset not")
+        sentences, summary["per_sentence"] = per_sentence(seg, reports, cache_dir=prep.paths.cache)
     print(f"model: {seg.describe()}")
     print(json.dumps(summary, indent=1, default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         per_case.to_csv(args.out, index=False)
         print(f"per-case results: {args.out}")
+        if sentences is not None:
+            path = Path(args.out).with_name(Path(args.out).stem + "_sentences.csv")
+            sentences.to_csv(path, index=False)
+            print(f"per-sentence results: {path}")
 
 
 def cmd_ablate(args) -> None:
@@ -267,7 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--shuffle-text", action="store_true", help="texts permuted across cases")
     p.add_argument("--swap-sides", action="store_true", help="left and right swapped in each text")
-    p.add_argument("--out", default=None, help="per-case CSV")
+    p.add_argument("--per-sentence", action="store_true",
+                   help="also read whole reports that describe two or three lesions of an image, "
+                        "each sentence's mask scored against its own lesion (demo data)")
+    p.add_argument("--out", default=None, help="per-case CSV (with --per-sentence also "
+                   "<name>_sentences.csv)")
     p.add_argument("--out-dir", default=None, help="run folder holding splits.csv (default runs/<mode>)")
     p.set_defaults(func=cmd_evaluate)
 
