@@ -209,8 +209,12 @@ def cmd_predict(args) -> None:
     from .overlay import save_overlay_png
     from .sentences import NO_FINDING_NOTE, describes_finding
 
+    if args.json and not args.per_sentence:
+        raise ValueError("--json gives the per-sentence table: add --per-sentence")
     seg = Segmenter.from_checkpoint(args.checkpoint)
     image = to_gray(args.image)
+    if args.per_sentence:
+        return _predict_per_sentence(args, seg, image)
     prob = seg.predict(image, args.text)
     threshold = seg.threshold if args.threshold is None else args.threshold
     save_overlay_png(args.out, image, prob, threshold=threshold)
@@ -223,6 +227,48 @@ def cmd_predict(args) -> None:
     if not describes_finding(args.text):
         print(f"{NO_FINDING_NOTE}: the text has no sentence about something present, so there is "
               "nothing to locate; the mask above is what the model gives such a text")
+
+
+def _predict_per_sentence(args, seg, image) -> None:
+    """`predict --per-sentence`: one mask per positive sentence, the coloured overlay with its
+    legend, each mask as its own PNG, and the table (human lines, or JSON with --json)."""
+    from PIL import Image
+
+    from .plots import save_figure
+    from .report_view import report_figure
+    from .sentences import NO_FINDING_NOTE
+
+    grounding = seg.ground_report(image, args.text, threshold=args.threshold)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json == "-" else print  # stdout: the JSON
+    save_figure(report_figure(image, grounding), args.out)
+    base = Path(args.mask_out or args.out)
+    rows = grounding.table()
+    for row, sentence in zip([r for r in rows if r["index"]], grounding.sentences):
+        path = base.with_name(f"{base.stem}_{row['index']}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((sentence.prob >= grounding.threshold) * 255).astype("uint8")).save(path)
+        row["mask_file"] = str(path)
+    say(f"model: {seg.describe()}\noverlay: {args.out}")
+    for row in rows:
+        if row["index"]:
+            state = f"area {row['area']:.2%}, peak p {row['confidence']:.2f}" if row["located"] \
+                else "not located"
+            say(f"{row['index']}. {row['text']}  [{state}]  mask: {row['mask_file']}")
+        else:
+            say(f"-  {row['text']}  [dropped: {row['label']}]")
+    if not grounding.describes_finding:
+        say(f"{NO_FINDING_NOTE}: no sentence describes something present, so there is nothing to locate")
+    if args.json:
+        payload = {"model": seg.describe(), "report": args.text, "threshold": grounding.threshold,
+                   "overlay": str(args.out), "describes_finding": grounding.describes_finding,
+                   "sentences": rows}
+        text = json.dumps(payload, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(text + "\n")
+            say(f"table: {args.json}")
 
 
 def cmd_bench(args) -> None:
@@ -291,8 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True)
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, help="overlay PNG")
-    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255)")
+    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255); with --per-sentence "
+                   "one per positive sentence, <name>_1.png, <name>_2.png, ... (default: beside --out)")
     p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--per-sentence", action="store_true",
+                   help="one mask per positive sentence of the text, each read alone: the overlay "
+                        "shows each in its colour with a legend quoting the sentences")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="with --per-sentence: the per-sentence table as JSON, to PATH or, without "
+                        "PATH, to stdout (the other lines then go to stderr)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="throughput in images/s")

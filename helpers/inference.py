@@ -78,6 +78,11 @@ class ReportGrounding:
     def dropped(self) -> list[tuple[str, str]]:
         return [(text, label) for text, label in self.labels if label != POSITIVE]
 
+    def at_threshold(self, threshold: float) -> "ReportGrounding":
+        """The same masks cut at another threshold (area, located and mean_in_mask follow)."""
+        return ReportGrounding(self.report, threshold, self.labels,
+                               [SentenceMask.from_prob(m.text, m.prob, threshold) for m in self.sentences])
+
     @property
     def describes_finding(self) -> bool:
         """Whether the report has a positive sentence (something present to locate)."""

@@ -25,7 +25,7 @@ LAYERS = [
     ["train"],
     ["inference", "evaluation"],
     ["experiments", "bench"],
-    ["overlay", "plots", "explorer"],
+    ["overlay", "plots", "report_view", "explorer"],
     ["colab", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
@@ -33,7 +33,8 @@ SAME_LAYER = {("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("datasets", "cache"),
               ("model", "fusion"), ("evaluation", "inference"), ("plots", "overlay"),
-              ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
+              ("explorer", "plots"), ("explorer", "overlay"), ("report_view", "overlay"),
+              ("explorer", "report_view"), ("notebooks", "pipeline"),
               ("__main__", "pipeline"), ("__main__", "notebooks"), ("colab", "pipeline")}
 MAX_LINES = 350
 
