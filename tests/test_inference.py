@@ -138,8 +138,9 @@ def test_bench_prints_every_row(tmp_path, capsys):
     for name in ("straightforward (PIL/item)", "ours (cache)", "Phase-2 training step, straightforward",
                  "Phase-2 training step, ours", "model alone", "Phase-1 training step"):
         assert name in out
-    assert (table["value"] > 0).all() and len(table) == 9
-    assert (table["unit"] == "ratio").sum() == 3
+    assert (table["value"] > 0).all() and len(table) == 13
+    assert (table["unit"] == "ratio").sum() == 5 and (table["unit"] == "ms").sum() == 2
+    assert "ground_report (5 sentences) / predict" in out and "1 encoding + 5 decodings" in out
     assert "a few steps of finetune()" in out and "a few steps of pretrain()" in out
 
 
