@@ -12,6 +12,9 @@
 Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
 runs the same command as N data-parallel processes (see helpers/distributed.py and the README's
 "Phase 1 at scale").
+
+It is longer than the others: it holds one function per command and the parser that declares
+every command's flags, so that the whole command line reads in one place.
 """
 from __future__ import annotations
 
@@ -156,23 +159,17 @@ def cmd_evaluate(args) -> None:
     probe = demo_probe(prep, args.split)
     if probe is not None:  # the demo data has the second lesions' masks
         summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]
-    sentences = None
-    if args.per_sentence:
-        reports = demo_reports(prep, args.split)
-        if reports is None:
-            raise ValueError("--per-sentence needs reports that describe several masked lesions of "
-                             "one image: the demo data has them (demo_lesions.csv), this dataset not")
-        sentences, summary["per_sentence"] = per_sentence(seg, reports, cache_dir=prep.paths.cache)
+    if args.per_sentence:  # reports that describe several lesions of one image: the demo's
+        sentences, summary["per_sentence"] = per_sentence(seg, demo_reports(prep, args.split, required=True),
+                                                          cache_dir=prep.paths.cache)
     print(f"model: {seg.describe()}")
     print(json.dumps(summary, indent=1, default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         per_case.to_csv(args.out, index=False)
         print(f"per-case results: {args.out}")
-        if sentences is not None:
-            path = Path(args.out).with_name(Path(args.out).stem + "_sentences.csv")
-            sentences.to_csv(path, index=False)
-            print(f"per-sentence results: {path}")
+        if args.per_sentence:
+            sentences.to_csv(Path(args.out).with_suffix(".sentences.csv"), index=False)
 
 
 def cmd_ablate(args) -> None:
@@ -230,45 +227,22 @@ def cmd_predict(args) -> None:
 
 
 def _predict_per_sentence(args, seg, image) -> None:
-    """`predict --per-sentence`: one mask per positive sentence, the coloured overlay with its
-    legend, each mask as its own PNG, and the table (human lines, or JSON with --json)."""
-    from PIL import Image
-
-    from .plots import save_figure
-    from .report_view import report_figure
-    from .sentences import NO_FINDING_NOTE
+    """`predict --per-sentence`: the coloured overlay, one PNG per mask, the table as lines and,
+    with --json, as JSON (to stdout alone, the lines then to stderr, or to a file)."""
+    from .report_view import save_grounding, table_lines
 
     grounding = seg.ground_report(image, args.text, threshold=args.threshold)
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json == "-" else print  # stdout: the JSON
-    save_figure(report_figure(image, grounding), args.out)
-    base = Path(args.mask_out or args.out)
-    rows = grounding.table()
-    for row, sentence in zip([r for r in rows if r["index"]], grounding.sentences):
-        path = base.with_name(f"{base.stem}_{row['index']}.png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(((sentence.prob >= grounding.threshold) * 255).astype("uint8")).save(path)
-        row["mask_file"] = str(path)
-    say(f"model: {seg.describe()}\noverlay: {args.out}")
-    for row in rows:
-        if row["index"]:
-            state = f"area {row['area']:.2%}, peak p {row['confidence']:.2f}" if row["located"] \
-                else "not located"
-            say(f"{row['index']}. {row['text']}  [{state}]  mask: {row['mask_file']}")
-        else:
-            say(f"-  {row['text']}  [dropped: {row['label']}]")
-    if not grounding.describes_finding:
-        say(f"{NO_FINDING_NOTE}: no sentence describes something present, so there is nothing to locate")
-    if args.json:
-        payload = {"model": seg.describe(), "report": args.text, "threshold": grounding.threshold,
-                   "overlay": str(args.out), "describes_finding": grounding.describes_finding,
-                   "sentences": rows}
-        text = json.dumps(payload, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
-            say(f"table: {args.json}")
+    rows = save_grounding(image, grounding, args.out, args.mask_out)
+    print(f"model: {seg.describe()}\noverlay: {args.out}", *table_lines(rows), sep="\n",
+          file=sys.stderr if args.json == "-" else sys.stdout)
+    text = json.dumps({"model": seg.describe(), "report": args.text, "threshold": grounding.threshold,
+                       "overlay": str(args.out), "describes_finding": grounding.describes_finding,
+                       "sentences": rows}, indent=1)
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
 
 
 def cmd_bench(args) -> None:
@@ -324,11 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--shuffle-text", action="store_true", help="texts permuted across cases")
     p.add_argument("--swap-sides", action="store_true", help="left and right swapped in each text")
-    p.add_argument("--per-sentence", action="store_true",
-                   help="also read whole reports that describe two or three lesions of an image, "
-                        "each sentence's mask scored against its own lesion (demo data)")
-    p.add_argument("--out", default=None, help="per-case CSV (with --per-sentence also "
-                   "<name>_sentences.csv)")
+    p.add_argument("--per-sentence", action="store_true", help="also whole reports that describe 2-3 "
+                   "lesions of an image, each sentence's mask scored against its own lesion (demo)")
+    p.add_argument("--out", default=None, help="per-case CSV (--per-sentence: also <name>.sentences.csv)")
     p.add_argument("--out-dir", default=None, help="run folder holding splits.csv (default runs/<mode>)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -337,15 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True)
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, help="overlay PNG")
-    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255); with --per-sentence "
-                   "one per positive sentence, <name>_1.png, <name>_2.png, ... (default: beside --out)")
+    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255); --per-sentence: "
+                   "<name>_1.png, <name>_2.png, ... (default beside --out)")
     p.add_argument("--threshold", type=float, default=None)
-    p.add_argument("--per-sentence", action="store_true",
-                   help="one mask per positive sentence of the text, each read alone: the overlay "
-                        "shows each in its colour with a legend quoting the sentences")
+    p.add_argument("--per-sentence", action="store_true", help="one mask per positive sentence, "
+                   "each read alone, in its colour, with a legend that quotes the sentences")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                   help="with --per-sentence: the per-sentence table as JSON, to PATH or, without "
-                        "PATH, to stdout (the other lines then go to stderr)")
+                   help="--per-sentence: the table as JSON to PATH (without PATH: to stdout)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="throughput in images/s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,6 +21,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from PIL import Image
 
 from .overlay import check_same_shape, outline
 from .sentences import NO_FINDING_NOTE, POSITIVE
@@ -161,3 +163,41 @@ def report_html(grounding: Any, selected: int | None = None) -> str:
             parts.append(f'<s style="color: gray">{html.escape(text)}</s> <small>({label})</small>')
     lead = "" if sentences else f"<b>{NO_FINDING_NOTE}</b><br>"
     return lead + " ".join(parts)
+
+
+def save_grounding(image: np.ndarray, grounding: Any, out: str | Path,
+                   mask_base: str | Path | None = None, dpi: int = 110) -> list[dict]:
+    """Write `report_figure` to `out` (PNG) and each positive sentence's mask, uint8 0/255 at the
+    image's resolution, to `<mask_base stem>_<index>.png` (default: beside `out`).
+
+    Returns `grounding.table()` with each positive sentence's `mask_file`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = report_figure(image, grounding)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    base = Path(mask_base or out)
+    rows = grounding.table()
+    for row, sentence in zip([r for r in rows if r["index"]], grounding.sentences):
+        path = base.with_name(f"{base.stem}_{row['index']}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((sentence.prob >= grounding.threshold) * 255).astype(np.uint8)).save(path)
+        row["mask_file"] = str(path)
+    return rows
+
+
+def table_lines(rows: Sequence[dict]) -> list[str]:
+    """`ReportGrounding.table()` rows as lines for a terminal, one per sentence in report order."""
+    lines = []
+    for row in rows:
+        if row["index"]:
+            state = (f"area {row['area']:.2%}, peak p {row['confidence']:.2f}" if row["located"]
+                     else f"not located (peak p {row['confidence']:.2f})")
+            lines.append(f"{row['index']}. {row['text']}  [{state}]"
+                         + (f"  mask: {row['mask_file']}" if row.get("mask_file") else ""))
+        else:
+            lines.append(f"-  {row['text']}  [dropped: {row['label']}]")
+    if not any(row["index"] for row in rows):
+        lines.append(f"{NO_FINDING_NOTE}: no sentence describes something present, so there is "
+                     "nothing to locate")
+    return lines

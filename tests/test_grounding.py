@@ -290,7 +290,7 @@ def test_cli_evaluate_per_sentence(checkpoint, demo_root, tmp_path, capsys):
                  "--split", "train", "--out-dir", str(tmp_path / "run"), "--per-sentence", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads(printed[printed.index("{"): printed.rindex("}") + 1])["per_sentence"]
-    table = pd.read_csv(out.with_name("test_sentences.csv"))
+    table = pd.read_csv(out.with_suffix(".sentences.csv"))
     assert summary["n_sentences"] == len(table) > 0 and set(table["n_lesions"]) == {3}
     assert summary["on_own_share"] == pytest.approx(table["on_own"].mean())
     assert summary["on_own_share_lo"] <= summary["on_own_share"] <= summary["on_own_share_hi"]
