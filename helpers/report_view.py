@@ -82,7 +82,7 @@ def _label(k: int, sentence: Any, wrap: int) -> str:
 
 def report_figure(image: np.ndarray, grounding: Any, *, selected: int | None = None,
                   truths: Sequence[np.ndarray | None] | None = None,
-                  mask: np.ndarray | None = None, alpha: float = 0.45,
+                  mask: np.ndarray | None = None, alpha: float = 0.45, panels: bool = True,
                   title: str | None = None, wrap: int = 60) -> Figure:
     """The image with one coloured mask per positive sentence and a legend that quotes each
     sentence (its area and peak probability, or "not located"); the dropped sentences are listed
@@ -97,15 +97,28 @@ def report_figure(image: np.ndarray, grounding: Any, *, selected: int | None = N
         mask: optional true mask `[H, W]` of the image whatever the sentence (a labeled case's
             mask), outlined in `CASE_TRUTH_COLOR`.
         alpha: opacity of the fills.
+        panels: with two or more sentences, also each sentence's mask alone, small, beneath the
+            legend (masks that overlap stay readable).
         title: figure title.
         wrap: characters per legend line.
     """
     sentences = list(grounding.sentences)
     shown = _shown(len(sentences), selected) if sentences else []
     masks = [np.asarray(s.prob) >= grounding.threshold for s in sentences]
-    fig, (ax, ax_text) = plt.subplots(1, 2, figsize=(11, 5), width_ratios=(1, 1.1), layout="constrained")
+    fig = plt.figure(figsize=(11, 5.5), layout="constrained")
+    grid = fig.add_gridspec(2, 2, width_ratios=(1, 1.1), height_ratios=(1.6, 1))
+    ax, ax_text = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1])
     ax.imshow(color_overlay(image, masks, alpha, selected) if masks else image,
               cmap=None if masks else "gray", interpolation="nearest")
+    if panels and len(masks) > 1:  # each mask alone: overlapping masks stay readable
+        strip = grid[1, 1].subgridspec(1, len(masks))
+        for k in range(len(masks)):
+            small = fig.add_subplot(strip[0, k])
+            small.imshow(color_overlay(image, masks, alpha, selected=k), interpolation="nearest")
+            small.set_title(f"{k + 1}" + ("" if sentences[k].located else " (not located)"),
+                            color=sentence_color(k), fontsize=9)
+            small.set_xticks([])
+            small.set_yticks([])
     handles = [Patch(facecolor=sentence_color(k), edgecolor=sentence_color(k), alpha=0.8 if k in shown else 0.25,
                      label=_label(k, sentences[k], wrap)) for k in range(len(sentences))]
     if truths is not None:
