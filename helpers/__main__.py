@@ -12,58 +12,19 @@
 Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
 runs the same command as N data-parallel processes (see helpers/distributed.py and the README's
 "Phase 1 at scale").
+
+The settings flags are generated from the settings dataclasses (`config.settings_flags`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import types
-import typing
 from pathlib import Path
 
 from . import config
 from . import distributed as dist
 from .config import MODES
-
-
-def _parse(kind):
-    """argparse `type` for one value of a settings field annotated `kind`; `none` for Optional."""
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None
-        inner = _parse(args[0])
-        return lambda text: None if text.lower() == "none" else inner(text)
-    return kind
-
-
-def settings_flags(parser: argparse.ArgumentParser, cls, section: str) -> None:
-    """One flag per field of the settings dataclass `cls`, its help and each preset's default from
-    `helpers.config`: `--x/--no-x` for a bool, several values for a tuple, `none` for an Optional.
-    A flag not given leaves the preset's value (the parsed namespace lacks it)."""
-    hints = typing.get_type_hints(cls)
-    presets = {mode: getattr(config.preset(mode), section) for mode in MODES}
-    group = parser.add_argument_group(f"{section} settings ({cls.__name__}, helpers/config.py)")
-    for name, text in config.setting_help(cls).items():
-        kind = hints[name]
-        values = {mode: getattr(cfg, name) for mode, cfg in presets.items()}
-        default = (f"default {values['real']}" if len(set(map(repr, values.values()))) == 1 else
-                   "default " + ", ".join(f"{mode} {value}" for mode, value in values.items()))
-        kw = dict(dest=f"{section}.{name}", default=argparse.SUPPRESS, metavar=name.upper(),
-                  help=f"{text} ({default})".replace("%", "%%"))
-        if kind is bool:
-            kw.update(action=argparse.BooleanOptionalAction, metavar=None)
-        elif typing.get_origin(kind) is tuple:
-            kw.update(type=_parse(typing.get_args(kind)[0]), nargs="*")
-        else:
-            kw["type"] = _parse(kind)
-        group.add_argument("--" + name.replace("_", "-"), **kw)
-
-
-def _apply(cfg, args: argparse.Namespace, section: str):
-    """`cfg` with the settings flags of `section` that were given."""
-    changes = {dest.split(".", 1)[1]: tuple(v) if isinstance(v, list) else v
-               for dest, v in vars(args).items() if dest.startswith(section + ".")}
-    return config.override(cfg, changes)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +80,7 @@ def cmd_pretrain(args) -> None:
         with dist.main_first():  # rank 0 fetches / generates the data and writes the split
             prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
         settings, run = prep.preset, prep.paths
-    cfg = _apply(settings.pretrain, args, "pretrain")
+    cfg = config.apply_flags(settings.pretrain, args, "pretrain")
     if args.data != "none":
         paths = iu_pretrain_paths(prep.catalog.images, prep.cases, frontal_only=cfg.frontal_only)
         if not dist.is_distributed():  # read from the run folder's cache when it holds them
@@ -146,7 +107,7 @@ def cmd_finetune(args) -> None:
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    cfg = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
+    cfg = _encoder_start(config.apply_flags(prep.preset.finetune, args, "finetune"), args)
     if not dist.is_distributed():
         prep.stage_images(cfg.image_size, prep.cases["image_path"])
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
@@ -156,9 +117,9 @@ def cmd_finetune(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
-                             normal_reports, two_lesion_probe)
+                             normal_reports, per_sentence, two_lesion_probe)
     from .inference import Segmenter
-    from .pipeline import demo_probe, prepare
+    from .pipeline import demo_probe, demo_reports, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
     prep.require_masks()
@@ -174,12 +135,17 @@ def cmd_evaluate(args) -> None:
     probe = demo_probe(prep, args.split)
     if probe is not None:  # the demo data has the second lesions' masks
         summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]
+    if args.per_sentence:  # reports that describe several lesions of one image: the demo's
+        sentences, summary["per_sentence"] = per_sentence(seg, demo_reports(prep, args.split, required=True),
+                                                          cache_dir=prep.paths.cache)
     print(f"model: {seg.describe()}")
     print(json.dumps(summary, indent=1, default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         per_case.to_csv(args.out, index=False)
         print(f"per-case results: {args.out}")
+        if args.per_sentence:
+            sentences.to_csv(Path(args.out).with_suffix(".sentences.csv"), index=False)
 
 
 def cmd_ablate(args) -> None:
@@ -191,8 +157,8 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _encoder_start(_apply(prep.preset.finetune, args, "finetune"), args)
-    settings = _apply(prep.preset.ablation, args, "ablation")
+    base = _encoder_start(config.apply_flags(prep.preset.finetune, args, "finetune"), args)
+    settings = config.apply_flags(prep.preset.ablation, args, "ablation")
     prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
@@ -217,8 +183,12 @@ def cmd_predict(args) -> None:
     from .overlay import save_overlay_png
     from .sentences import NO_FINDING_NOTE, describes_finding
 
+    if args.json and not args.per_sentence:
+        raise ValueError("--json gives the per-sentence table: add --per-sentence")
     seg = Segmenter.from_checkpoint(args.checkpoint)
     image = to_gray(args.image)
+    if args.per_sentence:
+        return _predict_per_sentence(args, seg, image)
     prob = seg.predict(image, args.text)
     threshold = seg.threshold if args.threshold is None else args.threshold
     save_overlay_png(args.out, image, prob, threshold=threshold)
@@ -231,6 +201,25 @@ def cmd_predict(args) -> None:
     if not describes_finding(args.text):
         print(f"{NO_FINDING_NOTE}: the text has no sentence about something present, so there is "
               "nothing to locate; the mask above is what the model gives such a text")
+
+
+def _predict_per_sentence(args, seg, image) -> None:
+    """`predict --per-sentence`: the coloured overlay, one PNG per mask, the table as lines and,
+    with --json, as JSON (to stdout alone, the lines then to stderr, or to a file)."""
+    from .report_view import save_grounding, table_lines
+
+    grounding = seg.ground_report(image, args.text, threshold=args.threshold)
+    rows = save_grounding(image, grounding, args.out, args.mask_out)
+    print(f"model: {seg.describe()}\noverlay: {args.out}", *table_lines(rows), sep="\n",
+          file=sys.stderr if args.json == "-" else sys.stdout)
+    text = json.dumps({"model": seg.describe(), "report": args.text, "threshold": grounding.threshold,
+                       "overlay": str(args.out), "describes_finding": grounding.describes_finding,
+                       "sentences": rows}, indent=1)
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
 
 
 def cmd_bench(args) -> None:
@@ -264,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled", nargs="+", default=None, metavar="SOURCE",
                    help="more unlabeled images: folders of PNG/JPEG, .csv/.txt lists of paths "
                         "(with --data none: these only)")
-    settings_flags(p, config.PretrainConfig, "pretrain")
+    config.settings_flags(p, config.PretrainConfig, "pretrain")
     p.set_defaults(func=cmd_pretrain)
 
     for name, func, text in (("finetune", cmd_finetune, "Phase 2: multimodal U-Net"),
@@ -273,11 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--out", default=None, help="run folder (default runs/<mode>)")
         p.add_argument("--resume", action="store_true", help="continue from last.pth")
-        settings_flags(p, config.FinetuneConfig, "finetune")
+        config.settings_flags(p, config.FinetuneConfig, "finetune")
         p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
                        help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
-            settings_flags(p, config.AblationConfig, "ablation")
+            config.settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                            help="progress bars and each training's epochs")
         p.set_defaults(func=func)
@@ -288,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--shuffle-text", action="store_true", help="texts permuted across cases")
     p.add_argument("--swap-sides", action="store_true", help="left and right swapped in each text")
-    p.add_argument("--out", default=None, help="per-case CSV")
+    p.add_argument("--per-sentence", action="store_true", help="also whole reports that describe 2-3 "
+                   "lesions of an image, each sentence's mask scored against its own lesion (demo)")
+    p.add_argument("--out", default=None, help="per-case CSV (--per-sentence: also <name>.sentences.csv)")
     p.add_argument("--out-dir", default=None, help="run folder holding splits.csv (default runs/<mode>)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -297,8 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True)
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True, help="overlay PNG")
-    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255)")
+    p.add_argument("--mask-out", default=None, help="binary mask PNG (0/255); --per-sentence: "
+                   "<name>_1.png, <name>_2.png, ... (default beside --out)")
     p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--per-sentence", action="store_true", help="one mask per positive sentence, "
+                   "each read alone, in its colour, with a legend that quotes the sentences")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="--per-sentence: the table as JSON to PATH (without PATH: to stdout)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="throughput in images/s")

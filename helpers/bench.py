@@ -7,6 +7,11 @@ steps of `finetune` / `pretrain` (the preprocessing cache, each unique text enco
 DataLoader settings of `loop.make_loader`, channels_last + autocast on CUDA, the scheduler), so the
 figure is the speed of what users run. The model-alone row (forward + backward on a batch already
 in memory) is the compute limit that a perfect input pipeline would reach.
+
+Reading a whole report sentence by sentence (`Segmenter.ground_report`: one image encoding, one
+decoding per positive sentence) is timed against one `predict` of the same report, end to end from
+the PNG file (texts encoded anew each time, as for a new report), at `GROUNDING_SIZE` px with the
+default fusion (`cross_attn`), and for the model alone.
 """
 from __future__ import annotations
 
@@ -26,15 +31,22 @@ from .cache import build_image_cache
 from .catalog import load_catalog
 from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, pick_device, smoke_mode
 from .datasets import LabeledCases, normalize, train_augmentation
+from .inference import Segmenter
 from .io import load_gray, load_mask
 from .losses import DiceBCELoss
 from .model import MultimodalUnet
 from .split import split_cases
 from .synthetic import make_demo_dataset
-from .text import TextEncoder, load_text_encoder
+from .text import EmbeddingCache, TextEncoder, load_text_encoder
 from .tiny_clip import make_tiny_clip
 from .loop import amp_dtype, describe_precision, make_loader
 from .train import finetune, pretrain
+
+
+GROUNDING_SIZE = 256
+GROUNDING_REPORT = ("Mild cardiomegaly. Patchy opacity at the left lung base. Small right pleural "
+                    "effusion. A 1.2 cm nodule in the right upper lobe. Streaky atelectasis in the "
+                    "left mid lung. No pneumothorax. The trachea is midline.")  # 5 positive sentences
 
 
 class StraightforwardCases(Dataset):
@@ -97,6 +109,45 @@ def _real_loop_rate(train: Callable[[int], object], steps: int) -> float:
     over `steps` steps after a one-step run (the first step pays for allocation and kernels)."""
     train(1)
     return float(train(steps).history["images_per_s"].iloc[-1])
+
+
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # the first call pays for allocation and kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
+                   repeats: int) -> dict[str, float]:
+    """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
+    one image file, with a fresh `cross_attn` ResNet34 U-Net at `size` px (random weights cost the
+    same as trained ones), and of the model alone: one forward, and one encoding + a decoding per
+    sentence."""
+    model = MultimodalUnet("resnet34", text_dim=encoder.dim, fusion="cross_attn",
+                           token_dim=encoder.token_dim).to(dev)
+    seg = Segmenter(model, encoder, size, 0.5, dev)
+    n = len(seg.ground_report(image_path, GROUNDING_REPORT).sentences)
+
+    def fresh(run: Callable[[], object]) -> Callable[[], object]:
+        def call() -> None:  # a new report's texts are encoded anew
+            seg.embeddings = EmbeddingCache(encoder, with_tokens=True)
+            run()
+            _sync(dev)
+        return call
+
+    x = normalize(torch.from_numpy(np.zeros((1, 1, size, size), np.uint8))).to(dev)
+    emb, tokens = torch.randn(n, encoder.dim, device=dev), torch.randn(n, 8, encoder.token_dim, device=dev)
+    mask = torch.ones(n, 8, dtype=torch.bool, device=dev)
+    with torch.no_grad():
+        forward = _median_seconds(fresh(lambda: model(x, emb[:1], tokens[:1], mask[:1])), repeats)
+        split = _median_seconds(fresh(lambda: model.decode(model.encode_image(x), emb, tokens, mask)), repeats)
+    return {"sentences": n, "predict": _median_seconds(fresh(lambda: seg.predict(image_path, GROUNDING_REPORT)), repeats),
+            "ground_report": _median_seconds(fresh(lambda: seg.ground_report(image_path, GROUNDING_REPORT)), repeats),
+            "forward": forward, "encode_and_decodes": split}
 
 
 def run_bench(image_size: int | None = None, batch_size: int | None = None, device: str = "auto",
@@ -223,12 +274,21 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                            progress=False, max_steps=n), steps)
     row("Phase-1 training step, ours (end to end)", phase1, note="a few steps of pretrain(), masked")
 
+    gsize = 64 if smoke else GROUNDING_SIZE
+    cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5)
+    n = cost["sentences"]
+    print(f"a report with {n} positive sentences, {gsize} px, cross_attn, one image of ~{source_size} px:")
+    row("predict, the whole report in one mask (ms)", 1000 * cost["predict"], "ms", "end to end")
+    row("ground_report, one mask per sentence (ms)", 1000 * cost["ground_report"], "ms",
+        f"1 encoding + {n} decodings")
     ratios = {"Phase-2 training, ours / straightforward": ours_step / naive_step,
               "Phase-2 training, ours / model-alone limit": ours_step / limit,
               "data loading, ours / straightforward": ours_load / naive_load,
-              "Phase-2 training, with place training / without": ours_step / plain_step}
+              "Phase-2 training, with place training / without": ours_step / plain_step,
+              f"ground_report ({n} sentences) / predict": cost["ground_report"] / cost["predict"],
+              f"model: 1 encoding + {n} decodings / 1 forward": cost["encode_and_decodes"] / cost["forward"]}
     for name, value in ratios.items():
-        print(f"{name + ':':<45} {value:6.2f}x")
+        print(f"{name + ':':<50} {value:6.2f}x")
         rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})
     if tmp is not None:
         tmp.cleanup()

@@ -5,7 +5,10 @@ them from a preset and override single fields.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import types
+import typing
 import os
 from dataclasses import dataclass, field
 
@@ -280,3 +283,43 @@ def override(cfg, changes: dict | None = None, **fields):
         raise ValueError(f"{type(cfg).__name__} has no setting {', '.join(unknown)}; its settings: "
                          f"{', '.join(setting_help(cfg))}")
     return dataclasses.replace(cfg, **merged)
+
+
+# --- Command-line flags from the settings (`python -m helpers ...`) ---------------------------
+
+def _parse(kind):
+    """argparse `type` for one value of a settings field annotated `kind`; `none` for Optional."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None
+        inner = _parse(args[0])
+        return lambda text: None if text.lower() == "none" else inner(text)
+    return kind
+
+
+def settings_flags(parser: argparse.ArgumentParser, cls, section: str) -> None:
+    """One flag per field of the settings dataclass `cls`, its help and each preset's default: `--x/--no-x` for a bool, several values for a tuple, `none` for an Optional.
+    A flag not given leaves the preset's value (the parsed namespace lacks it)."""
+    hints = typing.get_type_hints(cls)
+    presets = {mode: getattr(preset(mode), section) for mode in MODES}
+    group = parser.add_argument_group(f"{section} settings ({cls.__name__}, helpers/config.py)")
+    for name, text in setting_help(cls).items():
+        kind = hints[name]
+        values = {mode: getattr(cfg, name) for mode, cfg in presets.items()}
+        default = (f"default {values['real']}" if len(set(map(repr, values.values()))) == 1 else
+                   "default " + ", ".join(f"{mode} {value}" for mode, value in values.items()))
+        kw = dict(dest=f"{section}.{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+                  help=f"{text} ({default})".replace("%", "%%"))
+        if kind is bool:
+            kw.update(action=argparse.BooleanOptionalAction, metavar=None)
+        elif typing.get_origin(kind) is tuple:
+            kw.update(type=_parse(typing.get_args(kind)[0]), nargs="*")
+        else:
+            kw["type"] = _parse(kind)
+        group.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def apply_flags(cfg, args: argparse.Namespace, section: str):
+    """`cfg` with the settings flags of `section` that were given."""
+    changes = {dest.split(".", 1)[1]: tuple(v) if isinstance(v, list) else v
+               for dest, v in vars(args).items() if dest.startswith(section + ".")}
+    return override(cfg, changes)

@@ -13,13 +13,11 @@ import pandas as pd
 import torch
 
 from .datasets import labeled_arrays
-from .inference import Segmenter
+from .inference import EMPTY_AREA, Segmenter
 from .io import load_masks
 from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
 from .places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
-from .sentences import describes_finding
-
-EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
+from .sentences import POSITIVE, describes_finding, label_sentences
 
 TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
 
@@ -202,3 +200,74 @@ def empty_on_normal(segmenter: Segmenter, cases: pd.DataFrame, texts: list[str],
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": asked, "pred_area": area})
     return table, {"n": len(table), "empty_share": float((area < EMPTY_AREA).mean()),
                    "mean_area": float(area.mean())}
+
+
+REPORT_ITEM_COLUMNS = ["report_id", "image_path", "report", "sentence", "mask_path"]
+
+
+def cluster_ci(values: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
+               ) -> tuple[float, float, float]:
+    """Mean of `values` [N] with a percentile-bootstrap 95% interval that resamples whole groups
+    (`groups` [N], e.g. the report a sentence belongs to: sentences of one image are not
+    independent). Returns (mean, low, high)."""
+    values, groups = np.asarray(values, dtype=float), np.asarray(groups)
+    if values.ndim != 1 or len(values) == 0 or len(groups) != len(values):
+        raise ValueError(f"values and groups must be non-empty and of one length, got {values.shape} "
+                         f"and {groups.shape}")
+    names, index = np.unique(groups, return_inverse=True)
+    sums, counts = np.bincount(index, values), np.bincount(index)
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    means = sums[picks].sum(1) / counts[picks].sum(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(values.mean()), float(low), float(high)
+
+
+def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | Path | None = None,
+                 n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Whole reports read sentence by sentence, each sentence's mask scored against its own lesion.
+
+    items: one row per (report, described lesion), e.g. `synthetic.report_items`: `report_id`,
+    `image_path`, `report` (the whole text), `sentence` (the lesion's sentence, one sentence of
+    the report) and `mask_path` (its lesion). Each report is grounded once
+    (`Segmenter.predict_sentences`: the image encoded once, each positive sentence decoded alone).
+    A sentence is `on_own` when more predicted probability lies in its own lesion than in any
+    other lesion of the image; a sentence the filter does not keep as positive gets an empty mask.
+
+    Returns (one row per sentence: dice, on_own, located, area, mass_own, mass_other, kept; a
+    summary with `dice` and `on_own_share` and 95% intervals that resample whole reports).
+    """
+    missing = [c for c in REPORT_ITEM_COLUMNS if c not in items.columns]
+    if missing:
+        raise ValueError(f"report items lack column(s) {missing}; expected {REPORT_ITEM_COLUMNS}")
+    if items.empty:
+        return items.assign(dice=pd.Series(dtype=float)), {"n_sentences": 0, "n_reports": 0}
+    arrays = labeled_arrays(items, segmenter.image_size, cache_dir)
+    table = arrays.cases.copy()
+    size = segmenter.image_size
+    columns = {name: np.zeros(len(table)) for name in ("dice", "area", "mass_own", "mass_other")}
+    kept = np.zeros(len(table), bool)
+    for _, rows in table.groupby("report_id", sort=False):
+        first = rows.index[0]
+        positives = [text for text, label in label_sentences(rows.at[first, "report"]) if label == POSITIVE]
+        probs = segmenter.predict_sentences(arrays.images[first], positives)[:, 0]
+        masks = torch.from_numpy(arrays.masks[rows.index]).float()  # [K, S, S], one per lesion
+        for k, i in enumerate(rows.index):
+            sentence = " ".join(str(table.at[i, "sentence"]).split())
+            kept[i] = sentence in positives
+            prob = probs[positives.index(sentence)] if kept[i] else torch.zeros(size, size)
+            mass = (prob[None] * masks).flatten(1).sum(1)
+            pred = prob >= segmenter.threshold
+            columns["dice"][i] = dice_per_image(pred[None, None], masks[k][None, None].bool())[0]
+            columns["area"][i] = pred.float().mean()
+            columns["mass_own"][i] = mass[k]
+            columns["mass_other"][i] = float(torch.cat([mass[:k], mass[k + 1:]]).max()) if len(rows) > 1 else 0.0
+    table = table.assign(**columns, kept=kept)
+    table["on_own"] = table["mass_own"] > table["mass_other"]
+    table["located"] = table["area"] >= EMPTY_AREA
+    summary = {"n_sentences": len(table), "n_reports": table["report_id"].nunique(),
+               "threshold": segmenter.threshold, "kept_share": float(table["kept"].mean()),
+               "located_share": float(table["located"].mean())}
+    for name, values in (("dice", table["dice"]), ("on_own_share", table["on_own"])):
+        mean, lo, hi = cluster_ci(values.to_numpy(float), table["report_id"].to_numpy(), n_boot, seed)
+        summary.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
+    return table, summary

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from .io import fit_mask, load_gray
 from .io import load_mask as load_mask_file
 from .plots import case_figure
+from .report_view import report_figure, report_html, sentence_color
 from .sentences import NO_FINDING_NOTE, describes_finding, select_sentences
 
 if TYPE_CHECKING:
@@ -72,13 +73,16 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
             load_mask: Callable[[str], np.ndarray] | None = None,
             plot_fn: Callable[..., Figure] = case_figure,
             save_dir: str | Path = ".") -> widgets.VBox:
-    """Interactive explorer: pick a case, edit its text, move the threshold and opacity, save PNGs.
+    """Interactive explorer: pick a case, edit its text, move the threshold and opacity, save PNGs;
+    "per sentence" reads the report sentence by sentence (one coloured mask per positive sentence,
+    the report highlighted in their colours, the dropped sentences struck through) and a click on
+    a sentence's button shows only its mask.
 
     Args:
         cases: columns `case_id, image_path, mask_path, text, split`; a NaN/None `mask_path`
             means no mask.
         segmenter: has `.predict(image, text) -> float32 [H, W]` and a float `.threshold`
-            (`helpers.inference.Segmenter`).
+            (`helpers.inference.Segmenter`); "per sentence" needs `.ground_report(image, text)`.
         load_image, load_mask: path -> uint8 `[H, W]`; default `helpers.io.load_gray` and
             `helpers.io.load_mask`. A mask of another resolution is resized to the image.
         plot_fn: called as `plot_fn(image, prob, text, mask=, threshold=, alpha=, title=case_id)`,
@@ -87,7 +91,9 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
 
     Returns:
         The widget box. For scripts and tests it also carries `controls` (dict of the widgets:
-        split, case, prev, next, threshold, alpha, text, reset, save), `refresh()` (re-plot now),
+        split, case, prev, next, threshold, alpha, per_sentence, text, reset, save),
+        `sentence_buttons` (the box of per-sentence buttons: "all", then one per positive
+        sentence in its colour), `refresh()` (re-plot now),
         `last_figure` (the latest Figure, closed after display) and `last_saved` (Path or None).
         Predictions are cached per (case_id, text): threshold and opacity only re-plot.
     """
@@ -111,6 +117,10 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
     def predict(case_id: str, text: str) -> np.ndarray:
         return np.asarray(segmenter.predict(load_case(case_id)[0], text), dtype=np.float32)
 
+    @functools.lru_cache(maxsize=16)
+    def ground(case_id: str, text: str) -> Any:
+        return segmenter.ground_report(load_case(case_id)[0], text)
+
     def split_ids(split: str) -> list[str]:
         return list(table["case_id"] if split == "all" else table.loc[table["split"] == split, "case_id"])
 
@@ -126,6 +136,8 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
                                          description="threshold", continuous_update=False),
         "alpha": widgets.FloatSlider(value=0.4, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False),
+        "per_sentence": widgets.Checkbox(value=False, description="per sentence",
+                                         disabled=not hasattr(segmenter, "ground_report")),
         "text": widgets.Textarea(value=table.loc[first_ids[0], "text"], description="text",
                                  continuous_update=False,
                                  layout=widgets.Layout(width="100%", height="80px")),
@@ -134,28 +146,58 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
     }
     status = widgets.Label(value="")
     given = widgets.HTML(value="")  # which sentences the model reads
+    sentence_buttons = widgets.HBox([])  # per sentence: "all", then one button per sentence
     out = widgets.Output()
     box = widgets.VBox([
         widgets.HBox([controls["split"], controls["case"], controls["prev"], controls["next"]]),
-        widgets.HBox([controls["threshold"], controls["alpha"]]),
+        widgets.HBox([controls["threshold"], controls["alpha"], controls["per_sentence"]]),
         controls["text"],
         given,
+        sentence_buttons,
         widgets.HBox([controls["reset"], controls["save"], status]),
         out,
     ])
     box.controls, box.given, box.last_figure, box.last_saved = controls, given, None, None
+    box.sentence_buttons = sentence_buttons
     # Moving to another case sets several widgets; `holding` keeps their observers from re-plotting
     # once per widget.
     holding = [False]
+    selected: list[int | None] = [None]  # per sentence: the sentence shown alone (None: all)
+
+    def select(index: int | None) -> None:
+        selected[0] = index
+        refresh()
+
+    def sentence_figure(case_id: str, text: str) -> Figure:
+        grounding = ground(case_id, text).at_threshold(controls["threshold"].value)
+        if selected[0] is not None and selected[0] >= len(grounding.sentences):
+            selected[0] = None
+        given.value = report_html(grounding, selected[0])
+        buttons = [widgets.Button(description="all", tooltip="every sentence's mask")]
+        buttons[0].on_click(lambda _b: select(None))
+        for k, sentence in enumerate(grounding.sentences):
+            button = widgets.Button(description=str(k + 1), tooltip=sentence.text,
+                                    layout=widgets.Layout(width="48px"))
+            button.style.button_color = sentence_color(k)
+            button.on_click(lambda _b, k=k: select(k))
+            buttons.append(button)
+        sentence_buttons.children = buttons
+        image, mask = load_case(case_id)
+        return report_figure(image, grounding, selected=selected[0], mask=mask,
+                             alpha=controls["alpha"].value, title=case_id)
 
     def refresh() -> None:
         case_id, text = controls["case"].value, controls["text"].value
-        given.value = sentences_html(segmenter, text)
         with out:
-            image, mask = load_case(case_id)
-            fig = plot_fn(image, predict(case_id, text), text, mask=mask,
-                          threshold=controls["threshold"].value, alpha=controls["alpha"].value,
-                          title=case_id)
+            if controls["per_sentence"].value:
+                fig = sentence_figure(case_id, text)
+            else:
+                given.value = sentences_html(segmenter, text)
+                sentence_buttons.children = []
+                image, mask = load_case(case_id)
+                fig = plot_fn(image, predict(case_id, text), text, mask=mask,
+                              threshold=controls["threshold"].value, alpha=controls["alpha"].value,
+                              title=case_id)
             clear_output(wait=True)
             display(fig)
             plt.close(fig)
@@ -170,6 +212,7 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
             controls["case"].value = case_id
             controls["text"].value = table.loc[case_id, "text"]
             status.value = ""
+            selected[0] = None
         finally:
             holding[0] = False
         refresh()
@@ -177,6 +220,10 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
     def on_change(_change: dict) -> None:
         if not holding[0]:
             refresh()
+
+    def on_text(_change: dict) -> None:
+        selected[0] = None  # another report: its sentences are others
+        on_change(_change)
 
     def on_case(change: dict) -> None:
         if not holding[0] and change["new"] is not None:
@@ -211,8 +258,9 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
 
     controls["split"].observe(on_split, names="value")
     controls["case"].observe(on_case, names="value")
-    for name in ("threshold", "alpha", "text"):
+    for name in ("threshold", "alpha", "per_sentence"):
         controls[name].observe(on_change, names="value")
+    controls["text"].observe(on_text, names="value")
     controls["prev"].on_click(lambda _b: step(-1))
     controls["next"].on_click(lambda _b: step(+1))
     controls["reset"].on_click(on_reset)

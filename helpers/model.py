@@ -258,12 +258,44 @@ class MultimodalUnet(nn.Module):
         `needs_tokens` text_tokens float [B, L, token_dim] with token_mask bool [B, L] ->
         mask logits float [B, 1, H, W]."""
         self._check_inputs(images, text_emb)
-        features = self.encoder(images)
+        return self.decode(self.encode_image(images), text_emb, text_tokens, token_mask)
+
+    def encode_image(self, images: Tensor) -> list[Tensor]:
+        """The text-independent half of `forward`: images float [B, C, H, W] (H, W multiples of
+        32) -> the encoder's 6 feature maps, shallow to deep ([B, C_i, H / 2^i, W / 2^i]).
+
+        Encode an image once and `decode` it with many texts: `decode(encode_image(x), e, ...)`
+        equals `forward(x, e, ...)`."""
+        self._check_inputs(images)
+        return self.encoder(images)
+
+    def decode(self, features: Sequence[Tensor], text_emb: Tensor, text_tokens: Tensor | None = None,
+               token_mask: Tensor | None = None) -> Tensor:
+        """The text-dependent half of `forward`: fusion -> decoder -> head.
+
+        Args:
+            features: `encode_image`'s feature maps of B images, or of one image (B = 1), which
+                is then read with every text (expanded, not copied).
+            text_emb: float [N, D], N = B or any N when B = 1.
+            text_tokens, token_mask: float [N, L, token_dim] and bool [N, L] (`needs_tokens`).
+
+        Returns:
+            Mask logits float [N, 1, H, W].
+        """
+        n, batch = text_emb.shape[0], features[0].shape[0]
+        if text_emb.ndim != 2 or text_emb.shape[1] != self._config["text_dim"]:
+            raise ValueError(f"text_emb must have shape [N, {self._config['text_dim']}], got "
+                             f"{list(text_emb.shape)}: use the text encoder the model was built for")
+        if batch != n:
+            if batch != 1:
+                raise ValueError(f"features of {batch} images cannot be read with {n} texts: give "
+                                 "one text per image, or the features of one image")
+            features = [f.expand(n, *f.shape[1:]) for f in features]
         text = (text_emb.float() - self.text_mean) / self.text_std
-        features = self.fusion(features, text, text_tokens, token_mask)
+        features = self.fusion(list(features), text, text_tokens, token_mask)
         return self.segmentation_head(self.decoder(features))
 
-    def _check_inputs(self, images: Tensor, text_emb: Tensor) -> None:
+    def _check_inputs(self, images: Tensor, text_emb: Tensor | None = None) -> None:
         cfg = self._config
         if images.ndim != 4 or images.shape[1] != cfg["in_channels"]:
             raise ValueError(f"images must have shape [B, {cfg['in_channels']}, H, W], got "
@@ -272,7 +304,7 @@ class MultimodalUnet(nn.Module):
         if height % SIZE_DIVISOR or width % SIZE_DIVISOR:
             raise ValueError(f"image height and width must be multiples of {SIZE_DIVISOR}, got "
                              f"{height}x{width}: resize the images (the image_size setting)")
-        if text_emb.shape != (images.shape[0], cfg["text_dim"]):
+        if text_emb is not None and text_emb.shape != (images.shape[0], cfg["text_dim"]):
             raise ValueError(f"text_emb must have shape [{images.shape[0]}, {cfg['text_dim']}] "
                              f"(one embedding per image), got {list(text_emb.shape)}: use the "
                              "text encoder the model was built for")

@@ -306,6 +306,20 @@ def demo_probe(prep: Prepared, split: str = "test") -> pd.DataFrame | None:
     return synthetic.probe_items(prep.catalog.root, prep.cases[prep.cases["split"] == split])
 
 
+def demo_reports(prep: Prepared, split: str = "test", seed: int = 0,
+                 required: bool = False) -> pd.DataFrame | None:
+    """The per-sentence test of a demo dataset's `split`: reports that describe two or three
+    lesions of one image (`synthetic.report_items`). Other datasets have none: None, or with
+    `required` a ValueError."""
+    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
+        if required:
+            raise ValueError("the per-sentence test needs reports that describe several masked "
+                             f"lesions of one image: the demo data has them ({synthetic.LESIONS_CSV}), "
+                             f"{prep.catalog.root} has not")
+        return None
+    return synthetic.report_items(prep.catalog.root, prep.cases[prep.cases["split"] == split], seed)
+
+
 def relative(path: str | Path) -> str:
     """A path relative to the repository root when inside it (stable notebook outputs)."""
     path = Path(path).resolve()

@@ -270,6 +270,13 @@ def select_sentences(text: str) -> SentenceSelection:
     return SentenceSelection(kept=kept, dropped=dropped, fallback=False)
 
 
+def label_sentences(text: str) -> list[tuple[str, str]]:
+    """Every sentence of `text` with its label, in order: (sentence, "positive" | "negated" |
+    "normal"). Unlike `select_sentences` there is no fallback: an all-normal report has no
+    positive sentence."""
+    return [(sentence, sentence_status(sentence)) for sentence in split_sentences(text)]
+
+
 def select_text(text: str, mode: str = "raw") -> str:
     """The text given to the encoder: "raw" (whitespace normalised) or "positive" sentences."""
     if mode == "raw":

@@ -42,6 +42,7 @@ import sys
 import shutil
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ from .layout import IMAGES_DIR, MASKS_DIR, PATIENT_SPLITS_CSV, PROJECTIONS_CSV, 
 from .synthetic_draw import draw_frontal, lateral, to_uint8
 from .synthetic_plan import (DISTRACTORS, pick_labeled_lesions, pick_lesion, pick_realistic_lesions,
                              second_lesion)
-from .synthetic_text import Lesion, finding_sentence, report
+from .synthetic_text import NORMALS, Lesion, finding_sentence, report
 
 MARKER = "demo.json"  # the generator's parameters; "complete" turns true once everything is written
 LESIONS_CSV = "demo_lesions.csv"
@@ -262,39 +263,73 @@ def demo_params(**kwargs) -> dict:
     return json.loads(json.dumps(params))
 
 
-def probe_items(root: str | Path, cases: pd.DataFrame) -> pd.DataFrame:
-    """The two-lesion probe of a demo dataset for its labeled `cases` (columns `uid`, `filename`,
-    `image_path`, `mask_path`): images holding two lesions, each asked about with the sentence that
-    describes it, with its own lesion's mask and the other's. In the `forced` setting the images
-    are the cases' own (target vs each distractor); in the `realistic` setting they are the test
-    patients' probe images (`demo_probe/*_pair.png`).
+def lesion_groups(root: str | Path, cases: pd.DataFrame) -> list[tuple[str, str, list[dict]]]:
+    """The demo images of labeled `cases` (columns `uid`, `filename`, `image_path`, `mask_path`)
+    that hold two or more lesions with a mask: the cases' own images when they show an undescribed
+    lesion too (all of them in the `forced` setting), and the test patients' probe images
+    (`demo_probe/*_pair.png`, `realistic` setting).
 
-    Returns one row per (image, text): pair_id, image_path, text, mask_path, other_mask_path, role
-    ("target" / "other"), same_kind (whether the two lesions are of one kind).
+    Returns (image id, image path, lesions) per image; each lesion is its `LESIONS_CSV` row plus
+    `mask` (the path of its mask), the described one first.
     """
     root = Path(root)
     lesions = pd.read_csv(root / LESIONS_CSV, keep_default_na=False)
     by_image = {name: group for name, group in lesions.groupby("filename")}
     pairs = lesions[lesions["role"] == "pair_target"].set_index("uid")["filename"]
-    rows = []
-
-    def add(pair: str, image: str, a: dict, b: dict) -> None:
-        for own, other, role in ((a, b, "target"), (b, a, "other")):
-            rows.append({"pair_id": pair, "image_path": image, "text": own["sentence"],
-                         "mask_path": own["mask"], "other_mask_path": other["mask"], "role": role,
-                         "same_kind": a["kind"] == b["kind"]})
-
+    groups = []
     for case in cases.itertuples():
         group = by_image.get(case.filename)
-        if group is not None:  # forced: the case's own image, target vs each distractor
+        if group is not None:  # the case's own image: its target and the undescribed lesions
             target = dict(group[group["role"] == "target"].iloc[0], mask=case.mask_path)
-            for k, d in enumerate(group[group["role"] == "distractor"].to_dict("records")):
-                if d["mask_file"]:
-                    add(f"{case.filename}#{k + 1}", case.image_path, target,
-                        dict(d, mask=str(root / d["mask_file"])))
+            others = [dict(d, mask=str(root / d["mask_file"]))
+                      for d in group[group["role"] == "distractor"].to_dict("records") if d["mask_file"]]
+            if others:
+                groups.append((case.filename, case.image_path, [target, *others]))
         if case.uid in pairs.index:  # realistic: the patient's probe image
-            a, b = (dict(r, mask=str(root / r["mask_file"]))
-                    for r in by_image[pairs[case.uid]].to_dict("records"))
-            add(pairs[case.uid], str(root / pairs[case.uid]), a, b)
+            both = [dict(r, mask=str(root / r["mask_file"])) for r in by_image[pairs[case.uid]].to_dict("records")]
+            groups.append((pairs[case.uid], str(root / pairs[case.uid]), both))
+    return groups
+
+
+def probe_items(root: str | Path, cases: pd.DataFrame) -> pd.DataFrame:
+    """The two-lesion probe of a demo dataset for its labeled `cases` (see `lesion_groups`): each
+    image asked about its described lesion and about each other lesion with the sentence that
+    describes it, with its own lesion's mask and the other's.
+
+    Returns one row per (image, text): pair_id, image_path, text, mask_path, other_mask_path, role
+    ("target" / "other"), same_kind (whether the two lesions are of one kind).
+    """
+    rows = []
+    for image_id, image, (target, *others) in lesion_groups(root, cases):
+        for k, other in enumerate(others):
+            pair = image_id if image_id.startswith(PROBE_DIR) else f"{image_id}#{k + 1}"
+            for own, that, role in ((target, other, "target"), (other, target, "other")):
+                rows.append({"pair_id": pair, "image_path": image, "text": own["sentence"],
+                             "mask_path": own["mask"], "other_mask_path": that["mask"], "role": role,
+                             "same_kind": target["kind"] == other["kind"]})
     return pd.DataFrame(rows, columns=["pair_id", "image_path", "text", "mask_path",
                                        "other_mask_path", "role", "same_kind"])
+
+
+def report_items(root: str | Path, cases: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Whole reports for the per-sentence test: each image of `lesion_groups` (two or three
+    lesions) with a report made of one sentence per lesion (the dataset's own, held-out phrasings
+    for test patients) and one or two normal sentences that deny none of them, in a seeded
+    shuffled order.
+
+    Returns one row per (report, lesion): report_id, image_path, report, sentence (the lesion's,
+    a sentence of `report`), mask_path (its mask), kind, n_lesions.
+    """
+    rows = []
+    for image_id, image, lesions in lesion_groups(root, cases):
+        rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+        kinds = {lesion["kind"] for lesion in lesions}
+        normals = {topic: text for topic, denied, text in (NORMALS[i] for i in rng.permutation(len(NORMALS)))
+                   if not kinds & set(denied)}  # one sentence per topic
+        sentences = [lesion["sentence"] for lesion in lesions] + list(normals.values())[:int(rng.integers(1, 3))]
+        text = " ".join(sentences[i] for i in rng.permutation(len(sentences)))
+        rows += [{"report_id": image_id, "image_path": image, "report": text, "sentence": lesion["sentence"],
+                  "mask_path": lesion["mask"], "kind": lesion["kind"], "n_lesions": len(lesions)}
+                 for lesion in lesions]
+    return pd.DataFrame(rows, columns=["report_id", "image_path", "report", "sentence", "mask_path",
+                                       "kind", "n_lesions"])

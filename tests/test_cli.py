@@ -7,7 +7,8 @@ import re
 import pytest
 
 from helpers import config
-from helpers.__main__ import _apply, build_parser
+from helpers.__main__ import build_parser
+from helpers.config import apply_flags as _apply
 from tests.test_structure import ROOT
 
 EXPOSED = [("pretrain", config.PretrainConfig), ("finetune", config.FinetuneConfig),

@@ -108,6 +108,46 @@ def test_cross_attention_is_identity_at_init_and_reads_tokens_after_training():
         model(images, emb)
 
 
+def _text_sensitive(model: MultimodalUnet) -> MultimodalUnet:
+    """`model` with its zero-initialised text paths given random weights, as after training."""
+    with torch.no_grad():
+        for module in model.fusion.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.weight.normal_(std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_encode_once_then_decode_equals_forward(fusion):
+    model = _text_sensitive(make_model(fusion, "transpose"))
+    images = torch.randn(3, 1, 64, 64)
+    emb, tokens, mask = text_args(3)
+    with torch.no_grad():
+        whole = model(images, emb, tokens, mask)
+        split = model.decode(model.encode_image(images), emb, tokens, mask)
+        assert torch.equal(whole, split)  # the same operations: bit for bit
+        # one image, three texts: the image is encoded once and read with each text
+        one = model.decode(model.encode_image(images[:1]), emb, tokens, mask)
+        torch.testing.assert_close(one, model(images[:1].expand(3, -1, -1, -1), emb, tokens, mask),
+                                   rtol=1e-5, atol=1e-5)
+        for k in range(3):  # each text alone gives what it gives in the batch
+            alone = model(images[:1], emb[k:k + 1], tokens[k:k + 1], mask[k:k + 1])
+            torch.testing.assert_close(one[k:k + 1], alone, rtol=1e-5, atol=1e-5)
+    if fusion != "none":
+        assert (one[0] - one[1]).abs().max() > 1e-3  # the texts matter
+
+
+def test_decode_explains_mismatched_batches():
+    model = make_model("concat")
+    features = model.encode_image(torch.randn(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="2 images cannot be read with 3 texts"):
+        model.decode(features, torch.randn(3, D))
+    with pytest.raises(ValueError, match="text_emb"):
+        model.decode(features, torch.randn(2, D + 1))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model.encode_image(torch.randn(1, 1, 60, 64))
+
+
 def test_none_fusion_ignores_text():
     images, texts = same_image_two_texts()
     with torch.no_grad():

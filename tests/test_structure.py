@@ -25,7 +25,7 @@ LAYERS = [
     ["loop", "train"],
     ["inference", "evaluation"],
     ["experiments", "bench"],
-    ["overlay", "charts", "plots", "explorer"],
+    ["overlay", "charts", "plots", "report_view", "explorer"],
     ["colab", "staging", "pipeline", "notebooks", "__main__"],
 ]
 SAME_LAYER = {("record", "checkpoint"), ("reader", "text"), ("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
@@ -34,7 +34,8 @@ SAME_LAYER = {("record", "checkpoint"), ("reader", "text"), ("synthetic", "synth
               ("datasets", "cache"),
               ("model", "fusion"), ("train", "loop"), ("evaluation", "inference"), ("plots", "overlay"),
               ("plots", "charts"),
-              ("explorer", "plots"), ("explorer", "overlay"), ("notebooks", "pipeline"),
+              ("explorer", "plots"), ("explorer", "overlay"), ("report_view", "overlay"),
+              ("explorer", "report_view"), ("notebooks", "pipeline"),
               ("__main__", "pipeline"), ("__main__", "notebooks"), ("colab", "pipeline"),
               ("pipeline", "staging")}
 MAX_LINES = 350

@@ -386,6 +386,22 @@ def test_probe_items_of_the_realistic_setting_ask_about_both_lesions(realistic):
         assert two.iloc[0]["mask_path"] == two.iloc[1]["other_mask_path"]
 
 
+def test_report_items_of_the_realistic_setting_describe_both_lesions_of_each_probe_image(realistic):
+    root, lesions = realistic
+    catalog = load_catalog(root)
+    splits = pd.read_csv(root / PATIENT_SPLITS_CSV).set_index("uid")["split"]
+    items = synthetic.report_items(root, catalog.cases[catalog.cases["uid"].map(splits) == "test"])
+    pairs = items[items["report_id"].str.startswith(synthetic.PROBE_DIR)]
+    assert pairs["report_id"].nunique() == lesions["role"].eq("pair_target").sum()
+    assert set(items["n_lesions"]) == {2}
+    for report_id, two in pairs.groupby("report_id"):
+        rows = lesions[lesions["filename"] == report_id]
+        assert sorted(two["sentence"]) == sorted(rows["sentence"])
+        assert sorted(two["mask_path"]) == sorted(str(root / f) for f in rows["mask_file"])
+        assert two["image_path"].iloc[0] == str(root / report_id)
+        assert all(s in two["report"].iloc[0] for s in two["sentence"])
+
+
 def test_unknown_distractor_setting_raises(tmp_path):
     with pytest.raises(ValueError, match="distractors"):
         synthetic.make_demo_dataset(tmp_path / "x", n_reports=2, n_masks=1, distractors="none")
