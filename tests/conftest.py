@@ -47,3 +47,15 @@ def finetune_cfg():
                                encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
                                num_workers=0, warmup_epochs=0.2, augment=False,
                                paste_prob=0.0, swap_prob=0.0, null_rate=0.0)  # plain items
+
+
+@pytest.fixture(scope="session")
+def checkpoint(cases, tmp_path_factory, text_dir):
+    """A Phase-2 `best_model.pth` of one quick epoch (the inference and grounding tests share it)."""
+    from helpers.train import finetune
+
+    cfg = dataclasses.replace(FinetuneConfig(), image_size=32, epochs=1, batch_size=4,
+                              encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
+                              num_workers=0, augment=False)
+    return finetune(cfg, cases, tmp_path_factory.mktemp("p2"), text_cache_dir=text_dir,
+                    progress=False).best_path

@@ -3,7 +3,6 @@ reports, the per-sentence scores, the coloured view, the explorer's per-sentence
 command line."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import matplotlib.pyplot as plt
@@ -22,22 +21,10 @@ from helpers.report_view import color_overlay, report_figure, report_html, sente
 from helpers.sentences import split_sentences, sentence_status
 from helpers.synthetic import report_items
 from helpers.synthetic_text import NORMALS
-from helpers.train import finetune
 
 REPORT = ("Heart size is normal. Nodule in the right upper lobe. No left pleural effusion. "
           "Patchy opacity at the left lung base. The lungs are clear.")
 POSITIVES = ["Nodule in the right upper lobe.", "Patchy opacity at the left lung base."]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(cases, tmp_path_factory, text_dir):
-    from helpers.config import TINY_TEXT_MODEL, FinetuneConfig
-
-    cfg = dataclasses.replace(FinetuneConfig(), image_size=32, epochs=1, batch_size=4,
-                              encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
-                              num_workers=0, augment=False)
-    return finetune(cfg, cases, tmp_path_factory.mktemp("p2"), text_cache_dir=text_dir,
-                    progress=False).best_path
 
 
 @pytest.fixture(scope="module")

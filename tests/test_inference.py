@@ -15,18 +15,6 @@ from helpers.layout import DatasetError
 from helpers.evaluation import counterfactual_sides, evaluate, expected_image_side, image_side
 from helpers.inference import Segmenter
 from helpers.datasets import labeled_arrays
-from helpers.train import finetune
-
-
-@pytest.fixture(scope="module")
-def checkpoint(cases, tmp_path_factory, text_dir):
-    from helpers.config import FinetuneConfig, TINY_TEXT_MODEL
-
-    cfg = dataclasses.replace(FinetuneConfig(), image_size=32, epochs=1, batch_size=4,
-                              encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
-                              num_workers=0, augment=False)
-    return finetune(cfg, cases, tmp_path_factory.mktemp("p2"), text_cache_dir=text_dir,
-                    progress=False).best_path
 
 
 @pytest.fixture(scope="module")
