@@ -3,7 +3,7 @@
 # `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
 # `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
-# `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~5 h on 2 CPU cores.
+# `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv
@@ -64,7 +64,7 @@ NO_PLACE = --paste-prob 0 --swap-prob 0 --null-rate 0 --no-undescribed-weight --
 GRID = --seeds 0 --fusions concat film_multi cross_attn --text-modes raw positive --negative-rates 0.25
 MAIN = --fusion cross_attn --text-mode positive --seeds 0 1 2 --fusions concat --text-modes raw
 
-# The README's studies, two trainings side by side (one core each): ~3 h for the place study,
+# The README's studies, two trainings side by side (one core each): ~5 h for the place study,
 # ~2 h for the earlier one, on 2 CPU cores.
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt
