@@ -81,9 +81,14 @@ def setting_help(cls) -> dict[str, str]:
 
 def settings_text(cfg) -> str:
     """Every setting of the dataclass instance `cfg`, one a line: name, value, help (what a
-    notebook's settings dict or the same-named `--flag` may change)."""
-    width = max(len(f"{getattr(cfg, name)!r}") for name in setting_help(cfg))
-    return "\n".join(f"{name:<22} {getattr(cfg, name)!r:<{min(width, 32)}}  {text}"
+    notebook's settings dict or the same-named `--flag` may change). Absolute paths are shown
+    relative to the working folder, so the listing does not depend on where the project lies."""
+    def shown(name: str) -> str:
+        value = getattr(cfg, name)
+        return repr(os.path.relpath(value) if isinstance(value, str) and os.path.isabs(value) else value)
+
+    width = max(len(shown(name)) for name in setting_help(cfg))
+    return "\n".join(f"{name:<22} {shown(name):<{min(width, 32)}}  {text}"
                      for name, text in setting_help(cfg).items())
 
 

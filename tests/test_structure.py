@@ -152,11 +152,13 @@ def test_code_passes_ruff():
 
 def test_texts_speak_of_the_project_only():
     """README, docs, notebooks, code and tests describe the project, not how or where it was made."""
-    about_the_making = ["specified design", "the mission", "was lent", "measured here", "(as here)",
-                        "DESIGN.md", "Phase-2 issues", "tool library", "seed's premise",
-                        "this project's 2-core"]
+    # written in pieces, so that this list does not itself contain what it looks for
+    about_the_making = ["".join(pieces) for pieces in (
+        ("specified ", "design"), ("the ", "mission"), ("was ", "lent"), ("measured ", "here"),
+        ("(as ", "here)"), ("DESIGN", ".md"), ("Phase-2 ", "issues"), ("tool ", "library"),
+        ("seed's ", "premise"), ("this project's ", "2-core"))]
     files = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("data/*.md"), *ROOT.glob("notebooks/*.ipynb"),
-             *PACKAGE.glob("*.py"), *(p for p in ROOT.glob("tests/*.py") if p.name != "test_structure.py")]
+             *PACKAGE.glob("*.py"), *ROOT.glob("tests/*.py")]
     found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in files for phrase in about_the_making
              if phrase.lower() in p.read_text().lower()]
     assert found == []
