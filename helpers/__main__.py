@@ -112,7 +112,7 @@ def cmd_finetune(args) -> None:
         prep.stage_images(cfg.image_size, prep.cases["image_path"])
     result = finetune(cfg, prep.cases, prep.paths.phase2, cache_dir=prep.paths.cache,
                       text_cache_dir=prep.paths.text_models, resume=args.resume)
-    print(f"best val_dice {result.best_value:.4f} at epoch {result.best_epoch}; saved {result.best_path}")
+    print(f"best epoch {result.best_epoch} (val_select {result.best_value:.4f}); saved {result.best_path}")
 
 
 def cmd_evaluate(args) -> None:

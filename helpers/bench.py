@@ -124,23 +124,23 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
 def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
                    repeats: int) -> dict[str, float]:
     """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
-    one image file, with a fresh `cross_attn` ResNet34 U-Net at `size` px (random weights cost the
+    one image file, with a fresh `cross_attn` ResNet34 U-Net with the place prior at `size` px (random weights cost the
     same as trained ones), and of the model alone: one forward, and one encoding + a decoding per
     sentence."""
     model = MultimodalUnet("resnet34", text_dim=encoder.dim, fusion="cross_attn",
-                           token_dim=encoder.token_dim).to(dev)
+                           token_dim=encoder.token_dim, place_prior=True).to(dev)
     seg = Segmenter(model, encoder, size, 0.5, dev)
     n = len(seg.ground_report(image_path, GROUNDING_REPORT).sentences)
 
     def fresh(run: Callable[[], object]) -> Callable[[], object]:
         def call() -> None:  # a new report's texts are encoded anew
-            seg.embeddings = EmbeddingCache(encoder, with_tokens=True)
+            seg.embeddings = EmbeddingCache(encoder, with_tokens=True, places=True)
             run()
             _sync(dev)
         return call
 
     x = normalize(torch.from_numpy(np.zeros((1, 1, size, size), np.uint8))).to(dev)
-    emb, tokens = torch.randn(n, encoder.dim, device=dev), torch.randn(n, 8, encoder.token_dim, device=dev)
+    emb, tokens = torch.randn(n, model.input_dim, device=dev), torch.randn(n, 8, encoder.token_dim, device=dev)
     mask = torch.ones(n, 8, dtype=torch.bool, device=dev)
     with torch.no_grad():
         forward = _median_seconds(fresh(lambda: model(x, emb[:1], tokens[:1], mask[:1])), repeats)

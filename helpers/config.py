@@ -180,7 +180,9 @@ class FinetuneConfig:
                                                    "or a weights file: ImageNet, no Phase 1; none: "
                                                    "from scratch")
     freeze_encoder_epochs: int = setting(0, "epochs with the image encoder frozen")
-    patience: int = setting(15, "early stopping: epochs without a better validation Dice")
+    patience: int = setting(15, "early stopping: epochs without a better validation score")
+    select_on_probe: bool = setting(True, "the best epoch has the best mean of validation Dice and "
+                                          "the validation place probe (val_follows), not Dice alone")
     dice_weight: float = setting(1.0, "weight of the Dice loss")
     bce_weight: float = setting(1.0, "weight of the class-weighted BCE loss")
     concordant_flip: float = setting(0.0, "probability of flipping image and mask AND swapping "
@@ -194,6 +196,8 @@ class FinetuneConfig:
     null_rate: float = setting(0.15, "the report's normal and negated sentences, empty target")
     undescribed_weight: bool = setting(True, "in those items, a lesion the text does not describe "
                                               "is a negative weighted like a positive pixel")
+    place_prior: bool = setting(True, "the text's side and level words as coarse maps for the "
+                                      "decoder (fusion.PlacePrior)")
     augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
     shuffle_text: bool = setting(False, "ablation: train with the texts shuffled across cases")
     num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
@@ -238,7 +242,8 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     p = Preset(mode=mode)
     if mode == "real":
         # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
-        # seed, the controls, the baseline design, no place training, and the Phase-1 init rows.
+        # seed, the controls, the baseline design, no place training, no place prior, and the
+        # Phase-1 init rows.
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
                                          text_modes=("raw",), with_upsampling=False, with_init=True)
     if mode == "demo":

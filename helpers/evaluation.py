@@ -17,7 +17,7 @@ from .inference import EMPTY_AREA, Segmenter
 from .io import load_masks
 from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
 from .places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
-from .sentences import POSITIVE, describes_finding, label_sentences
+from .sentences import POSITIVE, describes_finding
 
 TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
 
@@ -248,7 +248,7 @@ def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | 
     kept = np.zeros(len(table), bool)
     for _, rows in table.groupby("report_id", sort=False):
         first = rows.index[0]
-        positives = [text for text, label in label_sentences(rows.at[first, "report"]) if label == POSITIVE]
+        positives = [text for text, label in segmenter.reader.labeled_sentences(rows.at[first, "report"]) if label == POSITIVE]
         probs = segmenter.predict_sentences(arrays.images[first], positives)[:, 0]
         masks = torch.from_numpy(arrays.masks[rows.index]).float()  # [K, S, S], one per lesion
         for k, i in enumerate(rows.index):

@@ -142,6 +142,60 @@ class CrossAttentionFusion(nn.Module):
         return features
 
 
+class PlacePrior(nn.Module):
+    """A rule-based place prior from the text's place words, given to the decoder.
+
+    The text's place code (float [B, 5], `helpers.places.place_code`: the patient's right and
+    left, the upper, middle and lower lung) becomes six coarse maps at each scale: one per named
+    place (the patient's right is the image's left half; upper, middle and lower are soft
+    horizontal bands) and their product, the region the text points at. Each map set is added to
+    the feature map the decoder reads at that scale through a zero-initialised 1x1 convolution,
+    and the region is added to the mask logits with a zero-initialised gain: the prior starts as
+    the identity and training decides how much it counts. It tells the decoder where the words
+    point, not what lies there: the image still decides what is marked.
+    """
+
+    n_maps = 6
+
+    def __init__(self, channels: Sequence[int], code_dim: int = 5):
+        super().__init__()
+        if code_dim != 5:
+            raise ValueError(f"the place code has 5 entries (right, left, upper, middle, lower), got {code_dim}")
+        self.convs = nn.ModuleList(nn.Conv2d(self.n_maps, c, 1) for c in channels[1:])
+        for conv in self.convs:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        self.gain = nn.Parameter(torch.zeros(1))
+
+    @staticmethod
+    def maps(code: Tensor, like: Tensor) -> Tensor:
+        """code float [B, 5] -> float [B, 6, H, W] at `like`'s size: the five named places and
+        their region (0 everywhere for a text that names no place)."""
+        x, y = coordinate_maps(like[:, :1]).to(code.dtype).unbind(1)  # [B, H, W] each, in [-1, 1]
+        right = torch.sigmoid(-x / 0.08)  # the patient's right: the image's left half
+        spatial = torch.stack([right, 1 - right, torch.sigmoid((-0.1 - y) / 0.1),
+                               torch.exp(-(y / 0.3) ** 2), torch.sigmoid((y - 0.1) / 0.1)], 1)
+        named = code[:, :, None, None] * spatial  # [B, 5, H, W]
+        sides, levels = code[:, :2].amax(1), code[:, 2:].amax(1)
+        side_part = torch.where(sides[:, None, None] > 0, named[:, :2].sum(1).clamp(max=1), 1.0)
+        level_part = torch.where(levels[:, None, None] > 0, named[:, 2:].amax(1), 1.0)
+        region = side_part * level_part * torch.maximum(sides, levels)[:, None, None]
+        return torch.cat([named, region[:, None]], 1).to(like.dtype)
+
+    def forward(self, features: list[Tensor], code: Tensor) -> list[Tensor]:
+        """features: the encoder's maps, shallow to deep (the first, the input, is left as is)."""
+        out = [features[0]]
+        for feature, conv in zip(features[1:], self.convs):
+            out.append(feature + conv(self.maps(code, feature)))
+        return out
+
+    def logits(self, logits: Tensor, code: Tensor) -> Tensor:
+        """Mask logits [B, 1, H, W] plus the gain times the region (-1 outside, +1 inside)."""
+        region = self.maps(code, logits)[:, -1:]
+        named = code.amax(1)[:, None, None, None].to(logits.dtype)
+        return logits + self.gain.to(logits.dtype) * (2 * region - 1) * named
+
+
 def build_fusion(fusion: str, channels: Sequence[int], text_dim: int,
                  token_dim: int = 0) -> nn.Module:
     """`channels`: the encoder's out_channels, e.g. (1, 64, 64, 128, 256, 512) for resnet34;

@@ -20,7 +20,7 @@ from .losses import hide_patches, scaled_patch
 from .model import build_autoencoder, from_config, predict_arrays
 from .reader import ReportReader
 from .record import ModelRecord
-from .sentences import (POSITIVE, SentenceSelection, label_sentences)
+from .sentences import POSITIVE, SentenceSelection
 from .text import EmbeddingCache, load_text_encoder
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -123,7 +123,8 @@ class Segmenter:
         self.record = record
         self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
         self.reader = ReportReader(self.text_mode)  # reads a report as training did
-        self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens)
+        self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens,
+                                         places=model.place_prior is not None)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -213,7 +214,7 @@ class Segmenter:
         """
         if not isinstance(report, str):
             raise ValueError(f"the report must be a text, got {type(report).__name__}")
-        labels = label_sentences(report)
+        labels = self.reader.labeled_sentences(report)
         if not labels:
             raise ValueError("the report has no sentence: give its findings text")
         t = self.threshold if threshold is None else threshold

@@ -19,13 +19,12 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .datasets import normalize
-from .fusion import TOKEN_FUSIONS, ConcatFusion, build_fusion
+from .fusion import TOKEN_FUSIONS, ConcatFusion, PlacePrior, build_fusion
+from .places import PLACE_CODE
 
 UPSAMPLINGS = ("interp", "transpose")
 ENCODER_DEPTH = 5
 SIZE_DIVISOR = 2 ** ENCODER_DEPTH
-
-
 IMAGENET = "imagenet"
 
 
@@ -53,15 +52,12 @@ def build_autoencoder(encoder: str = "resnet34", in_channels: int = 1,
 
 
 def load_encoder_weights(encoder: nn.Module, name: str, weights: str | Path) -> None:
-    """Load ImageNet-style weights into `encoder` (built with its final number of input channels).
-
-    weights: "imagenet" (smp downloads `model.safetensors` from the model hub, e.g.
-    `smp-hub/resnet34.imagenet`), or the path of a file holding such a state dict: `.safetensors`,
-    or a `.pth` / `.pt` state dict (torchvision's `resnet34(weights=...).state_dict()` fits;
-    classifier keys such as `fc.*` are ignored). The first convolution's 3 RGB channels are adapted
-    to the encoder's channels by smp (`set_in_channels`: summed for 1 channel, so a gray image
-    gives what its RGB copy gave). CheckpointError naming the file or the download otherwise.
-    """
+    """Load ImageNet-style weights into `encoder` (built with its final number of input channels):
+    "imagenet" (smp downloads `model.safetensors` from the model hub, e.g. `smp-hub/resnet34.imagenet`),
+    or the path of such a state dict: `.safetensors`, `.pth` / `.pt` (torchvision's
+    `resnet34(weights=...).state_dict()` fits; `fc.*` keys are ignored). The first convolution's 3
+    RGB channels are adapted by smp (`set_in_channels`: summed for 1 channel, so a gray image gives
+    what its RGB copy gave). CheckpointError naming the file or the download otherwise."""
     if str(weights) == IMAGENET:
         try:
             loaded = smp.encoders.get_encoder(name, in_channels=3, depth=ENCODER_DEPTH,
@@ -185,18 +181,20 @@ class MultimodalUnet(nn.Module):
     Args:
         encoder_name: smp encoder name.
         text_dim: size D of the text embeddings.
-        fusion: "concat" (the baseline design: sentence embedding concatenated at the bottleneck),
-            "film" (deepest map), "film_multi" (every map the decoder reads), "cross_attn" (the
-            presets' default: the text's tokens attended at the three deepest scales) or "none"
-            (image-only control).
+        fusion: "concat" (the baseline: the sentence embedding at the bottleneck), "film" (deepest
+            map), "film_multi" (every map the decoder reads), "cross_attn" (the default: the text's
+            tokens attended at the three deepest scales) or "none" (image-only control).
         upsampling: "interp" (smp's nearest interpolation) or "transpose" (ConvTranspose2d).
         in_channels: image channels.
         decoder_channels: output channels of the 5 decoder blocks.
+        place_prior: the text embedding ends with the text's place code (`places.place_code`,
+            5 entries), which `fusion.PlacePrior` turns into maps for the decoder.
     """
 
     def __init__(self, encoder_name: str = "resnet34", text_dim: int = 512,
                  fusion: str = "concat", upsampling: str = "interp", in_channels: int = 1,
-                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), token_dim: int = 0):
+                 decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), token_dim: int = 0,
+                 place_prior: bool = False):
         super().__init__()
         if upsampling not in UPSAMPLINGS:
             raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
@@ -204,11 +202,12 @@ class MultimodalUnet(nn.Module):
                         "fusion": fusion, "upsampling": upsampling,
                         "in_channels": int(in_channels),
                         "decoder_channels": [int(c) for c in decoder_channels],
-                        "token_dim": int(token_dim)}
+                        "token_dim": int(token_dim), "place_prior": bool(place_prior)}
         self.encoder_frozen = False
         self.encoder = build_encoder(encoder_name, in_channels)
         channels = list(self.encoder.out_channels)
         self.fusion = build_fusion(fusion, channels, text_dim, token_dim)
+        self.place_prior = PlacePrior(channels, len(PLACE_CODE)) if place_prior else None
         self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=decoder_channels,
                                    n_blocks=ENCODER_DEPTH, use_norm="batchnorm",
                                    interpolation_mode="nearest")
@@ -248,13 +247,18 @@ class MultimodalUnet(nn.Module):
         return self
 
     @property
+    def input_dim(self) -> int:
+        """Width of the `text_emb` the model reads: the text embedding, then the place code."""
+        return self._config["text_dim"] + (len(PLACE_CODE) if self.place_prior is not None else 0)
+
+    @property
     def needs_tokens(self) -> bool:
         """Whether `forward` needs the text's token states (the fusion attends to them)."""
         return self._config["fusion"] in TOKEN_FUSIONS
 
     def forward(self, images: Tensor, text_emb: Tensor, text_tokens: Tensor | None = None,
                 token_mask: Tensor | None = None) -> Tensor:
-        """images float [B, C, H, W] (H, W multiples of 32), text_emb float [B, D], and for
+        """images float [B, C, H, W] (H, W multiples of 32), text_emb float [B, input_dim], and for
         `needs_tokens` text_tokens float [B, L, token_dim] with token_mask bool [B, L] ->
         mask logits float [B, 1, H, W]."""
         self._check_inputs(images, text_emb)
@@ -276,24 +280,29 @@ class MultimodalUnet(nn.Module):
         Args:
             features: `encode_image`'s feature maps of B images, or of one image (B = 1), which
                 is then read with every text (expanded, not copied).
-            text_emb: float [N, D], N = B or any N when B = 1.
+            text_emb: float [N, input_dim], N = B or any N when B = 1.
             text_tokens, token_mask: float [N, L, token_dim] and bool [N, L] (`needs_tokens`).
 
         Returns:
             Mask logits float [N, 1, H, W].
         """
         n, batch = text_emb.shape[0], features[0].shape[0]
-        if text_emb.ndim != 2 or text_emb.shape[1] != self._config["text_dim"]:
-            raise ValueError(f"text_emb must have shape [N, {self._config['text_dim']}], got "
+        if text_emb.ndim != 2 or text_emb.shape[1] != self.input_dim:
+            raise ValueError(f"text_emb must have shape [N, {self.input_dim}], got "
                              f"{list(text_emb.shape)}: use the text encoder the model was built for")
         if batch != n:
             if batch != 1:
                 raise ValueError(f"features of {batch} images cannot be read with {n} texts: give "
                                  "one text per image, or the features of one image")
             features = [f.expand(n, *f.shape[1:]) for f in features]
-        text = (text_emb.float() - self.text_mean) / self.text_std
+        dim = self._config["text_dim"]
+        text = (text_emb[:, :dim].float() - self.text_mean) / self.text_std
         features = self.fusion(list(features), text, text_tokens, token_mask)
-        return self.segmentation_head(self.decoder(features))
+        if self.place_prior is None:
+            return self.segmentation_head(self.decoder(features))
+        code = text_emb[:, dim:].float()
+        logits = self.segmentation_head(self.decoder(self.place_prior(features, code)))
+        return self.place_prior.logits(logits, code)
 
     def _check_inputs(self, images: Tensor, text_emb: Tensor | None = None) -> None:
         cfg = self._config
@@ -304,8 +313,8 @@ class MultimodalUnet(nn.Module):
         if height % SIZE_DIVISOR or width % SIZE_DIVISOR:
             raise ValueError(f"image height and width must be multiples of {SIZE_DIVISOR}, got "
                              f"{height}x{width}: resize the images (the image_size setting)")
-        if text_emb is not None and text_emb.shape != (images.shape[0], cfg["text_dim"]):
-            raise ValueError(f"text_emb must have shape [{images.shape[0]}, {cfg['text_dim']}] "
+        if text_emb is not None and text_emb.shape != (images.shape[0], self.input_dim):
+            raise ValueError(f"text_emb must have shape [{images.shape[0]}, {self.input_dim}] "
                              f"(one embedding per image), got {list(text_emb.shape)}: use the "
                              "text encoder the model was built for")
 

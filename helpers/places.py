@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 
 SIDES = ("left", "right")
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-_BOTH = re.compile(r"\b(bilateral(ly)?|both)\b", re.IGNORECASE)
+_BOTH = re.compile(r"\b(bilateral(ly)?|both|bibasilar|bibasal|biapical)\b", re.IGNORECASE)
 
 
 def _swap_word(match: re.Match) -> str:
@@ -44,12 +44,16 @@ def names_side(text: str) -> str | None:
 # Levels: the words that place a finding high or low in a lung, each with its opposite. Words of
 # the middle ("perihilar", "lingula") have none: a text that uses them names no swappable level.
 _LEVEL_OPPOSITE = {"upper": "lower", "apex": "base", "apices": "bases", "apical": "basilar",
-                   "suprahilar": "infrahilar"}
+                   "suprahilar": "infrahilar", "biapical": "bibasilar"}
 _UPPER_WORDS = frozenset(_LEVEL_OPPOSITE)
-_LEVEL_OPPOSITE.update({low: high for high, low in list(_LEVEL_OPPOSITE.items())}, basal="apical")
+_LEVEL_OPPOSITE.update({low: high for high, low in list(_LEVEL_OPPOSITE.items())}, basal="apical",
+                       bibasal="biapical")
 _LEVEL = re.compile(rf"\b({'|'.join(sorted(_LEVEL_OPPOSITE, key=len, reverse=True))})\b", re.IGNORECASE)
 _MIDDLE = re.compile(r"\b(middle|mid|midlung|mid-lung|perihilar|parahilar|hilar|hilum|lingula|lingular)\b",
                      re.IGNORECASE)
+
+
+_LOW_ONLY = re.compile(r"\b(costophrenic|(hemi)?diaphragms?|retrocardiac)\b", re.IGNORECASE)
 
 
 def _swap_level(match: re.Match) -> str:
@@ -72,6 +76,32 @@ def names_level(text: str) -> str | None:
     if len(levels) == 2 or (levels and _MIDDLE.search(text)):
         return "mixed"
     return levels.pop() if levels else None
+
+
+# The place code: what a text says of where its finding lies, one flag per entry. Sides are the
+# patient's (the radiological convention puts the patient's right on the image's left).
+PLACE_CODE = ("right", "left", "upper", "middle", "lower")
+
+
+def levels_named(text: str) -> set[str]:
+    """The levels of a lung a text names: a subset of {"upper", "middle", "lower"}."""
+    found = {"upper" if w.lower() in _UPPER_WORDS else "lower" for w in _LEVEL.findall(text)}
+    if _MIDDLE.search(text):
+        found.add("middle")
+    if _LOW_ONLY.search(text):
+        found.add("lower")
+    return found
+
+
+def place_code(texts: list[str]) -> torch.Tensor:
+    """float32 [N, 5]: for each text, which of `PLACE_CODE` it names (1) or not (0). "Both sides"
+    ("bilateral", "bibasilar", "left and right") sets both sides; a text naming no place is all 0."""
+    code = torch.zeros(len(texts), len(PLACE_CODE))
+    for row, text in zip(code, texts):
+        side, levels = names_side(text), levels_named(text)
+        named = ({"right", "left"} if side == "both" else {side} if side else set()) | levels
+        row[[i for i, name in enumerate(PLACE_CODE) if name in named]] = 1.0
+    return code
 
 
 LEVEL_SHIFT = 0.3  # of the image height: from a lung's lower zone to its upper zone, or back
@@ -142,3 +172,34 @@ def paste_copy(image: torch.Tensor, mask: torch.Tensor, how: str | int = "mirror
 def paste_mirror(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`paste_copy` to the mirror place: the same spot in the other lung."""
     return paste_copy(image, mask, "mirror")
+
+
+def place_questions(images: torch.Tensor, masks: torch.Tensor, texts: list[str]
+                    ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """A reading probe built from labeled cases: each lesion is copied to its mirror place (a
+    text naming one side) and, apart, to the lung's other level (a text naming upper or lower),
+    where that place is free; each pasted image is asked twice: with the text (the original is
+    meant) and with its side or level swapped (the copy is meant).
+
+    images uint8 [N, S, S], masks [N, S, S] in {0, 1}, texts: the model texts ->
+    (pasted images uint8 [M, S, S], their texts [M], the meant lesion bool [M, S, S], the other
+    lesion bool [M, S, S]); M = 2 x the free places (0 when there is none).
+    """
+    out_images, out_texts, meant, other = [], [], [], []
+    for image, mask, text in zip(images, masks, texts):
+        mask = mask.bool()
+        places = [("mirror", swap_sides)] if names_side(text) in SIDES else []
+        if shift := level_shift(names_level(text), mask.shape[-1]):
+            places.append((shift, swap_levels))
+        for how, swap in places:
+            if not mask.any() or not copy_is_free(mask, how):
+                continue
+            pasted, copy = paste_copy(image, mask, how)
+            out_images += [pasted, pasted]
+            out_texts += [text, swap(text)]
+            meant += [mask, copy.bool()]
+            other += [copy.bool(), mask]
+    if not out_images:
+        empty = torch.zeros(0, *images.shape[1:], dtype=torch.bool)
+        return empty.to(torch.uint8), [], empty, empty
+    return torch.stack(out_images), out_texts, torch.stack(meant), torch.stack(other)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .places import swap_levels, swap_sides
-from .sentences import TEXT_MODES, SentenceSelection, null_text, select_sentences, select_text, split_sentences
+from .sentences import (TEXT_MODES, SentenceSelection, label_sentences, null_text, select_sentences,
+                        select_text, split_sentences)
 from .text import TextEncoder
 
 
@@ -47,6 +48,12 @@ class ReportReader:
         if self.text_mode == "raw":
             return SentenceSelection(kept=split_sentences(report), dropped=[])
         return select_sentences(report)
+
+    def labeled_sentences(self, report: str) -> list[tuple[str, str]]:
+        """Each sentence of `report` with its label (`sentences.POSITIVE`, "negated", "normal"),
+        in order: the report read sentence by sentence, whatever the text mode (each positive
+        sentence is a text of its own)."""
+        return label_sentences(report)
 
     def training_texts(self, reports: Sequence[str], *, sides: bool = False, nulls: bool = False,
                        levels: bool = False) -> TrainingTexts:

@@ -12,6 +12,7 @@ error says to copy it to Drive.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -49,7 +50,11 @@ def local_only_warning(key: str, source: str) -> str:
 
 
 def save_snapshot(catalog: Catalog, folder: Path, data_source: str, masks_source: str | None) -> None:
-    """Write the catalog into `folder` (the paired masks copied into `folder/masked`)."""
+    """Write the catalog into `folder` (the paired masks copied into `folder/masked`).
+
+    Written into a temporary sibling and renamed into place, so that a process that reads the
+    snapshot, or writes the same one at the same time, never sees half of it."""
+    final, folder = folder, folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "masked").mkdir(parents=True)
@@ -72,6 +77,14 @@ def save_snapshot(catalog: Catalog, folder: Path, data_source: str, masks_source
     (folder / SNAPSHOT_FILE).write_text(json.dumps({  # last: marks the snapshot complete
         "version": SNAPSHOT_VERSION, "data_source": data_source, "masks_source": masks_source,
         "root": str(root), "n_mask_files": catalog.n_mask_files}, indent=1))
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    try:
+        folder.rename(final)
+    except OSError:  # another process put the same snapshot there first
+        shutil.rmtree(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_snapshot(folder: Path, data_source: str, masks_source: str | None) -> Catalog | None:

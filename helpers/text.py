@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWith
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TINY_TEXT_MODEL
 from .layout import TEXT_MODELS_DIR
+from .places import PLACE_CODE, place_code
 from .tiny_clip import TINY_MARKER, make_tiny_clip, quiet_transformers
 
 CLIP_MODEL_TYPES = ("clip", "clip_text_model")
@@ -234,17 +235,20 @@ def load_text_encoder(name_or_path: str | Path, device: str | torch.device = "cp
 class EmbeddingCache:
     """Each unique text is encoded once per (model, text); optionally persisted to a .pt file.
 
-    With `with_tokens=True` the token states are kept too (for fusions that attend to tokens).
+    With `with_tokens=True` the token states are kept too (for fusions that attend to tokens);
+    with `places=True` each embedding ends with the text's place code (`places.place_code`, for a
+    model with a place prior), computed from the words, never stored.
     The file holds `{"model": encoder name, "texts": [...], "emb": float32 [U, D]}` (and
     `"tokens"`: one float32 [L_i, H] per text); one written for another model (or unreadable) is
     ignored and replaced on `save()`.
     """
 
     def __init__(self, encoder: TextEncoder, path: str | Path | None = None,
-                 with_tokens: bool = False):
+                 with_tokens: bool = False, places: bool = False):
         self.encoder = encoder
         self.path = Path(path) if path is not None else None
-        self.with_tokens = with_tokens
+        self.with_tokens, self.places = with_tokens, places
+        self.dim = encoder.dim + (len(PLACE_CODE) if places else 0)  # width of `get`'s rows
         self.n_encoded = 0
         self._emb: dict[str, torch.Tensor] = {}
         self._tok: dict[str, torch.Tensor] = {}
@@ -283,11 +287,12 @@ class EmbeddingCache:
         self.n_encoded += len(new)
 
     def get(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embeddings of `texts` (float32 [N, D], CPU); only texts not seen before are encoded."""
+        """Embeddings of `texts` (float32 [N, dim], CPU); only texts not seen before are encoded."""
         self._encode_new(texts)
         if not texts:
-            return torch.empty(0, self.encoder.dim)
-        return torch.stack([self._emb[t] for t in texts])
+            return torch.empty(0, self.dim)
+        emb = torch.stack([self._emb[t] for t in texts])
+        return torch.cat([emb, place_code(list(texts))], 1) if self.places else emb
 
     def tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states of `texts` padded to the longest: (float32 [N, L, H], bool mask [N, L],
@@ -305,7 +310,7 @@ class EmbeddingCache:
         return out, mask
 
     def table(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
-        """A table of the unique texts' embeddings (float32 [U, D]) and each text's row in it."""
+        """A table of the unique texts' embeddings (float32 [U, dim]) and each text's row in it."""
         unique = list(dict.fromkeys(texts))
         row = {t: i for i, t in enumerate(unique)}
         return self.get(unique), [row[t] for t in texts]

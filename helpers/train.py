@@ -38,7 +38,7 @@ from .model import (
     load_pretrained_encoder,
     predict_arrays,
 )
-from .places import SIDES, names_level, names_side
+from .places import SIDES, names_level, names_side, place_questions
 from .reader import ReportReader
 from .record import ModelRecord
 from .text import EmbeddingCache, load_text_encoder
@@ -176,27 +176,34 @@ class SegmentationTask(Task):
         self.text_model = (TINY_TEXT_MODEL if encoder.is_tiny and cfg.text_model != encoder.name
                            else cfg.text_model)
         model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
-                               upsampling=cfg.upsampling, token_dim=encoder.token_dim)
+                               upsampling=cfg.upsampling, token_dim=encoder.token_dim,
+                               place_prior=cfg.place_prior)
         self.reader = reader = ReportReader(cfg.text_mode)
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
         training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
                                          levels=cfg.paste_prob > 0)
         train_texts = training.texts
-        texts = train_texts + [reader.model_text(t) for t in val.cases["text"]]
+        val_texts = [reader.model_text(t) for t in val.cases["text"]]
+        texts = train_texts + val_texts
+        # the validation place probe: each val lesion copied to its mirror place or other level
+        probe_images, probe_texts, self.probe_meant, self.probe_other = place_questions(
+            torch.from_numpy(val.images), torch.from_numpy(val.masks), val_texts)
+        self.probe_images = probe_images.numpy()
         flipped, nulls, leveled = training.flipped, training.nulls, training.leveled
-        extra = [flipped, nulls, leveled]
+        extra = [flipped, nulls, leveled, probe_texts]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
-                                    with_tokens=model.needs_tokens)
-        table, index = embeddings.table(texts + flipped + nulls + leveled)
+                                    with_tokens=model.needs_tokens, places=cfg.place_prior)
+        table, index = embeddings.table(texts + flipped + nulls + leveled + probe_texts)
         self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
         if model.needs_tokens:
-            unique = list(dict.fromkeys(texts + flipped + nulls + leveled))
+            unique = list(dict.fromkeys(texts + flipped + nulls + leveled + probe_texts))
             self.tokens = tuple(t.to(device) for t in embeddings.tokens(unique))
         embeddings.save()
         n_train, n_texts = len(train.cases), len(texts)
         train_idx, self.val_idx = index[:n_train], index[n_train:n_texts]
         starts = np.cumsum([n_texts] + [len(e) for e in extra])
-        flipped_idx, null_idx, level_idx = (index[a:b] or None for a, b in zip(starts, starts[1:]))
+        flipped_idx, null_idx, level_idx, self.probe_idx = (
+            index[a:b] or None for a, b in zip(starts, starts[1:]))
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
         self.text_report = reader.text_report(train.cases["text"], texts, encoder)
@@ -206,7 +213,7 @@ class SegmentationTask(Task):
                   f"the text encoder's {t['max_length']} tokens and lose {t['mean_tokens_lost']:.0f} "
                   f"tokens at the end on average (text_mode={cfg.text_mode!r}).")
 
-        train_emb = table[sorted(set(train_idx))]
+        train_emb = table[sorted(set(train_idx)), :encoder.dim]  # the text, not the place code
         model.set_text_norm(train_emb.mean(0), train_emb.std(0, unbiased=False) if len(train_emb) > 1
                             else torch.ones(encoder.dim))
         if cfg.pretrained_encoder:
@@ -249,17 +256,27 @@ class SegmentationTask(Task):
         images, masks, text = (t.to(self.device, non_blocking=True) for t in batch)
         return self.criterion(self.model(images, *self.text_args(text)), masks), len(images)
 
-    def val_probs(self) -> torch.Tensor:
-        """Validation probabilities float32 [N, 1, S, S]."""
-        emb, *tokens = self.text_args(torch.tensor(self.val_idx, device=self.device))
-        return predict_arrays(self.model, self.val.images, emb, self.device, self.cfg.batch_size,
-                              tokens=tuple(tokens) or None)
+    def val_probs(self, images: np.ndarray | None = None, rows: list[int] | None = None) -> torch.Tensor:
+        """Probabilities float32 [N, 1, S, S] of the validation images (or `images` read with the
+        texts of table `rows`)."""
+        emb, *tokens = self.text_args(torch.tensor(self.val_idx if rows is None else rows,
+                                                   device=self.device))
+        return predict_arrays(self.model, self.val.images if images is None else images, emb,
+                              self.device, self.cfg.batch_size, tokens=tuple(tokens) or None)
 
     def validate(self) -> dict[str, float]:
         probs = self.val_probs()
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
-        return {"val_loss": self.criterion(logits, self.val_masks.float()).item(),
-                "val_dice": dice_per_image(probs >= 0.5, self.val_masks).mean().item()}
+        row = {"val_loss": self.criterion(logits, self.val_masks.float()).item(),
+               "val_dice": dice_per_image(probs >= 0.5, self.val_masks).mean().item()}
+        row["val_select"] = row["val_dice"]
+        if self.probe_idx:  # the share of questions whose mask lies more on the meant lesion
+            p = self.val_probs(self.probe_images, self.probe_idx)[:, 0]
+            follows = (p * self.probe_meant).flatten(1).sum(1) > (p * self.probe_other).flatten(1).sum(1)
+            row["val_follows"] = follows.float().mean().item()
+            if self.cfg.select_on_probe:
+                row["val_select"] = (row["val_dice"] + row["val_follows"]) / 2
+        return row
 
     def start_epoch(self, epoch: int) -> None:
         freeze_encoder(self.model, epoch < self.cfg.freeze_encoder_epochs)
@@ -284,7 +301,8 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
              on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
     """Phase 2: fine-tune the multimodal U-Net on the labeled cases (`split` train / val).
 
-    Saves `best_model.pth` at the best validation Dice, with the threshold chosen on validation,
+    Saves `best_model.pth` at the best validation score (`val_select`: Dice, or with
+    `select_on_probe` its mean with the validation place probe), with the threshold chosen on validation,
     the settings needed to rebuild model and text encoder, and the validation metrics.
     `max_steps` stops after that many optimizer steps (the benchmark times the real loop so).
     Under torchrun every rank validates the whole validation set rather than a shard: it is small
@@ -300,7 +318,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
     with dist.main_first():  # rank 0 builds the text model and embedding cache, the others reuse
         task = SegmentationTask(cfg, train, val, device, out, text_cache_dir)
-    settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_dice", maximize=True,
+    settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_select", maximize=True,
                            best_name=BEST_FILE, patience=cfg.patience, max_steps=max_steps)
     result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
 

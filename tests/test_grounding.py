@@ -17,6 +17,7 @@ from helpers.__main__ import main
 from helpers.evaluation import cluster_ci, per_sentence
 from helpers.inference import EMPTY_AREA, Segmenter
 from helpers.io import load_gray, load_mask
+from helpers.reader import ReportReader
 from helpers.report_view import color_overlay, report_figure, report_html, sentence_color
 from helpers.sentences import split_sentences, sentence_status
 from helpers.synthetic import report_items
@@ -112,6 +113,7 @@ class SideReader:
     """Puts all its probability on the image half that a sentence's side word names (the
     patient's right is the image's left); `swap` reads the sides the wrong way round."""
     image_size, threshold = 32, 0.5
+    reader = ReportReader("positive")
 
     def __init__(self, swap: bool = False):
         self.swap, self.calls = swap, []

@@ -126,13 +126,14 @@ def test_encode_once_then_decode_equals_forward(fusion):
         whole = model(images, emb, tokens, mask)
         split = model.decode(model.encode_image(images), emb, tokens, mask)
         assert torch.equal(whole, split)  # the same operations: bit for bit
-        # one image, three texts: the image is encoded once and read with each text
+        # one image, three texts: the image is encoded once and read with each text (another
+        # batch size may take another convolution algorithm: float rounding differs by CPU)
         one = model.decode(model.encode_image(images[:1]), emb, tokens, mask)
         torch.testing.assert_close(one, model(images[:1].expand(3, -1, -1, -1), emb, tokens, mask),
-                                   rtol=1e-5, atol=1e-5)
+                                   rtol=1e-4, atol=1e-4)
         for k in range(3):  # each text alone gives what it gives in the batch
             alone = model(images[:1], emb[k:k + 1], tokens[k:k + 1], mask[k:k + 1])
-            torch.testing.assert_close(one[k:k + 1], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(one[k:k + 1], alone, rtol=1e-4, atol=1e-4)
     if fusion != "none":
         assert (one[0] - one[1]).abs().max() > 1e-3  # the texts matter
 

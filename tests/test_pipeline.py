@@ -203,8 +203,9 @@ def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
         return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
                    if v.texts == "report")
 
-    assert light.seeds == (0,) and trainings(light) <= 7
-    assert "no place training" in [v.name for v in ablation_variants(base, light, encoders)]
+    assert light.seeds == (0,) and trainings(light) <= 8
+    names = [v.name for v in ablation_variants(base, light, encoders)]
+    assert "no place training" in names and "no place prior" in names
     assert full.seeds == (0, 1, 2) and trainings(full) >= 20
     with pytest.raises(ValueError, match="light"):
         ablation_set(real, "everything")
@@ -277,3 +278,16 @@ def test_a_source_on_this_colab_machine_only_is_not_recorded_as_the_source(datas
     with pytest.raises(DatasetError, match="notebook 01's machine only. Copy it to Drive"):
         later.stage_images(48)
     assert pipeline.resolve_run(None, None, None, run).data_source == str(dataset_zip)
+
+
+def test_a_snapshot_is_renamed_into_place_whole(catalog, tmp_path):
+    from helpers.staging import load_snapshot, save_snapshot
+
+    folder = tmp_path / "catalog"
+    save_snapshot(catalog, folder, "demo", None)
+    (folder / "masked" / "stale.png").write_bytes(b"x")  # what the previous snapshot held goes
+    save_snapshot(catalog, folder, "demo", None)
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog"]  # no temporary folder left
+    assert not (folder / "masked" / "stale.png").exists()
+    again = load_snapshot(folder, "demo", None)
+    assert again.cases["case_id"].tolist() == catalog.cases["case_id"].tolist()
