@@ -230,7 +230,8 @@ class Segmenter:
     def describe(self) -> str:
         tiny = " (tiny offline CLIP with random weights, not the real model)" \
             if self.info.get("text_model_is_tiny") else ""
-        return (f"fusion={self.info.get('model', {}).get('fusion')}, text_mode={self.text_mode}, "
+        prior = ", place prior" if self.info.get("model", {}).get("place_prior") else ""
+        return (f"fusion={self.info.get('model', {}).get('fusion')}{prior}, text_mode={self.text_mode}, "
                 f"image size {self.image_size}, threshold {self.threshold:.2f}, "
                 f"text encoder {self.info.get('text_model')}{tiny}")
 

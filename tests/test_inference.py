@@ -43,6 +43,7 @@ def test_the_text_changes_the_prediction(segmenter, catalog):
     b = segmenter.predict(image, "Large left pleural effusion.")
     assert np.abs(a - b).max() > 1e-4
     assert segmenter.describe().count("tiny offline CLIP") == 1
+    assert "place prior" in segmenter.describe()  # the default: the place words reach the decoder
 
 
 def test_bad_image_and_checkpoint_are_clear_errors(segmenter, tmp_path):
