@@ -124,9 +124,9 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
 def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
                    repeats: int) -> dict[str, float]:
     """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
-    one image file, with a fresh `cross_attn` ResNet34 U-Net with the place prior at `size` px (random weights cost the
-    same as trained ones), and of the model alone: one forward, and one encoding + a decoding per
-    sentence."""
+    one image file, with a fresh `cross_attn` ResNet34 U-Net with the place prior (the default) at
+    `size` px (random weights cost the same as trained ones), and of the model alone: one forward,
+    and one encoding + a decoding per sentence."""
     model = MultimodalUnet("resnet34", text_dim=encoder.dim, fusion="cross_attn",
                            token_dim=encoder.token_dim, place_prior=True).to(dev)
     seg = Segmenter(model, encoder, size, 0.5, dev)

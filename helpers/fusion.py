@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .places import PLACE_CODE
+
 FUSIONS = ("concat", "film", "film_multi", "cross_attn", "none")
 TOKEN_FUSIONS = ("cross_attn",)  # fusions that read the token states, not only the pooled text
 
@@ -155,12 +157,10 @@ class PlacePrior(nn.Module):
     point, not what lies there: the image still decides what is marked.
     """
 
-    n_maps = 6
+    n_maps = len(PLACE_CODE) + 1
 
-    def __init__(self, channels: Sequence[int], code_dim: int = 5):
+    def __init__(self, channels: Sequence[int]):
         super().__init__()
-        if code_dim != 5:
-            raise ValueError(f"the place code has 5 entries (right, left, upper, middle, lower), got {code_dim}")
         self.convs = nn.ModuleList(nn.Conv2d(self.n_maps, c, 1) for c in channels[1:])
         for conv in self.convs:
             nn.init.zeros_(conv.weight)
@@ -169,8 +169,9 @@ class PlacePrior(nn.Module):
 
     @staticmethod
     def maps(code: Tensor, like: Tensor) -> Tensor:
-        """code float [B, 5] -> float [B, 6, H, W] at `like`'s size: the five named places and
-        their region (0 everywhere for a text that names no place)."""
+        """code float [B, 5] (`PLACE_CODE`: right, left, upper, middle, lower) -> float
+        [B, 6, H, W] at `like`'s size: the five named places and their region (0 everywhere for a
+        text that names no place)."""
         x, y = coordinate_maps(like[:, :1]).to(code.dtype).unbind(1)  # [B, H, W] each, in [-1, 1]
         right = torch.sigmoid(-x / 0.08)  # the patient's right: the image's left half
         spatial = torch.stack([right, 1 - right, torch.sigmoid((-0.1 - y) / 0.1),

@@ -207,7 +207,7 @@ class MultimodalUnet(nn.Module):
         self.encoder = build_encoder(encoder_name, in_channels)
         channels = list(self.encoder.out_channels)
         self.fusion = build_fusion(fusion, channels, text_dim, token_dim)
-        self.place_prior = PlacePrior(channels, len(PLACE_CODE)) if place_prior else None
+        self.place_prior = PlacePrior(channels) if place_prior else None
         self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=decoder_channels,
                                    n_blocks=ENCODER_DEPTH, use_norm="batchnorm",
                                    interpolation_mode="nearest")

@@ -4,7 +4,9 @@ The words: "left"/"right" (`swap_sides`, `names_side`) and the levels of a lung 
 "apex"/"base", ...: `swap_levels`, `names_level`). The pixels: `paste_copy` puts a second copy of a
 lesion at its mirror place in the other lung or at the other level of the same lung, so that one
 image holds two lesions that look alike and only the words tell which one is meant. Training
-(`datasets.LabeledCases`) and the reading probe (`evaluation.mirror_probe`) use both.
+(`datasets.LabeledCases`), the reading probes (`evaluation.mirror_probe`, and `place_questions`
+for validation) use both. `place_code` turns the words into flags (right, left, upper, middle,
+lower) for the model's place prior (`fusion.PlacePrior`).
 """
 from __future__ import annotations
 
