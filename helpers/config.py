@@ -247,7 +247,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
                                          text_modes=("raw",), with_upsampling=False, with_init=True)
     if mode == "demo":
-        # Sized for about 20 minutes of `make demo` on 2 CPU cores: one seed, and only the
+        # Sized for about 25 minutes of `make demo` on 2 CPU cores: one seed, and only the
         # controls and the baseline design beside the default (the 3-seed study: `make ablate`).
         p.pretrain = dataclasses.replace(p.pretrain, image_size=96, epochs=4, batch_size=16, lr=2e-3,
                                          warmup_epochs=0.5, patch_size=16)

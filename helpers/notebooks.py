@@ -26,8 +26,9 @@ from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Minutes each notebook takes in `make demo` on a 2-core CPU (README "Results"); 2-core CPUs
 # differ up to ~3x, so the up-front estimate gives both ends. 03: 8.6 measured with three Phase-2
-# trainings of 24 epochs, scaled to the four it runs since the "no place training" row, of 40.
-DEMO_MINUTES = {"01": 0.2, "02": 1.9, "03": 19.0, "04": 0.2}
+# trainings of 24 epochs, scaled to the five it runs since the "no place training" and "no place
+# prior" rows, of 40, plus a tenth for the validation place probe.
+DEMO_MINUTES = {"01": 0.2, "02": 1.9, "03": 26.0, "04": 0.2}
 
 
 class NotebookRunError(RuntimeError):
