@@ -15,7 +15,7 @@ import torch
 from .datasets import labeled_arrays
 from .inference import EMPTY_AREA, Segmenter
 from .io import load_masks
-from .metrics import bootstrap_ci, dice_per_image, iou_per_image, pointing_hits, pooled_dice
+from .metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
 from .places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
 from .sentences import POSITIVE, describes_finding
 
@@ -172,7 +172,7 @@ def mirror_probe(segmenter: Segmenter, cases: pd.DataFrame, *,
     follows = []
     for variant, described, other in ((texts, own, copies), ([swap_sides(t) for t in texts], copies, own)):
         probs = segmenter.predict_arrays(images.numpy(), variant)[:, 0]
-        follows.append(((probs * described).flatten(1).sum(1) > (probs * other).flatten(1).sum(1)).numpy())
+        follows.append(follows_text(probs, described, other).numpy())
     table = pd.DataFrame({"case_id": arrays.cases["case_id"][keep].to_numpy(), "text": texts,
                           "follows_text": follows[0], "follows_swapped": follows[1]})
     table["both"] = table["follows_text"] & table["follows_swapped"]

@@ -39,6 +39,12 @@ def dice_per_image(pred: Tensor, target: Tensor) -> Tensor:
     return _ratio_or_one(2 * tp, 2 * tp + fp + fn)
 
 
+def follows_text(probs: Tensor, meant: Tensor, other: Tensor) -> Tensor:
+    """bool [N]: whether each probability map [N, H, W] puts more mass on the lesion the text
+    means (`meant` [N, H, W]) than on the other one (`other`): the probes' test of reading."""
+    return (probs * meant).flatten(1).sum(1) > (probs * other).flatten(1).sum(1)
+
+
 def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
     """Dice of two binary masks `[H, W]` (any dtype, nonzero = foreground), by `dice_per_image`'s
     convention (1.0 when both are empty)."""

@@ -29,7 +29,7 @@ from .losses import (
     reconstruction_loss,
     scaled_patch,
 )
-from .metrics import best_threshold, dice_per_image
+from .metrics import best_threshold, dice_per_image, follows_text
 from .model import (
     MultimodalUnet,
     build_autoencoder,
@@ -272,8 +272,7 @@ class SegmentationTask(Task):
         row["val_select"] = row["val_dice"]
         if self.probe_idx:  # the share of questions whose mask lies more on the meant lesion
             p = self.val_probs(self.probe_images, self.probe_idx)[:, 0]
-            follows = (p * self.probe_meant).flatten(1).sum(1) > (p * self.probe_other).flatten(1).sum(1)
-            row["val_follows"] = follows.float().mean().item()
+            row["val_follows"] = follows_text(p, self.probe_meant, self.probe_other).float().mean().item()
             if self.cfg.select_on_probe:
                 row["val_select"] = (row["val_dice"] + row["val_follows"]) / 2
         return row

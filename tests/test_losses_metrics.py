@@ -158,3 +158,17 @@ def test_undescribed_lesion_pixels_cost_like_positives():
     clean[..., 6:, 6:] = -4.0
     # left unmarked, the weighted pixels cost next to nothing
     assert loss(clean, hard) - loss(clean, plain) < 0.01 * (loss(logits, hard) - loss(logits, plain))
+
+
+def test_follows_text_compares_the_mass_on_the_meant_and_the_other_lesion():
+    from helpers.metrics import follows_text
+
+    meant = torch.zeros(3, 4, 4, dtype=torch.bool)
+    meant[:, :2, :2] = True
+    other = torch.zeros_like(meant)
+    other[:, 2:, 2:] = True
+    probs = torch.zeros(3, 4, 4)
+    probs[0, :2, :2] = 0.9  # on the meant lesion
+    probs[1, 2:, 2:] = 0.9  # on the other one
+    probs[2] = 0.5  # on both alike: not following
+    assert follows_text(probs, meant, other).tolist() == [True, False, False]
