@@ -11,7 +11,8 @@ in memory) is the compute limit that a perfect input pipeline would reach.
 Reading a whole report sentence by sentence (`Segmenter.ground_report`: one image encoding, one
 decoding per positive sentence) is timed against one `predict` of the same report, end to end from
 the PNG file (texts encoded anew each time, as for a new report), at `GROUNDING_SIZE` px with the
-default fusion (`cross_attn`), and for the model alone.
+default fusion (`cross_attn`), and for the model alone: with a decoder per text and with the shared
+decoder (`shared_decoder`: the decoder runs once per image, each text only a light head).
 """
 from __future__ import annotations
 
@@ -122,13 +123,14 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
 
 
 def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
-                   repeats: int) -> dict[str, float]:
+                   repeats: int, shared_decoder: bool = False) -> dict[str, float]:
     """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
-    one image file, with a fresh `cross_attn` ResNet34 U-Net with the place prior (the default) at
-    `size` px (random weights cost the same as trained ones), and of the model alone: one forward,
-    and one encoding + a decoding per sentence."""
+    one image file, with a fresh `cross_attn` ResNet34 U-Net with the place prior at `size` px
+    (random weights cost the same as trained ones), and of the model alone: one forward, and one
+    encoding + a decoding per sentence."""
     model = MultimodalUnet("resnet34", text_dim=encoder.dim, fusion="cross_attn",
-                           token_dim=encoder.token_dim, place_prior=True).to(dev)
+                           token_dim=encoder.token_dim, place_prior=True,
+                           shared_decoder=shared_decoder).to(dev)
     seg = Segmenter(model, encoder, size, 0.5, dev)
     n = len(seg.ground_report(image_path, GROUNDING_REPORT).sentences)
 
@@ -274,19 +276,24 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                            progress=False, max_steps=n), steps)
     row("Phase-1 training step, ours (end to end)", phase1, note="a few steps of pretrain(), masked")
 
-    gsize = 64 if smoke else GROUNDING_SIZE
-    cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5)
-    n = cost["sentences"]
-    print(f"a report with {n} positive sentences, {gsize} px, cross_attn, one image of ~{source_size} px:")
-    row("predict, the whole report in one mask (ms)", 1000 * cost["predict"], "ms", "end to end")
-    row("ground_report, one mask per sentence (ms)", 1000 * cost["ground_report"], "ms",
-        f"1 encoding + {n} decodings")
     ratios = {"Phase-2 training, ours / straightforward": ours_step / naive_step,
               "Phase-2 training, ours / model-alone limit": ours_step / limit,
               "data loading, ours / straightforward": ours_load / naive_load,
-              "Phase-2 training, with place training / without": ours_step / plain_step,
-              f"ground_report ({n} sentences) / predict": cost["ground_report"] / cost["predict"],
-              f"model: 1 encoding + {n} decodings / 1 forward": cost["encode_and_decodes"] / cost["forward"]}
+              "Phase-2 training, with place training / without": ours_step / plain_step}
+    gsize = 64 if smoke else GROUNDING_SIZE
+    for shared in (False, True):
+        cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5,
+                              shared_decoder=shared)
+        n, decoder = cost["sentences"], "shared decoder" if shared else "a decoder per text"
+        print(f"a report with {n} positive sentences, {gsize} px, cross_attn, {decoder}, one image "
+              f"of ~{source_size} px:")
+        row(f"predict, the whole report in one mask, {decoder} (ms)", 1000 * cost["predict"], "ms",
+            "end to end")
+        row(f"ground_report, one mask per sentence, {decoder} (ms)", 1000 * cost["ground_report"],
+            "ms", f"1 encoding + {n} decodings")
+        ratios[f"ground_report ({n} sentences) / predict, {decoder}"] = cost["ground_report"] / cost["predict"]
+        ratios[f"model: 1 encoding + {n} decodings / 1 forward, {decoder}"] = (
+            cost["encode_and_decodes"] / cost["forward"])
     for name, value in ratios.items():
         print(f"{name + ':':<50} {value:6.2f}x")
         rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})

@@ -198,6 +198,9 @@ class FinetuneConfig:
                                               "is a negative weighted like a positive pixel")
     place_prior: bool = setting(True, "the text's side and level words as coarse maps for the "
                                       "decoder (fusion.PlacePrior)")
+    shared_decoder: bool = setting(False, "the decoder reads the image alone, once per image; the "
+                                          "text picks from its features in a light head, so a "
+                                          "report's sentences cost little more than one text")
     augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
     shuffle_text: bool = setting(False, "ablation: train with the texts shuffled across cases")
     num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "

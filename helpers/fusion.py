@@ -159,9 +159,11 @@ class PlacePrior(nn.Module):
 
     n_maps = len(PLACE_CODE) + 1
 
-    def __init__(self, channels: Sequence[int]):
+    def __init__(self, channels: Sequence[int], levels: Sequence[int] | None = None):
+        """levels: indices of the feature maps that get the maps (default: all but the input)."""
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(self.n_maps, c, 1) for c in channels[1:])
+        self.levels = list(range(1, len(channels)) if levels is None else levels)
+        self.convs = nn.ModuleList(nn.Conv2d(self.n_maps, channels[i], 1) for i in self.levels)
         for conv in self.convs:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
@@ -184,10 +186,10 @@ class PlacePrior(nn.Module):
         return torch.cat([named, region[:, None]], 1).to(like.dtype)
 
     def forward(self, features: list[Tensor], code: Tensor) -> list[Tensor]:
-        """features: the encoder's maps, shallow to deep (the first, the input, is left as is)."""
-        out = [features[0]]
-        for feature, conv in zip(features[1:], self.convs):
-            out.append(feature + conv(self.maps(code, feature)))
+        """features: the encoder's maps, shallow to deep; those at `levels` get the maps."""
+        out = list(features)
+        for level, conv in zip(self.levels, self.convs):
+            out[level] = out[level] + conv(self.maps(code, out[level]))
         return out
 
     def logits(self, logits: Tensor, code: Tensor) -> Tensor:
@@ -195,6 +197,39 @@ class PlacePrior(nn.Module):
         region = self.maps(code, logits)[:, -1:]
         named = code.amax(1)[:, None, None, None].to(logits.dtype)
         return logits + self.gain.to(logits.dtype) * (2 * region - 1) * named
+
+
+class SelectHead(nn.Module):
+    """The text's part of a U-Net whose decoder is shared by all texts of an image.
+
+    The decoder reads the image alone, once per image, and gives pixel features P float
+    [B, C, H, W]. Per text, only this head runs: the deepest feature maps that the text has
+    read through the fusion (strides 8, 16 and 32) are merged top-down, as in a feature pyramid,
+    into a coarse map at stride 8 that holds, at each place, a query of C weights and a bias. Upsampled, the
+    query's dot product with P plus the bias is the mask logit. The coarse map says which
+    finding and where (the text), P draws its outline (the image). At 256 px a text costs a few
+    per cent of a decoder pass, so a report's sentences cost little more than the report.
+
+    pixels float [B, C, H, W] (B = 1 for one image read with N texts), features: the fused maps,
+    shallow to deep, of N texts -> mask logits float [N, 1, H, W].
+    """
+
+    def __init__(self, channels: Sequence[int], pixel_channels: int, width: int = 64, depth: int = 3):
+        super().__init__()
+        self.levels = list(range(len(channels) - depth, len(channels)))
+        self.lateral = nn.ModuleList(nn.Conv2d(channels[i], width, 1) for i in self.levels)
+        self.mix = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.query = nn.Conv2d(width, pixel_channels + 1, 1)
+
+    def forward(self, pixels: Tensor, features: Sequence[Tensor]) -> Tensor:
+        coarse = None
+        for level, lateral in reversed(list(zip(self.levels, self.lateral))):
+            x = lateral(features[level])
+            coarse = x if coarse is None else x + F.interpolate(coarse, size=x.shape[2:], mode="nearest")
+        query = F.interpolate(self.query(self.mix(coarse)), size=pixels.shape[2:], mode="bilinear",
+                              align_corners=False)
+        return (query[:, :-1] * pixels).sum(1, keepdim=True) + query[:, -1:]
 
 
 def build_fusion(fusion: str, channels: Sequence[int], text_dim: int,

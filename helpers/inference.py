@@ -17,7 +17,8 @@ from .datasets import normalize
 from .io import gray_image, load_gray
 from .layout import LAST_FILE
 from .losses import hide_patches, scaled_patch
-from .model import build_autoencoder, from_config, predict_arrays
+from .encoders import build_autoencoder
+from .model import from_config, predict_arrays
 from .reader import ReportReader
 from .record import ModelRecord
 from .sentences import POSITIVE, SentenceSelection
@@ -230,8 +231,10 @@ class Segmenter:
     def describe(self) -> str:
         tiny = " (tiny offline CLIP with random weights, not the real model)" \
             if self.info.get("text_model_is_tiny") else ""
-        prior = ", place prior" if self.info.get("model", {}).get("place_prior") else ""
-        return (f"fusion={self.info.get('model', {}).get('fusion')}{prior}, text_mode={self.text_mode}, "
+        model = self.info.get("model", {})
+        prior = ", place prior" if model.get("place_prior") else ""
+        prior += ", shared decoder" if model.get("shared_decoder") else ""
+        return (f"fusion={model.get('fusion')}{prior}, text_mode={self.text_mode}, "
                 f"image size {self.image_size}, threshold {self.threshold:.2f}, "
                 f"text encoder {self.info.get('text_model')}{tiny}")
 

@@ -1,154 +1,26 @@
-"""Phase-1 autoencoder and the Phase-2 multimodal U-Net (image encoder + text fusion + decoder).
+"""The Phase-2 multimodal U-Net: image encoder (`helpers.encoders`) + text fusion + decoder.
 
-Both phases build the image encoder the same way (`build_encoder`), so the encoder weights that
-Phase 1 saves load strictly into Phase 2. Images are 1-channel float tensors normalised as
-`(uint8 / 255 - 0.5) / 0.5`; text embeddings come from `helpers.text.TextEncoder`.
+Images are 1-channel float tensors normalised as `(uint8 / 255 - 0.5) / 0.5`; text embeddings come
+from `helpers.text.TextEncoder`.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .datasets import normalize
-from .fusion import TOKEN_FUSIONS, ConcatFusion, PlacePrior, build_fusion
+from .encoders import ENCODER_DEPTH, build_encoder
+from .fusion import TOKEN_FUSIONS, ConcatFusion, PlacePrior, SelectHead, build_fusion
 from .places import PLACE_CODE
 
 UPSAMPLINGS = ("interp", "transpose")
-ENCODER_DEPTH = 5
 SIZE_DIVISOR = 2 ** ENCODER_DEPTH
-IMAGENET = "imagenet"
-
-
-def build_encoder(name: str = "resnet34", in_channels: int = 1,
-                  weights: str | None = None) -> nn.Module:
-    """An smp encoder of depth 5; `forward(x)` returns 6 feature maps (the first is `x`).
-
-    weights: None (random), "imagenet" (downloaded by smp from the model hub) or the path of a
-    weights file of this encoder (see `load_encoder_weights`)."""
-    encoder = smp.encoders.get_encoder(name, in_channels=in_channels, depth=ENCODER_DEPTH)
-    if weights is not None:
-        load_encoder_weights(encoder, name, weights)
-    return encoder
-
-
-def build_autoencoder(encoder: str = "resnet34", in_channels: int = 1,
-                      encoder_weights: str | None = None) -> smp.Unet:
-    """Phase 1: a U-Net reconstructing its input ([B, C, H, W] -> [B, C, H, W], no activation);
-    `encoder_weights` as in `build_encoder` (the decoder always starts random)."""
-    model = smp.Unet(encoder, encoder_weights=None, in_channels=in_channels, classes=in_channels,
-                     activation=None)
-    if encoder_weights is not None:
-        load_encoder_weights(model.encoder, encoder, encoder_weights)
-    return model
-
-
-def load_encoder_weights(encoder: nn.Module, name: str, weights: str | Path) -> None:
-    """Load ImageNet-style weights into `encoder` (built with its final number of input channels):
-    "imagenet" (smp downloads `model.safetensors` from the model hub, e.g. `smp-hub/resnet34.imagenet`),
-    or the path of such a state dict: `.safetensors`, `.pth` / `.pt` (torchvision's
-    `resnet34(weights=...).state_dict()` fits; `fc.*` keys are ignored). The first convolution's 3
-    RGB channels are adapted by smp (`set_in_channels`: summed for 1 channel, so a gray image gives
-    what its RGB copy gave). CheckpointError naming the file or the download otherwise."""
-    if str(weights) == IMAGENET:
-        try:
-            loaded = smp.encoders.get_encoder(name, in_channels=3, depth=ENCODER_DEPTH,
-                                              weights=IMAGENET)
-        except KeyError as err:
-            raise CheckpointError(f"No ImageNet weights for the encoder {name!r} in "
-                                  f"segmentation-models-pytorch ({err})") from err
-        except Exception as err:  # the hub download: connection, offline mode, missing file
-            repo = (smp.encoders.encoders.get(name, {}).get("pretrained_settings", {})
-                    .get(IMAGENET, {}).get("repo_id", "the model hub"))
-            raise CheckpointError(
-                f"The ImageNet weights of {name} could not be downloaded from {repo} "
-                f"({type(err).__name__}: {str(err)[:200]}): no network or model hub here? On a "
-                f"machine that has one, download {repo}'s model.safetensors and pass its path "
-                "instead of 'imagenet' (--encoder-weights PATH), or start from random weights "
-                "(encoder_weights None).") from err
-        state = loaded.state_dict()
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise CheckpointError(f"Encoder weights {path}: no such file; pass 'imagenet' or the "
-                                  f"path of a {name} state dict (.safetensors, .pth)")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = load_checkpoint(path)
-            state = state.get("state_dict", state)
-    _load_rgb_state(encoder, name, state, str(weights))
-
-
-def _load_rgb_state(encoder: nn.Module, name: str, state: dict, source: str) -> None:
-    """Load a 3-channel (or already matching) state dict into `encoder`, adapting the first conv."""
-    state = {k: v for k, v in state.items() if isinstance(v, Tensor) and not k.startswith("fc.")}
-    channels = encoder.out_channels[0]
-    rgb = smp.encoders.get_encoder(name, in_channels=3, depth=ENCODER_DEPTH)
-    target = rgb if state.get("conv1.weight", torch.empty(0, 3)).shape[1:2] == (3,) else encoder
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{source} does not hold {name} encoder weights: {err}") from err
-    if target is rgb:
-        rgb.set_in_channels(channels, pretrained=True)  # smp's 3 -> N channel adaptation
-        encoder.load_state_dict(rgb.state_dict())
-
-
-def encoder_checkpoint(model: nn.Module, encoder_name: str, **extra) -> dict:
-    """Payload of `my_pretrained_encoder.pth`: `model.encoder`'s weights, how to rebuild it, and
-    `extra` (settings, metrics)."""
-    return {"encoder": model.encoder.state_dict(), "encoder_name": encoder_name,
-            "in_channels": model.encoder.out_channels[0], **extra}
-
-
-def load_pretrained_encoder(encoder: nn.Module, path_or_payload: str | Path | dict,
-                            encoder_name: str) -> dict:
-    """Load Phase-1 encoder weights strictly into `encoder`; "imagenet", a `.safetensors` file or a
-    plain state dict (`conv1.weight`, ...) load as ImageNet-style weights (`load_encoder_weights`).
-
-    Returns:
-        The checkpoint's other entries (settings, metrics) for logging.
-
-    Raises:
-        CheckpointError: the checkpoint holds no encoder, another encoder architecture, or any
-            missing, unexpected or differently shaped weight.
-    """
-    if not isinstance(path_or_payload, dict) and (
-            str(path_or_payload) == IMAGENET or Path(path_or_payload).suffix == ".safetensors"):
-        load_encoder_weights(encoder, encoder_name, path_or_payload)  # no Phase 1: ImageNet start
-        return {"encoder_name": encoder_name, "weights": str(path_or_payload)}
-    if isinstance(path_or_payload, dict):
-        payload, source = path_or_payload, "the encoder checkpoint"
-    else:
-        payload, source = load_checkpoint(path_or_payload), str(path_or_payload)
-    if "encoder" not in payload and "conv1.weight" in payload:  # a plain (ImageNet) state dict
-        _load_rgb_state(encoder, encoder_name, payload, str(path_or_payload))
-        return {"encoder_name": encoder_name, "weights": str(path_or_payload)}
-    if "encoder" not in payload:
-        raise CheckpointError(f"{source} holds no 'encoder' weights: give the Phase-1 checkpoint "
-                              "(my_pretrained_encoder.pth).")
-    saved_name = payload.get("encoder_name")
-    if saved_name is not None and saved_name != encoder_name:
-        raise CheckpointError(f"{source} holds a {saved_name} encoder, but the model expects "
-                              f"{encoder_name}: set the encoder to {saved_name} or pre-train a "
-                              f"{encoder_name}.")
-    try:
-        encoder.load_state_dict(payload["encoder"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{source} (encoder {saved_name or 'unknown'}) does not fit the "
-                              f"expected {encoder_name} encoder: {err}") from err
-    return {k: v for k, v in payload.items() if k != "encoder"}
 
 
 class TransposeUpsample(nn.Module):
@@ -189,12 +61,16 @@ class MultimodalUnet(nn.Module):
         decoder_channels: output channels of the 5 decoder blocks.
         place_prior: the text embedding ends with the text's place code (`places.place_code`,
             5 entries), which `fusion.PlacePrior` turns into maps for the decoder.
+        shared_decoder: the decoder reads the image alone, once per image, and the text enters
+            through the fusion into a light head (`fusion.SelectHead`) that picks from the
+            decoder's pixel features: reading one image with many texts costs little more than
+            with one. Otherwise (the U-Net as first designed) the decoder reads the fused features.
     """
 
     def __init__(self, encoder_name: str = "resnet34", text_dim: int = 512,
                  fusion: str = "concat", upsampling: str = "interp", in_channels: int = 1,
                  decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), token_dim: int = 0,
-                 place_prior: bool = False):
+                 place_prior: bool = False, shared_decoder: bool = False):
         super().__init__()
         if upsampling not in UPSAMPLINGS:
             raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
@@ -202,12 +78,16 @@ class MultimodalUnet(nn.Module):
                         "fusion": fusion, "upsampling": upsampling,
                         "in_channels": int(in_channels),
                         "decoder_channels": [int(c) for c in decoder_channels],
-                        "token_dim": int(token_dim), "place_prior": bool(place_prior)}
+                        "token_dim": int(token_dim), "place_prior": bool(place_prior),
+                        "shared_decoder": bool(shared_decoder)}
         self.encoder_frozen = False
         self.encoder = build_encoder(encoder_name, in_channels)
         channels = list(self.encoder.out_channels)
         self.fusion = build_fusion(fusion, channels, text_dim, token_dim)
-        self.place_prior = PlacePrior(channels) if place_prior else None
+        self.select = SelectHead(channels, decoder_channels[-1]) if shared_decoder else None
+        # with the shared decoder, the prior's maps go where the text is read: the head's maps
+        prior_levels = self.select.levels if shared_decoder else None
+        self.place_prior = PlacePrior(channels, prior_levels) if place_prior else None
         self.decoder = UnetDecoder(encoder_channels=channels, decoder_channels=decoder_channels,
                                    n_blocks=ENCODER_DEPTH, use_norm="batchnorm",
                                    interpolation_mode="nearest")
@@ -215,11 +95,15 @@ class MultimodalUnet(nn.Module):
             block_in = [channels[-1], *decoder_channels[:-1]]
             self.decoder.blocks = nn.ModuleList(
                 TransposeUpsample(block, c) for block, c in zip(self.decoder.blocks, block_in))
-        self.segmentation_head = SegmentationHead(decoder_channels[-1], 1, kernel_size=3)
+        self.segmentation_head = (None if shared_decoder else
+                                  SegmentationHead(decoder_channels[-1], 1, kernel_size=3))
         self.register_buffer("text_mean", torch.zeros(text_dim))
         self.register_buffer("text_std", torch.ones(text_dim))
         initialize_decoder(self.decoder)
-        initialize_head(self.segmentation_head)
+        if self.select is None:
+            initialize_head(self.segmentation_head)
+        else:
+            initialize_decoder(self.select)
         if isinstance(self.fusion, ConcatFusion):
             initialize_decoder(self.fusion)
 
@@ -275,7 +159,8 @@ class MultimodalUnet(nn.Module):
 
     def decode(self, features: Sequence[Tensor], text_emb: Tensor, text_tokens: Tensor | None = None,
                token_mask: Tensor | None = None) -> Tensor:
-        """The text-dependent half of `forward`: fusion -> decoder -> head.
+        """The text-dependent half of `forward`: fusion -> decoder -> head (with
+        `shared_decoder`, the decoder runs once per image, before the texts).
 
         Args:
             features: `encode_image`'s feature maps of B images, or of one image (B = 1), which
@@ -290,6 +175,7 @@ class MultimodalUnet(nn.Module):
         if text_emb.ndim != 2 or text_emb.shape[1] != self.input_dim:
             raise ValueError(f"text_emb must have shape [N, {self.input_dim}], got "
                              f"{list(text_emb.shape)}: use the text encoder the model was built for")
+        pixels = self.decoder(features) if self.select is not None else None  # text-free
         if batch != n:
             if batch != 1:
                 raise ValueError(f"features of {batch} images cannot be read with {n} texts: give "
@@ -298,11 +184,14 @@ class MultimodalUnet(nn.Module):
         dim = self._config["text_dim"]
         text = (text_emb[:, :dim].float() - self.text_mean) / self.text_std
         features = self.fusion(list(features), text, text_tokens, token_mask)
-        if self.place_prior is None:
-            return self.segmentation_head(self.decoder(features))
         code = text_emb[:, dim:].float()
-        logits = self.segmentation_head(self.decoder(self.place_prior(features, code)))
-        return self.place_prior.logits(logits, code)
+        if self.place_prior is not None:
+            features = self.place_prior(features, code)
+        if self.select is not None:
+            logits = self.select(pixels, features)
+        else:
+            logits = self.segmentation_head(self.decoder(features))
+        return logits if self.place_prior is None else self.place_prior.logits(logits, code)
 
     def _check_inputs(self, images: Tensor, text_emb: Tensor | None = None) -> None:
         cfg = self._config

@@ -19,6 +19,7 @@ from . import distributed as dist
 from .cache import build_image_cache
 from .config import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig, pick_device
 from .datasets import LabeledArrays, LabeledCases, UnlabeledImages, labeled_arrays
+from .encoders import build_autoencoder, encoder_checkpoint, load_pretrained_encoder
 from .layout import BEST_FILE, ENCODER_FILE, TEXT_EMBEDDINGS_FILE, DatasetError
 from .loop import FitResult, FitSettings, Task, fit, make_loader, seed_everything, writable_dir
 from .losses import (
@@ -30,14 +31,7 @@ from .losses import (
     scaled_patch,
 )
 from .metrics import best_threshold, dice_per_image, follows_text
-from .model import (
-    MultimodalUnet,
-    build_autoencoder,
-    encoder_checkpoint,
-    freeze_encoder,
-    load_pretrained_encoder,
-    predict_arrays,
-)
+from .model import MultimodalUnet, freeze_encoder, predict_arrays
 from .places import SIDES, names_level, names_side, place_questions
 from .reader import ReportReader
 from .record import ModelRecord
@@ -177,7 +171,7 @@ class SegmentationTask(Task):
                            else cfg.text_model)
         model = MultimodalUnet(cfg.encoder, text_dim=encoder.dim, fusion=cfg.fusion,
                                upsampling=cfg.upsampling, token_dim=encoder.token_dim,
-                               place_prior=cfg.place_prior)
+                               place_prior=cfg.place_prior, shared_decoder=cfg.shared_decoder)
         self.reader = reader = ReportReader(cfg.text_mode)
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
         training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,

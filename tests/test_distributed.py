@@ -23,7 +23,7 @@ from helpers.cache import build_image_cache
 from helpers.checkpoint import load_checkpoint
 from helpers.config import PretrainConfig
 from helpers.layout import DatasetError
-from helpers.model import build_encoder
+from helpers.encoders import build_encoder
 from helpers.train import pretrain
 from helpers.unlabeled import iu_pretrain_paths, list_unlabeled
 

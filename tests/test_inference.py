@@ -131,9 +131,10 @@ def test_bench_prints_every_row(tmp_path, capsys):
                  "Phase-2 training step, ours", "model alone", "Phase-1 training step",
                  "place training, ours", "ours without place training"):
         assert name in out
-    assert (table["value"] > 0).all() and len(table) == 16
-    assert (table["unit"] == "ratio").sum() == 6 and (table["unit"] == "ms").sum() == 2
-    assert "ground_report (5 sentences) / predict" in out and "1 encoding + 5 decodings" in out
+    assert (table["value"] > 0).all() and len(table) == 20
+    assert (table["unit"] == "ratio").sum() == 8 and (table["unit"] == "ms").sum() == 4
+    assert "ground_report (5 sentences) / predict, shared decoder" in out
+    assert "1 encoding + 5 decodings" in out and "a decoder per text" in out
     assert "a few steps of finetune()" in out and "a few steps of pretrain()" in out
 
 

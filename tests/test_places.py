@@ -43,10 +43,12 @@ def test_prior_maps_point_at_the_named_region_and_are_empty_for_no_place():
     assert maps[2].abs().max() == 0
 
 
-def test_prior_starts_as_the_identity_and_can_move_the_mask():
+@pytest.mark.parametrize("shared_decoder", [False, True])
+def test_prior_starts_as_the_identity_and_can_move_the_mask(shared_decoder):
     torch.manual_seed(0)
-    plain = MultimodalUnet("resnet18", text_dim=8, fusion="film")
-    prior = MultimodalUnet("resnet18", text_dim=8, fusion="film", place_prior=True)
+    plain = MultimodalUnet("resnet18", text_dim=8, fusion="film", shared_decoder=shared_decoder)
+    prior = MultimodalUnet("resnet18", text_dim=8, fusion="film", place_prior=True,
+                           shared_decoder=shared_decoder)
     prior.load_state_dict(plain.state_dict(), strict=False)
     plain.eval(), prior.eval()
     assert prior.input_dim == 8 + len(PLACE_CODE) and prior.config()["place_prior"]

@@ -13,7 +13,8 @@ from helpers.checkpoint import CheckpointError, load_checkpoint
 from helpers.datasets import LabeledCases, UnlabeledImages
 from helpers.io import load_gray
 from helpers.layout import DatasetError
-from helpers.model import MultimodalUnet, build_encoder
+from helpers.encoders import build_encoder
+from helpers.model import MultimodalUnet
 from helpers.loop import OutputDirError
 from helpers.train import finetune, pretrain
 
