@@ -117,7 +117,7 @@ def cmd_finetune(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
-                             normal_reports, per_sentence, two_lesion_probe)
+                             normal_reports, other_findings, per_sentence, two_lesion_probe)
     from .inference import Segmenter
     from .pipeline import demo_probe, demo_reports, prepare
 
@@ -132,6 +132,7 @@ def cmd_evaluate(args) -> None:
     summary["mirror_probe"] = mirror_probe(seg, cases, cache_dir=prep.paths.cache)[1]
     summary["normal_reports"] = empty_on_normal(seg, cases, normal_reports(prep.catalog.reports),
                                                 cache_dir=prep.paths.cache)[1]
+    summary["other_findings"] = other_findings(seg, cases, cache_dir=prep.paths.cache)[1]
     probe = demo_probe(prep, args.split)
     if probe is not None:  # the demo data has the second lesions' masks
         summary["two_lesion_probe"] = two_lesion_probe(seg, probe, cache_dir=prep.paths.cache)[1]

@@ -194,6 +194,9 @@ class FinetuneConfig:
                                      "copy is meant")
     swap_prob: float = setting(0.1, "sides swapped in the text, empty target (nothing lies there)")
     null_rate: float = setting(0.15, "the report's normal and negated sentences, empty target")
+    sentence_prob: float = setting(0.15, "one sentence of the report alone, as a report is read "
+                                         "sentence by sentence: the one that names the lesion "
+                                         "with its mask, or the others with an empty target")
     undescribed_weight: bool = setting(True, "in those items, a lesion the text does not describe "
                                               "is a negative weighted like a positive pixel")
     place_prior: bool = setting(True, "the text's side and level words as coarse maps for the "

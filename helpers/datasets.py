@@ -79,7 +79,10 @@ class LabeledCases(Dataset):
       alike, only the place in the words tells;
     - `swap_prob`: the side-swapped text with an empty target (nothing lies where it points);
     - `null_rate`: `null_text_index[i]`, a text that describes nothing present (the report's normal
-      and negated sentences), with an empty target.
+      and negated sentences), with an empty target;
+    - `sentence_prob`: one sentence of the report alone, half and half: the one that names the
+      lesion (`lesion_text_index[i]`) with the mask, or the report's other positive sentences
+      (`beside_text_index[i]`: "Mild cardiomegaly.") with an empty target (-1: not known).
     With `undescribed`, the lesion that such a text does not describe (the one not asked for, or
     the case's own lesion under a swapped, null or negative text) is marked UNDESCRIBED in the
     target instead of 0: a negative that costs as much as a missed positive.
@@ -92,7 +95,9 @@ class LabeledCases(Dataset):
                  paste_prob: float = 0.0, swap_prob: float = 0.0, sided: Sequence[bool] | None = None,
                  null_rate: float = 0.0, null_text_index: Sequence[int] | None = None,
                  levels: Sequence[str | None] | None = None,
-                 level_text_index: Sequence[int] | None = None, undescribed: bool = False):
+                 level_text_index: Sequence[int] | None = None, undescribed: bool = False,
+                 sentence_prob: float = 0.0, lesion_text_index: Sequence[int] | None = None,
+                 beside_text_index: Sequence[int] | None = None):
         if not len(images) == len(masks) == len(text_index):
             raise ValueError(f"images ({len(images)}), masks ({len(masks)}) and text_index "
                              f"({len(text_index)}) must have the same length")
@@ -104,9 +109,15 @@ class LabeledCases(Dataset):
             raise ValueError("paste_prob or swap_prob > 0 needs flipped_text_index and sided")
         if null_rate > 0 and null_text_index is None:
             raise ValueError("null_rate > 0 needs null_text_index (texts that describe nothing)")
-        if paste_prob + swap_prob + null_rate + negative_rate > 1:
-            raise ValueError("paste_prob + swap_prob + null_rate + negative_rate must be <= 1")
+        if sentence_prob > 0 and (lesion_text_index is None or beside_text_index is None):
+            raise ValueError("sentence_prob > 0 needs lesion_text_index and beside_text_index")
+        if paste_prob + swap_prob + null_rate + negative_rate + sentence_prob > 1:
+            raise ValueError("paste_prob + swap_prob + null_rate + negative_rate + sentence_prob "
+                             "must be <= 1")
         self.paste_prob, self.swap_prob, self.null_rate = paste_prob, swap_prob, null_rate
+        self.sentence_prob = sentence_prob
+        self.lesion_text_index = list(lesion_text_index) if lesion_text_index is not None else None
+        self.beside_text_index = list(beside_text_index) if beside_text_index is not None else None
         self.sided = [bool(x) for x in sided] if sided is not None else [False] * len(images)
         # per case, the places its lesion may be copied to, each with the text that asks for it
         self.moves: list[list[tuple[str | int, int]]] = [[] for _ in range(len(images))]
@@ -135,7 +146,8 @@ class LabeledCases(Dataset):
         """One draw picks at most one of the text methods for an item (None: the item as it is)."""
         u = float(torch.rand(()))
         for method, share in (("null", self.null_rate), ("paste", self.paste_prob),
-                              ("swap", self.swap_prob), ("negative", self.negative_rate)):
+                              ("swap", self.swap_prob), ("negative", self.negative_rate),
+                              ("sentence", self.sentence_prob)):
             if u < share:
                 return method
             u -= share
@@ -182,6 +194,11 @@ class LabeledCases(Dataset):
         elif method == "negative" and self.negative_text_index[i]:
             candidates = self.negative_text_index[i]
             text, empty = candidates[int(torch.randint(len(candidates), ()))], True
+        elif method == "sentence" and self.lesion_text_index[i] >= 0:
+            if torch.rand(()) < 0.5:
+                text = self.lesion_text_index[i]
+            else:
+                text, empty = self.beside_text_index[i], True
         if empty:
             mask = mask * hard
         if self.transform is not None:

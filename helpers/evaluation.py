@@ -17,7 +17,7 @@ from .inference import EMPTY_AREA, Segmenter
 from .io import load_masks
 from .metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
 from .places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
-from .sentences import POSITIVE, describes_finding
+from .sentences import POSITIVE, describes_finding, names_lesion
 
 TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
 
@@ -200,6 +200,26 @@ def empty_on_normal(segmenter: Segmenter, cases: pd.DataFrame, texts: list[str],
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": asked, "pred_area": area})
     return table, {"n": len(table), "empty_share": float((area < EMPTY_AREA).mean()),
                    "mean_area": float(area.mean())}
+
+
+def other_findings(segmenter: Segmenter, cases: pd.DataFrame, *,
+                   cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Each positive sentence of a case's report that names no lung lesion ("Mild cardiomegaly.",
+    `sentences.names_lesion`) asked alone on the case's image, as `ground_report` asks it: its
+    mask should be empty, since what it describes is not what the masks mark. `empty_share`:
+    share of such sentences whose mask covers less than EMPTY_AREA."""
+    arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
+    rows = []
+    for i, (case_id, report) in enumerate(zip(arrays.cases["case_id"], arrays.cases["text"])):
+        others = [text for text, label in segmenter.reader.labeled_sentences(report)
+                  if label == POSITIVE and not names_lesion(text)]
+        if others:
+            probs = segmenter.predict_sentences(arrays.images[i], others)
+            area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
+            rows += [{"case_id": case_id, "text": t, "pred_area": a} for t, a in zip(others, area)]
+    table = pd.DataFrame(rows, columns=["case_id", "text", "pred_area"])
+    empty = float((table["pred_area"] < EMPTY_AREA).mean()) if len(table) else float("nan")
+    return table, {"n": len(table), "empty_share": empty}
 
 
 REPORT_ITEM_COLUMNS = ["report_id", "image_path", "report", "sentence", "mask_path"]

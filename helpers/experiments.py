@@ -43,13 +43,14 @@ def _text_variant(fusion: str, text_mode: str) -> str:
 def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
     """The ablations: text vs shuffled text vs image only; the fusions, each with the text modes;
-    mismatched-text negatives; the place training (none of it, and each method left out) and the
-    place prior;
+    mismatched-text negatives; the place training (none of it, and each method left out), the
+    per-sentence training and the place prior;
     Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
     variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
                 Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
                 # the image-only control cannot read which copy or text is meant: no place training
                 Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0, "place_prior": False,
+                                              "sentence_prob": 0.0,
                                               **{name: 0.0 for name in PLACE_METHODS}})]
     for fusion in settings.fusions:
         for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
@@ -61,6 +62,8 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
     methods = [name for name in PLACE_METHODS if getattr(base, name) > 0]
     if settings.place_each and len(methods) > 1:
         variants += [Variant(f"without {name}", {name: 0.0}) for name in methods]
+    if settings.place_each and base.sentence_prob > 0:
+        variants.append(Variant("without sentence_prob", {"sentence_prob": 0.0}))
     if settings.with_place and methods:
         variants.append(Variant("no place training", {name: 0.0 for name in methods}))
     if settings.with_place and base.place_prior:

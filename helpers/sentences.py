@@ -151,7 +151,16 @@ NORMAL_CUES: tuple[str, ...] = (
     "unchanged", "well expanded", "well-expanded", "well aerated", "well-aerated",
     "well inflated", "well-inflated", "midline", "negative", "preserved", "maintained",
     "satisfactory", "appropriate", "comparison", "views? of the chest",
-    "radiographs? of the chest",
+    "radiographs? of the chest", "sharp", "well defined", "well-defined",
+)
+# Word starts of the findings a mask outlines in the lung fields (FINDING_STEMS also holds the
+# heart, the bones, devices, ...): a sentence that names none ("Mild cardiomegaly.", "Sternotomy
+# wires are intact.") describes no lesion such a mask marks.
+LESION_STEMS: tuple[str, ...] = (
+    "opaci", "density", "densities", "consolidat", "infiltra", "pneumoni", "atelecta", "edema",
+    "effusion", "pneumothora", "nodul", "mass", "lesion", "granulom", "scar", "fibro", "cavit",
+    "airspace", "reticul", "streak", "patchy", "hazy", "haziness", "bulla", "bleb", "collaps",
+    "abscess", "tumor", "metasta",
 )
 # Words that carry no content: a clause made only of them says nothing.
 FILLER_WORDS = frozenset(
@@ -175,6 +184,7 @@ _CLAUSE_BREAK = re.compile(rf"{_alternation(TERMINATION_WORDS)}|(?={_alternation
 _UNCERTAIN = re.compile(_alternation(UNCERTAINTY_CUES))
 _FINDING = re.compile(_alternation(FINDING_STEMS, prefix=True))
 _NORMAL = re.compile(_alternation(NORMAL_CUES))
+_LESION = re.compile(_alternation(LESION_STEMS, prefix=True))
 _HOLE = re.compile(r"\bx{2,}\b")  # anonymisation holes ("XXXX")
 _LEADING_NUMBER = re.compile(r"^\s*\d{1,2}\.\s+")
 _NUMBER_ABBREVIATION = re.compile(r"\bno\.\s*(?=\d)")  # "No. 2" is a number, not a negation
@@ -231,6 +241,12 @@ def _outside_negation(clause: str, triggers: list[re.Match[str]]) -> str:
         for index in scope:
             negated[index] = True
     return "".join(" " if gone else char for char, gone in zip(clause, negated))
+
+
+def names_lesion(sentence: str) -> bool:
+    """Whether `sentence` names a lung lesion (`LESION_STEMS`) outside any negation."""
+    return any(_LESION.search(_outside_negation(clause, list(_TRIGGER.finditer(clause))))
+               for clause in _clauses(_normalise(sentence)))
 
 
 def _has_content(text: str) -> bool:
@@ -295,6 +311,19 @@ def describes_finding(text: str) -> bool:
     """Whether `text` has a positive sentence: something present for the model to locate."""
     selection = select_sentences(text)
     return bool(selection.kept) and not selection.fallback
+
+
+def split_by_lesion(text: str) -> tuple[str, str] | None:
+    """(the sentence that names the lesion, the other positive sentences joined) of `text`, when
+    exactly one positive sentence names a lung lesion (`names_lesion`) and at least one other is
+    positive: "Mild cardiomegaly. Patchy opacity at the left base." -> ("Patchy opacity at the
+    left base.", "Mild cardiomegaly."). None otherwise: which sentence a mask belongs to is then
+    not known from the words."""
+    positive = [s for s, label in label_sentences(text) if label == POSITIVE]
+    lesions = [s for s in positive if names_lesion(s)]
+    if len(lesions) != 1 or len(positive) < 2:
+        return None
+    return lesions[0], " ".join(s for s in positive if s != lesions[0])
 
 
 def null_text(text: str) -> str:

@@ -175,7 +175,7 @@ class SegmentationTask(Task):
         self.reader = reader = ReportReader(cfg.text_mode)
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
         training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
-                                         levels=cfg.paste_prob > 0)
+                                         levels=cfg.paste_prob > 0, sentences=cfg.sentence_prob > 0)
         train_texts = training.texts
         val_texts = [reader.model_text(t) for t in val.cases["text"]]
         texts = train_texts + val_texts
@@ -183,21 +183,25 @@ class SegmentationTask(Task):
         probe_images, probe_texts, self.probe_meant, self.probe_other = place_questions(
             torch.from_numpy(val.images), torch.from_numpy(val.masks), val_texts)
         self.probe_images = probe_images.numpy()
-        flipped, nulls, leveled = training.flipped, training.nulls, training.leveled
-        extra = [flipped, nulls, leveled, probe_texts]
+        # a report whose lesion sentence is not known asks with its own text there (index -1 below)
+        known = [bool(t) for t in training.lesion]
+        lesion, beside = ([t or own for t, own in zip(column, train_texts)]
+                          for column in (training.lesion, training.beside))
+        extra = [training.flipped, training.nulls, training.leveled, lesion, beside, probe_texts]
+        every = texts + [t for e in extra for t in e]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens, places=cfg.place_prior)
-        table, index = embeddings.table(texts + flipped + nulls + leveled + probe_texts)
+        table, index = embeddings.table(every)
         self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
         if model.needs_tokens:
-            unique = list(dict.fromkeys(texts + flipped + nulls + leveled + probe_texts))
-            self.tokens = tuple(t.to(device) for t in embeddings.tokens(unique))
+            self.tokens = tuple(t.to(device) for t in embeddings.tokens(list(dict.fromkeys(every))))
         embeddings.save()
         n_train, n_texts = len(train.cases), len(texts)
         train_idx, self.val_idx = index[:n_train], index[n_train:n_texts]
         starts = np.cumsum([n_texts] + [len(e) for e in extra])
-        flipped_idx, null_idx, level_idx, self.probe_idx = (
+        flipped_idx, null_idx, level_idx, lesion_idx, beside_idx, self.probe_idx = (
             index[a:b] or None for a, b in zip(starts, starts[1:]))
+        lesion_idx = lesion_idx and [j if k else -1 for j, k in zip(lesion_idx, known)]
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
         self.text_report = reader.text_report(train.cases["text"], texts, encoder)
@@ -234,7 +238,9 @@ class SegmentationTask(Task):
                                  sided=[names_side(t) in SIDES for t in train_texts],
                                  null_rate=cfg.null_rate, null_text_index=null_idx,
                                  levels=[names_level(t) for t in train_texts],
-                                 level_text_index=level_idx, undescribed=cfg.undescribed_weight)
+                                 level_text_index=level_idx, undescribed=cfg.undescribed_weight,
+                                 sentence_prob=cfg.sentence_prob, lesion_text_index=lesion_idx,
+                                 beside_text_index=beside_idx)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)

@@ -46,7 +46,8 @@ def finetune_cfg():
     return dataclasses.replace(FinetuneConfig(), image_size=32, epochs=2, batch_size=4, lr=1e-3,
                                encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",
                                num_workers=0, warmup_epochs=0.2, augment=False,
-                               paste_prob=0.0, swap_prob=0.0, null_rate=0.0)  # plain items
+                               paste_prob=0.0, swap_prob=0.0, null_rate=0.0,
+                               sentence_prob=0.0)  # plain items
 
 
 @pytest.fixture(scope="session")

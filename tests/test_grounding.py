@@ -182,6 +182,24 @@ def test_per_sentence_on_the_demo_reports(segmenter, demo_root, catalog):
         assert 0 <= summary[f"{name}_lo"] <= summary[name] <= summary[f"{name}_hi"] <= 1
 
 
+def test_other_findings_asks_each_sentence_that_names_no_lesion_alone(segmenter, catalog):
+    import copy
+
+    from helpers.evaluation import other_findings
+
+    cases = catalog.cases[catalog.cases["mask_path"].notna()].head(4).copy()
+    cases["text"] = [f"Mild cardiomegaly. {t} Tortuous aorta." for t in cases["text"]]
+    table, summary = other_findings(segmenter, cases)
+    assert summary["n"] == len(table) >= 8 and table["case_id"].nunique() == 4
+    assert {"Mild cardiomegaly.", "Tortuous aorta."} <= set(table["text"])
+    kinds = ("opacit", "mass", "nodul", "effusion", "consolidation", "atelectasis")  # the demo's lesions
+    assert not any(kind in t.lower() for t in table["text"] for kind in kinds)  # never asked
+    for threshold, empty in ((0.0, 0.0), (1.01, 1.0)):  # every pixel marked, none marked
+        seg = copy.copy(segmenter)
+        seg.threshold = threshold
+        assert other_findings(seg, cases)[1]["empty_share"] == empty
+
+
 # ---------------------------------------------------------------------------------- the view
 def _rgb(index: int) -> np.ndarray:
     return np.array(to_rgb(sentence_color(index))) * 255

@@ -29,6 +29,9 @@ STATUS_TABLE = [
     ("No interval change.", NORM),
     ("The chest is not significantly changed.", NORM),
     ("XXXX XXXX are normal.", NORM),
+    ("The costophrenic angles are sharp.", NORM),
+    ("The left costophrenic angle is sharp.", NORM),
+    ("The hemidiaphragms are well defined.", NORM),
     # Negations, one per trigger.
     ("No pneumothorax.", NEG),
     ("No left pleural effusion.", NEG),
@@ -239,6 +242,35 @@ def test_null_text_keeps_what_describes_nothing():
     assert null_text("The lungs are clear.") == "The lungs are clear."
 
 
+@pytest.mark.parametrize("sentence, lesion", [
+    ("Patchy opacity at the left base.", True),
+    ("A 1.2 cm nodule in the right upper lobe.", True),
+    ("Small right pleural effusion.", True),
+    ("Mild cardiomegaly.", False),
+    ("XXXX sternotomy wires are unchanged.", False),
+    ("Degenerative changes of the thoracic spine.", False),
+    ("Mild cardiomegaly without pulmonary edema.", False),  # the lesion word is negated
+    ("No change in the right lower lobe opacity.", True),
+])
+def test_names_lesion(sentence, lesion):
+    from helpers.sentences import names_lesion
+
+    assert names_lesion(sentence) is lesion
+
+
+def test_split_by_lesion_finds_the_one_sentence_that_names_the_lesion():
+    from helpers.sentences import split_by_lesion
+
+    report = ("Mild cardiomegaly. No pneumothorax. Patchy opacity at the left base. Sternotomy wires "
+              "are intact. XXXX catheter tip in the superior vena cava.")
+    assert split_by_lesion(report) == ("Patchy opacity at the left base.", "Mild cardiomegaly. "
+                                       "Sternotomy wires are intact. XXXX catheter tip in the "
+                                       "superior vena cava.")  # devices are present findings
+    assert split_by_lesion("Patchy opacity at the left base. No effusion.") is None  # nothing beside
+    assert split_by_lesion("Mild cardiomegaly. Tortuous aorta.") is None  # no lesion named
+    assert split_by_lesion("Left basal opacity. Small right effusion. Tortuous aorta.") is None  # two
+
+
 # --- ReportReader: report -> the model's text --------------------------------------------------------
 
 def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
@@ -257,5 +289,9 @@ def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
     assert texts.nulls == ["Heart size is normal. No left effusion."]  # all normal: all kept
     plain = raw.training_texts([report])
     assert plain.texts == [report] and plain.flipped == plain.nulls == plain.leveled == []
+    both = f"Mild cardiomegaly. {report}"
+    split = positive.training_texts([both, report], sentences=True)
+    assert split.lesion == ["Patchy opacity at the right upper lobe.", ""]
+    assert split.beside == ["Mild cardiomegaly.", ""]
     with pytest.raises(ValueError, match=r"raw, positive"):
         ReportReader("shuffled")

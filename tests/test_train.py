@@ -306,6 +306,16 @@ def test_paste_asks_for_either_copy_by_its_side_and_swap_and_null_empty_the_targ
     assert swap[0][2] == 1 and swap[0][1].sum() == 0
     null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2])
     assert null[0][2] == 2 and null[0][1].sum() == 0
+    # one sentence alone: the lesion's sentence with the mask, the others with an empty target
+    alone = LabeledCases(images, masks, [0], sentence_prob=1.0, lesion_text_index=[3],
+                         beside_text_index=[4])
+    items = {(text, int(mask.sum())) for _, mask, text in (alone[0] for _ in range(20))}
+    assert items == {(3, int(masks.sum())), (4, 0)}
+    unknown = LabeledCases(images, masks, [0], sentence_prob=1.0, lesion_text_index=[-1],
+                           beside_text_index=[0])
+    assert unknown[0][2] == 0 and unknown[0][1].sum() == masks.sum()  # the report as it is
+    with pytest.raises(ValueError, match="lesion_text_index"):
+        LabeledCases(images, masks, [0], sentence_prob=0.5)
     with pytest.raises(ValueError, match="sided"):
         LabeledCases(images, masks, [0], paste_prob=0.5, flipped_text_index=[1])
     with pytest.raises(ValueError, match="null_text_index"):
@@ -319,18 +329,21 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
                                                                       text_dir):
     from helpers.layout import TEXT_EMBEDDINGS_FILE
     from helpers.places import swap_sides
-    from helpers.sentences import null_text, select_text
+    from helpers.sentences import null_text, select_text, split_by_lesion
 
     cfg = dataclasses.replace(finetune_cfg, epochs=1, fusion="cross_attn", text_mode="positive",
-                              paste_prob=0.3, swap_prob=0.2, null_rate=0.2)
+                              paste_prob=0.3, swap_prob=0.2, null_rate=0.2, sentence_prob=0.2)
     result = finetune(cfg, cases, tmp_path, text_cache_dir=text_dir, progress=False)
     assert result.best_path.exists()
     stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
     train = cases[cases["split"] == "train"]["text"]
-    for text in train:
+    split = [split_by_lesion(text) for text in train]
+    assert any(split)  # the demo's reports name other findings beside the lesion
+    for text, sentences in zip(train, split):
         model_text = select_text(text, "positive")
         assert swap_sides(model_text) in stored
         assert select_text(null_text(text), "positive") in stored
+        assert sentences is None or set(sentences) <= set(stored)
 
 
 def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
