@@ -204,22 +204,23 @@ def empty_on_normal(segmenter: Segmenter, cases: pd.DataFrame, texts: list[str],
 
 def other_findings(segmenter: Segmenter, cases: pd.DataFrame, *,
                    cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """Each positive sentence of a case's report that names no lung lesion ("Mild cardiomegaly.",
-    `sentences.names_lesion`) asked alone on the case's image, as `ground_report` asks it: its
-    mask should be empty, since what it describes is not what the masks mark. `empty_share`:
-    share of such sentences whose mask covers less than EMPTY_AREA."""
+    """The positive sentences of the cases' reports that name no lung lesion ("Mild
+    cardiomegaly.", `sentences.names_lesion`), each asked alone on every image of `cases`, as
+    `ground_report` asks it: its mask should be empty, since what it describes is not what the
+    masks mark. `empty_share`: share of the (sentence, image) pairs whose mask covers less than
+    EMPTY_AREA; `n_sentences`: how many such sentences (unique) the reports hold."""
     arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
+    others = list(dict.fromkeys(
+        text for report in arrays.cases["text"]
+        for text, label in segmenter.reader.labeled_sentences(report)
+        if label == POSITIVE and not names_lesion(text)))
     rows = []
-    for i, (case_id, report) in enumerate(zip(arrays.cases["case_id"], arrays.cases["text"])):
-        others = [text for text, label in segmenter.reader.labeled_sentences(report)
-                  if label == POSITIVE and not names_lesion(text)]
-        if others:
-            probs = segmenter.predict_sentences(arrays.images[i], others)
-            area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
-            rows += [{"case_id": case_id, "text": t, "pred_area": a} for t, a in zip(others, area)]
+    for image, case_id in zip(arrays.images, arrays.cases["case_id"]) if others else ():
+        area = (segmenter.predict_sentences(image, others) >= segmenter.threshold).flatten(1).float().mean(1)
+        rows += [{"case_id": case_id, "text": t, "pred_area": float(a)} for t, a in zip(others, area)]
     table = pd.DataFrame(rows, columns=["case_id", "text", "pred_area"])
     empty = float((table["pred_area"] < EMPTY_AREA).mean()) if len(table) else float("nan")
-    return table, {"n": len(table), "empty_share": empty}
+    return table, {"n": len(table), "n_sentences": len(others), "empty_share": empty}
 
 
 REPORT_ITEM_COLUMNS = ["report_id", "image_path", "report", "sentence", "mask_path"]

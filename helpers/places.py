@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from .sentences import names_lesion, split_sentences
+
 SIDES = ("left", "right")
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 _BOTH = re.compile(r"\b(bilateral(ly)?|both|bibasilar|bibasal|biapical)\b", re.IGNORECASE)
@@ -97,9 +99,14 @@ def levels_named(text: str) -> set[str]:
 
 def place_code(texts: list[str]) -> torch.Tensor:
     """float32 [N, 5]: for each text, which of `PLACE_CODE` it names (1) or not (0). "Both sides"
-    ("bilateral", "bibasilar", "left and right") sets both sides; a text naming no place is all 0."""
+    ("bilateral", "bibasilar", "left and right") sets both sides; a text naming no place is all 0.
+
+    Only the sentences that name a lung lesion count (`sentences.names_lesion`): "Healed right rib
+    fracture." names a side, but not of anything a mask marks, and a text made only of such
+    sentences points nowhere."""
     code = torch.zeros(len(texts), len(PLACE_CODE))
     for row, text in zip(code, texts):
+        text = " ".join(s for s in split_sentences(text) if names_lesion(s))
         side, levels = names_side(text), levels_named(text)
         named = ({"right", "left"} if side == "both" else {side} if side else set()) | levels
         row[[i for i, name in enumerate(PLACE_CODE) if name in named]] = 1.0

@@ -160,7 +160,7 @@ LESION_STEMS: tuple[str, ...] = (
     "opaci", "density", "densities", "consolidat", "infiltra", "pneumoni", "atelecta", "edema",
     "effusion", "pneumothora", "nodul", "mass", "lesion", "granulom", "scar", "fibro", "cavit",
     "airspace", "reticul", "streak", "patchy", "hazy", "haziness", "bulla", "bleb", "collaps",
-    "abscess", "tumor", "metasta",
+    "abscess", "tumor", "metasta", "blunt", "thicken",
 )
 # Words that carry no content: a clause made only of them says nothing.
 FILLER_WORDS = frozenset(

@@ -19,6 +19,10 @@ from helpers.places import PLACE_CODE, levels_named, names_side, place_code, pla
     ("Blunting of the left costophrenic angle.", {"left", "lower"}),
     ("Biapical pleural thickening.", {"right", "left", "upper"}),
     ("Mild cardiomegaly.", set()),
+    # only the sentences that name a lung lesion point somewhere
+    ("Healed right rib fracture.", set()),
+    ("Surgical clips in the left axilla. Patchy opacity in the right upper lobe.", {"right", "upper"}),
+    ("No left effusion. Right basilar atelectasis.", {"right", "lower"}),
 ])
 def test_place_code_names_the_patient_sides_and_the_levels(text, named):
     code = place_code([text])

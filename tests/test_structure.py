@@ -30,7 +30,7 @@ LAYERS = [
 ]
 SAME_LAYER = {("record", "checkpoint"), ("reader", "text"), ("synthetic", "synthetic_text"), ("synthetic", "synthetic_draw"),
               ("synthetic", "synthetic_plan"), ("synthetic_plan", "synthetic_text"),
-              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("catalog", "masks"), ("sources", "synthetic"), ("text", "tiny_clip"),
+              ("synthetic_draw", "synthetic_text"), ("catalog", "split"), ("places", "sentences"), ("catalog", "masks"), ("sources", "synthetic"), ("text", "tiny_clip"),
               ("datasets", "cache"),
               ("model", "fusion"), ("model", "encoders"), ("train", "loop"), ("evaluation", "inference"), ("plots", "overlay"),
               ("plots", "charts"),
