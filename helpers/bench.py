@@ -170,7 +170,7 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
 
     def row(name: str, value: float, unit: str = "images/s", note: str = "") -> None:
         rows.append({"measurement": name, "value": value, "unit": unit, "note": note})
-        print(f"{name:<58} {value:10.1f}  {note}", flush=True)
+        print(f"{name:<62} {value:10.1f}  {note}", flush=True)
 
     print(f"device {dev}, image size {size}, batch {batch}, {n_images} images of ~{source_size} px, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -241,7 +241,8 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                            progress=False, max_steps=n), steps)
     row("Phase-2 training step, ours (end to end)", ours_step,
         note="a few steps of finetune()" + (", channels_last + autocast" if dev.type == "cuda" else ""))
-    plain_cfg = dataclasses.replace(fine_cfg, paste_prob=0.0, swap_prob=0.0, null_rate=0.0)
+    plain_cfg = dataclasses.replace(fine_cfg, paste_prob=0.0, swap_prob=0.0, null_rate=0.0,
+                                    sentence_prob=0.0)
     plain_step = _real_loop_rate(
         lambda n: finetune(plain_cfg, cases, work / "finetune-plain", cache_dir=work / "cache",
                            progress=False, max_steps=n), steps)
@@ -284,18 +285,18 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
     for shared in (False, True):
         cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5,
                               shared_decoder=shared)
-        n, decoder = cost["sentences"], "shared decoder" if shared else "a decoder per text"
+        n, decoder = cost["sentences"], "shared decoder" if shared else "decoder per text"
         print(f"a report with {n} positive sentences, {gsize} px, cross_attn, {decoder}, one image "
               f"of ~{source_size} px:")
-        row(f"predict, the whole report in one mask, {decoder} (ms)", 1000 * cost["predict"], "ms",
+        row(f"predict, one mask for the report, {decoder} (ms)", 1000 * cost["predict"], "ms",
             "end to end")
-        row(f"ground_report, one mask per sentence, {decoder} (ms)", 1000 * cost["ground_report"],
+        row(f"ground_report, a mask per sentence, {decoder} (ms)", 1000 * cost["ground_report"],
             "ms", f"1 encoding + {n} decodings")
         ratios[f"ground_report ({n} sentences) / predict, {decoder}"] = cost["ground_report"] / cost["predict"]
         ratios[f"model: 1 encoding + {n} decodings / 1 forward, {decoder}"] = (
             cost["encode_and_decodes"] / cost["forward"])
     for name, value in ratios.items():
-        print(f"{name + ':':<50} {value:6.2f}x")
+        print(f"{name + ':':<66} {value:6.2f}x")
         rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})
     if tmp is not None:
         tmp.cleanup()

@@ -134,7 +134,7 @@ def test_bench_prints_every_row(tmp_path, capsys):
     assert (table["value"] > 0).all() and len(table) == 20
     assert (table["unit"] == "ratio").sum() == 8 and (table["unit"] == "ms").sum() == 4
     assert "ground_report (5 sentences) / predict, shared decoder" in out
-    assert "1 encoding + 5 decodings" in out and "a decoder per text" in out
+    assert "1 encoding + 5 decodings" in out and "decoder per text" in out
     assert "a few steps of finetune()" in out and "a few steps of pretrain()" in out
 
 
