@@ -28,7 +28,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # differ up to ~3x, so the up-front estimate gives both ends. 03: 8.6 measured with three Phase-2
 # trainings of 24 epochs, scaled to the five it runs since the "no place training" and "no place
 # prior" rows, of 40, plus a tenth for the validation place probe.
-DEMO_MINUTES = {"01": 0.2, "02": 1.9, "03": 26.0, "04": 0.2}
+DEMO_MINUTES = {"01": 0.2, "02": 2.7, "03": 31.4, "04": 0.2}  # measured, 2-core CPU
 
 
 class NotebookRunError(RuntimeError):
