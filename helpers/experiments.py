@@ -23,6 +23,7 @@ from .train import finetune
 
 CASES_FILE = "ablation_cases.csv"
 PLACE_METHODS = ("paste_prob", "swap_prob", "null_rate")  # FinetuneConfig fields, see LabeledCases
+TEXT_METHODS = (*PLACE_METHODS, "sentence_prob")  # every item method that asks with another text
 
 
 @dataclasses.dataclass
@@ -50,8 +51,7 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                 Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
                 # the image-only control cannot read which copy or text is meant: no place training
                 Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0, "place_prior": False,
-                                              "sentence_prob": 0.0,
-                                              **{name: 0.0 for name in PLACE_METHODS}})]
+                                              **{name: 0.0 for name in TEXT_METHODS}})]
     for fusion in settings.fusions:
         for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
             if (fusion, mode) != (base.fusion, base.text_mode):

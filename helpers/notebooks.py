@@ -24,11 +24,9 @@ from .config import SMOKE_ENV, resolve_mode
 from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-# Minutes each notebook takes in `make demo` on a 2-core CPU (README "Results"); 2-core CPUs
-# differ up to ~3x, so the up-front estimate gives both ends. 03: 8.6 measured with three Phase-2
-# trainings of 24 epochs, scaled to the five it runs since the "no place training" and "no place
-# prior" rows, of 40, plus a tenth for the validation place probe.
-DEMO_MINUTES = {"01": 0.2, "02": 2.7, "03": 31.4, "04": 0.2}  # measured, 2-core CPU
+# Minutes each notebook took in `make demo` on a 2-core CPU (README "Results": 34 min 32 s in all);
+# 2-core CPUs differ up to ~3x, so the up-front estimate gives both ends.
+DEMO_MINUTES = {"01": 0.2, "02": 2.7, "03": 31.4, "04": 0.2}
 
 
 class NotebookRunError(RuntimeError):
