@@ -10,7 +10,7 @@
     notebooks execute the numbered notebooks headless (used by `make demo`)
 
 Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
-runs the same command as N data-parallel processes (see helpers/distributed.py and the README's
+runs the same command as N data-parallel processes (see helpers/core/distributed.py and the README's
 "Phase 1 at scale").
 
 The settings flags are generated from the settings dataclasses (`config.settings_flags`).
@@ -22,9 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import config
-from . import distributed as dist
-from .config import MODES
+from .core import settings as config
+from .core import distributed as dist
+from .core.settings import MODES
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +65,11 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .config import preset
-    from .layout import RUNS_ROOT, RunPaths
+    from .core.settings import preset
+    from .core.layout import RUNS_ROOT, RunPaths
     from .pipeline import prepare
-    from .train import pretrain
-    from .unlabeled import iu_patients, iu_pretrain_paths, list_unlabeled
+    from .training.pretrain import pretrain
+    from .data.unlabeled import iu_patients, iu_pretrain_paths, list_unlabeled
 
     if args.data == "none" and not args.unlabeled:
         raise ValueError("--data none needs --unlabeled sources")
@@ -102,7 +102,7 @@ def cmd_pretrain(args) -> None:
 
 def cmd_finetune(args) -> None:
     from .pipeline import prepare
-    from .train import finetune
+    from .training.finetune import finetune
 
     with dist.main_first():  # rank 0 fetches / generates the data and writes the split
         prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
@@ -116,9 +116,9 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
+    from .evaluation.scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
                              normal_reports, other_findings, per_sentence, two_lesion_probe)
-    from .inference import Segmenter
+    from .inference.segmenter import Segmenter
     from .pipeline import demo_probe, demo_reports, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out_dir)
@@ -152,8 +152,8 @@ def cmd_evaluate(args) -> None:
 def cmd_ablate(args) -> None:
     import pandas as pd
 
-    from .evaluation import normal_reports
-    from .experiments import CASES_FILE, differences_to, run_ablations
+    from .evaluation.scores import normal_reports
+    from .evaluation.ablation import CASES_FILE, differences_to, run_ablations
     from .pipeline import demo_probe, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
@@ -180,9 +180,9 @@ def cmd_ablate(args) -> None:
 def cmd_predict(args) -> None:
     from PIL import Image
 
-    from .inference import Segmenter, to_gray
-    from .overlay import save_overlay_png
-    from .sentences import NO_FINDING_NOTE, describes_finding
+    from .inference.segmenter import Segmenter, to_gray
+    from .viz.overlay import save_overlay_png
+    from .text.sentences import NO_FINDING_NOTE, describes_finding
 
     if args.json and not args.per_sentence:
         raise ValueError("--json gives the per-sentence table: add --per-sentence")
@@ -207,7 +207,7 @@ def cmd_predict(args) -> None:
 def _predict_per_sentence(args, seg, image) -> None:
     """`predict --per-sentence`: the coloured overlay, one PNG per mask, the table as lines and,
     with --json, as JSON (to stdout alone, the lines then to stderr, or to a file)."""
-    from .report_view import save_grounding, table_lines
+    from .viz.report_view import save_grounding, table_lines
 
     grounding = seg.ground_report(image, args.text, threshold=args.threshold)
     rows = save_grounding(image, grounding, args.out, args.mask_out)
@@ -224,7 +224,7 @@ def _predict_per_sentence(args, seg, image) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import run_bench
+    from .evaluation.bench import run_bench
 
     run_bench(image_size=args.image_size, batch_size=args.batch_size, device=args.device,
               text_model=args.text_model, n_images=args.n_images, steps=args.steps)
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("pretrain", "finetune") and dist.launched_by_torchrun():
-            from .config import pick_device
+            from .core.settings import pick_device
 
             device = getattr(args, "pretrain.device", None) or getattr(args, "finetune.device", None)
             dist.init_from_env(pick_device(device or "auto"))  # NCCL on GPUs, gloo on CPUs

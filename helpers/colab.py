@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .layout import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_ROOT, REPO_URL, on_colab
+from .core.environment import DRIVE_MOUNT, DRIVE_RUNS_ROOT, REPO_PLACEHOLDER, REPO_URL, on_colab
+from .core.layout import REPO_ROOT
 
 GPU_HELP = ("Runtime > Change runtime type > GPU, then run the notebook again; or set DEVICE = \"cpu\" "
             "in the parameters cell to train on the CPU on purpose (hours instead of minutes)")
@@ -26,7 +27,7 @@ class SetupError(RuntimeError):
 def check_repo_url(url: str, *, online: bool = True, timeout: float = 30.0) -> None:
     """SetupError unless `url` names a reachable git repository (checked with `git ls-remote`,
     never prompting for a password)."""
-    where = ("REPO_URL in helpers/layout.py, the README and every notebook's setup cell with "
+    where = ("REPO_URL in helpers/core/environment.py, the README and every notebook's setup cell with "
              "`python tools/set_repo.py OWNER/NAME`")
     if not url or REPO_PLACEHOLDER in url:
         raise SetupError(f"REPO_URL is still the placeholder {url!r}: set {where} to the address of "

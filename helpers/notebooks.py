@@ -20,8 +20,8 @@ from pathlib import Path
 from queue import Empty
 from typing import Any, Awaitable, Callable, Sequence
 
-from .config import SMOKE_ENV, resolve_mode
-from .layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
+from .core.settings import SMOKE_ENV, resolve_mode
+from .core.layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Minutes each notebook took in `make demo` on a 2-core CPU (README "Results": 34 min 32 s in all);

@@ -19,18 +19,19 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import distributed as dist
-from . import synthetic
-from .catalog import Catalog, load_catalog
-from .config import MODES, Preset, preset, resolve_mode, smoke_mode
-from .cache import build_image_cache, covering_cache
-from .io import load_gray
-from .layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
-                     RunPaths, default_runs_root)
-from .masks import PAIRING_RULE
-from .sources import fetch_dataset, fetch_masks
-from .split import split_cases
-from .staging import (LOCAL_ONLY, images_on_machine, load_snapshot, local_only_warning,
+from .core import distributed as dist
+from .data.demo import generate as synthetic
+from .data.catalog import Catalog, load_catalog
+from .core.settings import MODES, Preset, preset, resolve_mode, smoke_mode
+from .data.cache import build_image_cache, covering_cache
+from .data.io import load_gray
+from .core.environment import default_runs_root
+from .core.layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
+                          RunPaths)
+from .data.masks import PAIRING_RULE
+from .data.sources import fetch_dataset, fetch_masks
+from .data.split import split_cases
+from .data.staging import (LOCAL_ONLY, images_on_machine, load_snapshot, local_only_warning,
                       persistent_source, rebased, save_snapshot)
 
 
@@ -259,8 +260,8 @@ def ensure_phase1(prep: Prepared, objective: str, device: str | None = None,
             f"{f', ENCODER_WEIGHTS {encoder_weights!r}' if encoder_weights else ''}) with the same "
             f"run folder ({prep.paths.root}), or set PHASE1_OBJECTIVE = None to train from scratch on "
             "purpose.")
-    from .train import pretrain
-    from .unlabeled import iu_patients, iu_pretrain_paths
+    from .training.pretrain import pretrain
+    from .data.unlabeled import iu_patients, iu_pretrain_paths
 
     cfg = dataclasses.replace(prep.preset.pretrain, objective=objective, device=device or "auto",
                               encoder_weights=encoder_weights)
@@ -281,7 +282,7 @@ def ensure_phase2(prep: Prepared, checkpoint: str | Path | None = None) -> Path:
             f"No Phase-2 model at {path}: run notebook 03 first with the same run folder "
             f"({prep.paths.root}); on Colab every notebook runs on its own machine, so the run folder "
             f"must be the Drive folder of the series (OUT_DIR = None uses it).")
-    from .train import finetune
+    from .training.finetune import finetune
 
     prep.require_masks()
     encoder = ensure_phase1(prep, "masked")

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from helpers.config import FinetuneConfig, PretrainConfig, TINY_TEXT_MODEL
-from helpers.catalog import load_catalog
-from helpers.split import split_cases
-from helpers.synthetic import make_demo_dataset
+from helpers.core.settings import FinetuneConfig, PretrainConfig, TINY_TEXT_MODEL
+from helpers.data.catalog import load_catalog
+from helpers.data.split import split_cases
+from helpers.data.demo.generate import make_demo_dataset
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def finetune_cfg():
 @pytest.fixture(scope="session")
 def checkpoint(cases, tmp_path_factory, text_dir):
     """A Phase-2 `best_model.pth` of one quick epoch (the inference and grounding tests share it)."""
-    from helpers.train import finetune
+    from helpers.training.finetune import finetune
 
     cfg = dataclasses.replace(FinetuneConfig(), image_size=32, epochs=1, batch_size=4,
                               encoder="resnet18", text_model=TINY_TEXT_MODEL, device="cpu",

@@ -1,4 +1,4 @@
-"""The command line: one flag per settings field, generated from helpers/config.py."""
+"""The command line: one flag per settings field, generated from helpers/core/settings.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from helpers import config
+from helpers.core import settings as config
 from helpers.__main__ import build_parser
-from helpers.config import apply_flags as _apply
+from helpers.core.settings import apply_flags as _apply
 from tests.test_structure import ROOT
 
 EXPOSED = [("pretrain", config.PretrainConfig), ("finetune", config.FinetuneConfig),

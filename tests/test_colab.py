@@ -5,13 +5,16 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers import colab, layout
-from helpers.layout import REPO_URL, RUNS_ROOT
+from helpers import colab
+
+from helpers.core import environment
+from helpers.core.environment import REPO_URL
+from helpers.core.layout import RUNS_ROOT
 from tests.test_structure import ROOT
 
 
 def test_repo_url_placeholder_and_bad_addresses_say_what_to_set(tmp_path):
-    with pytest.raises(colab.SetupError, match="placeholder.*set REPO_URL in helpers/layout.py.*tools/set_repo.py OWNER/NAME"):
+    with pytest.raises(colab.SetupError, match="placeholder.*set REPO_URL in helpers/core/environment.py.*tools/set_repo.py OWNER/NAME"):
         colab.check_repo_url("https://github.com/YOUR-ACCOUNT/cxr-text-localization.git")
     with pytest.raises(colab.SetupError, match="not a git address"):
         colab.check_repo_url("github.com/someone/project")
@@ -38,11 +41,11 @@ def test_gpu_check(monkeypatch):
 
 
 def test_default_run_folder_on_colab_is_on_drive(tmp_path, capsys):
-    assert layout.default_runs_root(colab=False) == RUNS_ROOT
-    assert layout.default_runs_root(colab=True, drive_mount=tmp_path) == RUNS_ROOT  # not mounted
+    assert environment.default_runs_root(colab=False) == RUNS_ROOT
+    assert environment.default_runs_root(colab=True, drive_mount=tmp_path) == RUNS_ROOT  # not mounted
     assert "Drive is not mounted" in capsys.readouterr().err
     (tmp_path / "MyDrive").mkdir()
-    assert layout.default_runs_root(colab=True, drive_mount=tmp_path) == \
+    assert environment.default_runs_root(colab=True, drive_mount=tmp_path) == \
         tmp_path / "MyDrive" / "cxr-text-localization" / "runs"
 
 
@@ -67,14 +70,14 @@ def test_set_repo_points_layout_readme_and_every_notebook_at_a_fork(tmp_path, ca
     spec = importlib.util.spec_from_file_location("set_repo", ROOT / "tools" / "set_repo.py")
     set_repo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(set_repo)
-    (tmp_path / "helpers").mkdir()
-    shutil.copy(ROOT / "helpers" / "layout.py", tmp_path / "helpers")
+    (tmp_path / "helpers" / "core").mkdir(parents=True)
+    shutil.copy(ROOT / set_repo.ENVIRONMENT, tmp_path / set_repo.ENVIRONMENT)
     shutil.copy(ROOT / "README.md", tmp_path)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     old = set_repo.current_slug(tmp_path)
     assert set_repo.main(["https://github.com/someone/cxr-fork.git", "--root", str(tmp_path)]) == 0
     assert "updated README.md" in capsys.readouterr().out
-    assert 'REPO_URL = "https://github.com/someone/cxr-fork.git"' in (tmp_path / "helpers" / "layout.py").read_text()
+    assert 'REPO_URL = "https://github.com/someone/cxr-fork.git"' in (tmp_path / set_repo.ENVIRONMENT).read_text()
     link = colab.colab_link("01_data_setup_and_exploration.ipynb", "https://github.com/someone/cxr-fork.git")
     assert link in (tmp_path / "README.md").read_text()
     for path in sorted((tmp_path / "notebooks").glob("*.ipynb")):

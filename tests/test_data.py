@@ -9,10 +9,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import io, layout, sources, synthetic
-from helpers.catalog import case_text, clean_text, load_catalog
-from helpers.split import split_cases
-from helpers.layout import DatasetError
+from helpers.data import io, sources
+
+from helpers.core import layout
+
+from helpers.data.demo import generate as synthetic
+from helpers.data.catalog import case_text, clean_text, load_catalog
+from helpers.data.split import split_cases
+from helpers.core.layout import DatasetError
 
 W, H = 40, 30  # size of the hand-made images
 
@@ -452,7 +456,7 @@ def test_fixed_patient_split_wins_and_is_saved(tmp_path):
     ("uid,split\n1,test\n1,val\n", "listed twice"),
 ])
 def test_patient_splits_file_errors_name_the_file(tmp_path, content, message):
-    from helpers.split import read_patient_splits
+    from helpers.data.split import read_patient_splits
 
     path = tmp_path / "patient_splits.csv"
     path.write_text(content)

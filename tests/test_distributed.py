@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from helpers.cache import build_image_cache
-from helpers.checkpoint import load_checkpoint
-from helpers.config import PretrainConfig
-from helpers.layout import DatasetError
-from helpers.encoders import build_encoder
-from helpers.train import pretrain
-from helpers.unlabeled import iu_pretrain_paths, list_unlabeled
+from helpers.data.cache import build_image_cache
+from helpers.core.checkpoint import load_checkpoint
+from helpers.core.settings import PretrainConfig
+from helpers.core.layout import DatasetError
+from helpers.model.encoders import build_encoder
+from helpers.training.pretrain import pretrain
+from helpers.data.unlabeled import iu_pretrain_paths, list_unlabeled
 
 WORLD = 2
 
@@ -47,9 +47,9 @@ def _worker(rank: int, port: int, paths: list[str], work: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from helpers import distributed as dist
-    from helpers import loop, train
-    from helpers.cache import build_image_cache
+    from helpers.core import distributed as dist
+    from helpers.training import loop, pretrain as train
+    from helpers.data.cache import build_image_cache
 
     work_dir = Path(work)
     assert dist.init_from_env("cpu") and dist.world_size() == WORLD

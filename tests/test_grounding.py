@@ -14,14 +14,14 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from helpers.__main__ import main
-from helpers.evaluation import cluster_ci, per_sentence
-from helpers.inference import EMPTY_AREA, Segmenter
-from helpers.io import load_gray, load_mask
-from helpers.reader import ReportReader
-from helpers.report_view import color_overlay, report_figure, report_html, sentence_color
-from helpers.sentences import split_sentences, sentence_status
-from helpers.synthetic import report_items
-from helpers.synthetic_text import NORMALS
+from helpers.evaluation.scores import cluster_ci, per_sentence
+from helpers.inference.segmenter import EMPTY_AREA, Segmenter
+from helpers.data.io import load_gray, load_mask
+from helpers.text.reader import ReportReader
+from helpers.viz.report_view import color_overlay, report_figure, report_html, sentence_color
+from helpers.text.sentences import split_sentences, sentence_status
+from helpers.data.demo.generate import report_items
+from helpers.data.demo.reports import NORMALS
 
 REPORT = ("Heart size is normal. Nodule in the right upper lobe. No left pleural effusion. "
           "Patchy opacity at the left lung base. The lungs are clear.")
@@ -185,7 +185,7 @@ def test_per_sentence_on_the_demo_reports(segmenter, demo_root, catalog):
 def test_other_findings_asks_each_sentence_that_names_no_lesion_alone(segmenter, catalog):
     import copy
 
-    from helpers.evaluation import other_findings
+    from helpers.evaluation.scores import other_findings
 
     cases = catalog.cases[catalog.cases["mask_path"].notna()].head(4).copy()
     cases["text"] = [f"Mild cardiomegaly. {t} Tortuous aorta." for t in cases["text"]]
@@ -243,7 +243,7 @@ def test_report_html_and_figure_quote_each_sentence(segmenter, catalog):
 
 
 def test_explorer_per_sentence_mode_and_a_click_shows_one_mask(segmenter, cases):
-    from helpers.explorer import explore
+    from helpers.viz.explorer import explore
 
     table = cases.assign(text=REPORT).head(2)
     box = explore(table, segmenter)

@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from helpers.__main__ import main
-from helpers.checkpoint import CheckpointError
-from helpers.io import load_mask
-from helpers.layout import DatasetError
-from helpers.evaluation import counterfactual_sides, evaluate, expected_image_side, image_side
-from helpers.inference import Segmenter
-from helpers.datasets import labeled_arrays
+from helpers.core.checkpoint import CheckpointError
+from helpers.data.io import load_mask
+from helpers.core.layout import DatasetError
+from helpers.evaluation.scores import counterfactual_sides, evaluate, expected_image_side, image_side
+from helpers.inference.segmenter import Segmenter
+from helpers.training.datasets import labeled_arrays
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_cli_prepare_prints_summary_and_split(demo_root, tmp_path, capsys):
 
 
 def test_bench_prints_every_row(tmp_path, capsys):
-    from helpers.bench import run_bench
+    from helpers.evaluation.bench import run_bench
 
     table = run_bench(device="cpu", workdir=tmp_path)
     out = capsys.readouterr().out
@@ -141,8 +141,8 @@ def test_bench_prints_every_row(tmp_path, capsys):
 def test_ablation_variants_and_summary():
     import pandas as pd
 
-    from helpers.config import AblationConfig, FinetuneConfig
-    from helpers.experiments import ablation_variants, summarize_runs
+    from helpers.core.settings import AblationConfig, FinetuneConfig
+    from helpers.evaluation.ablation import ablation_variants, summarize_runs
 
     base = FinetuneConfig(pretrained_encoder="masked.pth", fusion="concat", text_mode="raw",
                           paste_prob=0.3, swap_prob=0.0, null_rate=0.2)
@@ -178,7 +178,7 @@ def test_ablation_variants_and_summary():
 
 
 def test_mask_geometry(tmp_path):
-    from helpers.catalog import mask_geometry
+    from helpers.data.catalog import mask_geometry
 
     mask = np.zeros((40, 40), np.uint8)
     mask[0:10, 30:40] = 255  # top right of the image: the patient's left upper zone
@@ -201,7 +201,7 @@ def test_run_paths_find_trained_phase1_encoders(tmp_path):
 
 
 def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
-    from helpers.evaluation import two_lesion_probe
+    from helpers.evaluation.scores import two_lesion_probe
 
     image = tmp_path / "image.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
@@ -231,7 +231,7 @@ def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
 
 
 def test_demo_probe_items_pair_each_distractor_with_the_target(demo_root, catalog):
-    from helpers.synthetic import probe_items
+    from helpers.data.demo.generate import probe_items
 
     items = probe_items(demo_root, catalog.cases.head(3))
     assert len(items) == 3 * 2 * 2  # 2 distractors per image, both directions
@@ -244,7 +244,7 @@ def test_demo_probe_items_pair_each_distractor_with_the_target(demo_root, catalo
 def test_paired_difference_pairs_seed_and_case():
     import pandas as pd
 
-    from helpers.experiments import paired_difference
+    from helpers.evaluation.ablation import paired_difference
 
     per_case = pd.DataFrame({"variant": ["a", "a", "b", "b", "a"], "seed": [0, 1, 0, 1, 2],
                              "case_id": ["x", "x", "x", "x", "x"], "dice": [0.9, 0.7, 0.5, 0.5, 0.0]})
@@ -258,7 +258,7 @@ def test_paired_difference_pairs_seed_and_case():
 def test_differences_to_the_main_variant():
     import pandas as pd
 
-    from helpers.experiments import differences_to
+    from helpers.evaluation.ablation import differences_to
 
     per_case = pd.DataFrame({"variant": ["m", "m", "x", "x", "y", "y"], "seed": [0] * 6,
                              "case_id": ["a", "b"] * 3, "dice": [0.8, 0.6, 0.5, 0.5, 0.8, 0.6]})
@@ -270,7 +270,7 @@ def test_differences_to_the_main_variant():
 def test_best_median_worst_picks_by_score():
     import pandas as pd
 
-    from helpers.evaluation import best_median_worst
+    from helpers.evaluation.scores import best_median_worst
 
     assert best_median_worst(pd.Series([0.2, 0.9, 0.5, 0.1, 0.7], index=list("abcde"))) == ["b", "c", "d"]
     assert best_median_worst(pd.Series([0.3])) == [0, 0, 0]
@@ -286,7 +286,7 @@ class ReadsSide:
         return text
 
     def predict_arrays(self, images, texts):
-        from helpers.sentences import describes_finding
+        from helpers.text.sentences import describes_finding
 
         probs = torch.zeros(len(images), 1, 32, 32)
         for k, text in enumerate(texts):
@@ -322,7 +322,7 @@ def _lesion_cases(tmp_path, texts):
 
 
 def test_mirror_probe_tells_a_reader_from_a_model_that_marks_one_place(tmp_path):
-    from helpers.evaluation import mirror_probe
+    from helpers.evaluation.scores import mirror_probe
 
     cases = _lesion_cases(tmp_path, ["Opacity at the right base.", "Nodule in the right upper lobe.",
                                      "Mild cardiomegaly."])  # the last names no side: left out
@@ -338,7 +338,7 @@ def test_mirror_probe_tells_a_reader_from_a_model_that_marks_one_place(tmp_path)
 def test_normal_reports_are_asked_and_must_give_an_empty_mask(tmp_path):
     import pandas as pd
 
-    from helpers.evaluation import empty_on_normal, normal_reports
+    from helpers.evaluation.scores import empty_on_normal, normal_reports
 
     reports = pd.DataFrame({"text": ["Heart size is normal. No pneumothorax.", "Right basilar opacity.",
                                      "", "The lungs are clear."]})

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss,
+from helpers.model.losses import (DiceBCELoss, hide_patches, masked_reconstruction_loss,
                             pos_weight_from_masks, reconstruction_loss)
-from helpers.metrics import (best_threshold, bootstrap_ci, dice_per_image, iou_per_image,
+from helpers.model.metrics import (best_threshold, bootstrap_ci, dice_per_image, iou_per_image,
                              pointing_hits, pooled_dice)
 
 
@@ -142,8 +142,8 @@ def test_best_threshold_maximises_mean_dice():
 
 
 def test_undescribed_lesion_pixels_cost_like_positives():
-    from helpers.datasets import UNDESCRIBED
-    from helpers.losses import DiceBCELoss
+    from helpers.model.losses import UNDESCRIBED
+    from helpers.model.losses import DiceBCELoss
 
     target = torch.zeros(1, 1, 8, 8)
     target[..., :2, :2] = 1
@@ -161,7 +161,7 @@ def test_undescribed_lesion_pixels_cost_like_positives():
 
 
 def test_follows_text_compares_the_mass_on_the_meant_and_the_other_lesion():
-    from helpers.metrics import follows_text
+    from helpers.model.metrics import follows_text
 
     meant = torch.zeros(3, 4, 4, dtype=torch.bool)
     meant[:, :2, :2] = True

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from helpers.encoders import build_autoencoder, encoder_checkpoint, load_pretrained_encoder
-from helpers.fusion import FUSIONS
-from helpers.model import UPSAMPLINGS, MultimodalUnet, TransposeUpsample, freeze_encoder, from_config
-from helpers.record import VERSION, ModelRecord
+from helpers.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.model.encoders import build_autoencoder, encoder_checkpoint, load_pretrained_encoder
+from helpers.model.fusion import FUSIONS
+from helpers.model.unet import UPSAMPLINGS, MultimodalUnet, TransposeUpsample, freeze_encoder, from_config
+from helpers.model.record import VERSION, ModelRecord
 
 D = 16
 T = 12  # token width
@@ -368,7 +368,7 @@ def rgb_weights(tmp_path):
 
 
 def test_imagenet_style_weights_load_with_the_first_conv_adapted_to_one_channel(rgb_weights, tmp_path):
-    from helpers.encoders import build_encoder, load_encoder_weights
+    from helpers.model.encoders import build_encoder, load_encoder_weights
 
     path, state = rgb_weights
     encoder = build_encoder("resnet18", 1, weights=str(path))
@@ -391,7 +391,7 @@ def test_imagenet_through_smp_download_and_a_clear_error_offline(rgb_weights, tm
     import segmentation_models_pytorch.encoders as smp_encoders
     from safetensors.torch import save_file
 
-    from helpers.encoders import build_encoder
+    from helpers.model.encoders import build_encoder
 
     _, state = rgb_weights
     weights = tmp_path / "model.safetensors"
@@ -420,7 +420,7 @@ def test_imagenet_through_smp_download_and_a_clear_error_offline(rgb_weights, tm
 def test_phase1_continues_from_imagenet_weights(rgb_weights, demo_root, tmp_path, monkeypatch):
     """`pretrain --encoder-weights FILE` starts Phase 1 from them, in its own folder, and says so."""
     from helpers.__main__ import main
-    from helpers.checkpoint import load_checkpoint
+    from helpers.core.checkpoint import load_checkpoint
 
     path, state = rgb_weights
     out = tmp_path / "run"
@@ -430,7 +430,7 @@ def test_phase1_continues_from_imagenet_weights(rgb_weights, demo_root, tmp_path
     assert saved["config"]["encoder_weights"] == str(path)
     moved = saved["encoder"]["layer2.0.conv1.weight"] - state["layer2.0.conv1.weight"]
     assert moved.abs().max() < 0.1  # one short epoch from the ImageNet-style start, not random
-    from helpers.layout import RunPaths
+    from helpers.core.layout import RunPaths
 
     assert set(RunPaths(out).phase1_encoders()) == {"masked-imagenet"}
 
@@ -441,8 +441,8 @@ def test_imagenet_starts_pass_the_leak_check_silently(rgb_weights, capsys):
 
     import pandas as pd
 
-    from helpers.config import FinetuneConfig
-    from helpers.unlabeled import check_encoder_patients
+    from helpers.core.settings import FinetuneConfig
+    from helpers.data.unlabeled import check_encoder_patients
 
     cases = pd.DataFrame({"uid": [1, 2], "split": ["val", "test"]})
     for start in ("imagenet", str(rgb_weights[0])):

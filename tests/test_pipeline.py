@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from helpers.__main__ import main
-from helpers.layout import MASKS_CSV, MASKS_DIR, DatasetError
+from helpers.core.layout import MASKS_CSV, MASKS_DIR, DatasetError
 from helpers.pipeline import MissingInputError, ensure_phase1, ensure_phase2, prepare, read_run_settings
 
 
@@ -43,7 +43,7 @@ def test_prepare_without_masks_explores_and_names_masks_source(kaggle_root, tmp_
 
 
 def test_phase1_trains_without_masks(kaggle_root, tmp_path, pretrain_cfg):
-    from helpers.train import pretrain
+    from helpers.training.pretrain import pretrain
 
     prep = prepare(str(kaggle_root), "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
     cfg = dataclasses.replace(pretrain_cfg, epochs=1, max_images=8)
@@ -165,7 +165,7 @@ def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, 
     import sys
     import types
 
-    from helpers.sources import download_kaggle, kaggle_credentials
+    from helpers.data.sources import download_kaggle, kaggle_credentials
 
     secrets = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": "abc"}
 
@@ -190,8 +190,8 @@ def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, 
 
 
 def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
-    from helpers.config import ablation_set, preset
-    from helpers.experiments import ablation_variants
+    from helpers.core.settings import ablation_set, preset
+    from helpers.evaluation.ablation import ablation_variants
 
     real = preset("real", "x")
     light, full = ablation_set(real, "light"), ablation_set(real, "full")
@@ -229,8 +229,8 @@ def test_later_machines_read_the_run_folder_not_the_source(dataset_zip, tmp_path
     pixels no cache holds: then it fetches the source (still on Drive) on its own machine."""
     import numpy as np
 
-    from helpers.datasets import labeled_arrays
-    from helpers.unlabeled import iu_pretrain_paths
+    from helpers.training.datasets import labeled_arrays
+    from helpers.data.unlabeled import iu_pretrain_paths
 
     run, first_machine = tmp_path / "run", tmp_path / "machine1"
     first = prepare(str(dataset_zip), "smoke", data_dir=first_machine, out_dir=run)
@@ -259,7 +259,8 @@ def test_later_machines_read_the_run_folder_not_the_source(dataset_zip, tmp_path
 
 def test_a_source_on_this_colab_machine_only_is_not_recorded_as_the_source(dataset_zip, tmp_path,
                                                                            monkeypatch, capsys):
-    from helpers import pipeline, staging
+    from helpers import pipeline
+    from helpers.data import staging
 
     monkeypatch.setattr(staging, "on_colab", lambda: True)  # the zip is not under /content/drive
     assert staging.persistent_source("kaggle:o/d") and staging.persistent_source("demo")
@@ -281,7 +282,7 @@ def test_a_source_on_this_colab_machine_only_is_not_recorded_as_the_source(datas
 
 
 def test_a_snapshot_is_renamed_into_place_whole(catalog, tmp_path):
-    from helpers.staging import load_snapshot, save_snapshot
+    from helpers.data.staging import load_snapshot, save_snapshot
 
     folder = tmp_path / "catalog"
     save_snapshot(catalog, folder, "demo", None)

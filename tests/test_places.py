@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.fusion import PlacePrior
-from helpers.model import MultimodalUnet
-from helpers.places import PLACE_CODE, levels_named, names_side, place_code, place_questions
+from helpers.model.fusion import PlacePrior
+from helpers.model.unet import MultimodalUnet
+from helpers.text.places import PLACE_CODE, levels_named, names_side, place_code, place_questions
 
 
 @pytest.mark.parametrize("text, named", [
@@ -97,8 +97,8 @@ def test_place_questions_ask_for_the_lesion_and_its_copy():
 
 def test_finetune_selects_on_the_validation_probe_and_keeps_the_prior(cases, tmp_path, finetune_cfg,
                                                                         text_dir):
-    from helpers.checkpoint import load_checkpoint
-    from helpers.train import finetune
+    from helpers.core.checkpoint import load_checkpoint
+    from helpers.training.finetune import finetune
 
     cfg = dataclasses.replace(finetune_cfg, epochs=2, fusion="cross_attn", text_mode="positive",
                               place_prior=True, select_on_probe=True)

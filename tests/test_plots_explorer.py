@@ -11,9 +11,9 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers import overlay, plots  # noqa: E402
-from helpers.explorer import explore  # noqa: E402
-from helpers.metrics import dice_score  # noqa: E402
+from helpers.viz import overlay, plots# noqa: E402
+from helpers.viz.explorer import explore  # noqa: E402
+from helpers.model.metrics import dice_score  # noqa: E402
 
 H, W = 24, 32
 
@@ -338,8 +338,8 @@ def test_save_figure_writes_png(tmp_path):
 
 
 def test_explorer_shows_which_sentences_the_model_reads():
-    from helpers.explorer import sentences_html
-    from helpers.sentences import select_sentences
+    from helpers.viz.explorer import sentences_html
+    from helpers.text.sentences import select_sentences
 
     class Reads:
         def sentences(self, text):
@@ -354,7 +354,7 @@ def test_explorer_shows_which_sentences_the_model_reads():
 
 
 def test_sentence_table_lists_kept_and_dropped_sentences():
-    from helpers.explorer import sentence_table
+    from helpers.viz.explorer import sentence_table
 
     table = sentence_table(["No left effusion. Right basilar opacity.", "Heart size is normal."])
     assert table.to_dict("list") == {"kept": ["Right basilar opacity.", "Heart size is normal."],

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import sentences as sentences_module
-from helpers.sentences import (TEXT_MODES, SentenceSelection, select_text, select_sentences,
+from helpers.text import sentences as sentences_module
+from helpers.text.sentences import (TEXT_MODES, SentenceSelection, select_text, select_sentences,
                                sentence_status, split_sentences)
 
 POS, NEG, NORM = "positive", "negated", "normal"
@@ -231,7 +231,7 @@ def test_module_imports_no_other_helpers_module():
 
 
 def test_null_text_keeps_what_describes_nothing():
-    from helpers.sentences import NOTHING_DESCRIBED, describes_finding, null_text
+    from helpers.text.sentences import NOTHING_DESCRIBED, describes_finding, null_text
 
     report = "Heart size is normal. Patchy opacity at the left base. No pneumothorax."
     assert describes_finding(report) and not describes_finding("No pneumothorax. Lungs are clear.")
@@ -253,13 +253,13 @@ def test_null_text_keeps_what_describes_nothing():
     ("No change in the right lower lobe opacity.", True),
 ])
 def test_names_lesion(sentence, lesion):
-    from helpers.sentences import names_lesion
+    from helpers.text.sentences import names_lesion
 
     assert names_lesion(sentence) is lesion
 
 
 def test_split_by_lesion_finds_the_one_sentence_that_names_the_lesion():
-    from helpers.sentences import split_by_lesion
+    from helpers.text.sentences import split_by_lesion
 
     report = ("Mild cardiomegaly. No pneumothorax. Patchy opacity at the left base. Sternotomy wires "
               "are intact. XXXX catheter tip in the superior vena cava.")
@@ -274,7 +274,7 @@ def test_split_by_lesion_finds_the_one_sentence_that_names_the_lesion():
 # --- ReportReader: report -> the model's text --------------------------------------------------------
 
 def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
-    from helpers.reader import ReportReader
+    from helpers.text.reader import ReportReader
 
     report = "Heart size is normal. No left effusion. Patchy opacity at the right upper lobe."
     positive, raw = ReportReader("positive"), ReportReader("raw")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import synthetic
-from helpers import synthetic_text as st
-from helpers.catalog import load_catalog
-from helpers.io import load_gray, load_mask
-from helpers.layout import PATIENT_SPLITS_CSV
+from helpers.data.demo import generate as synthetic
+from helpers.data.demo import reports as st
+from helpers.data.catalog import load_catalog
+from helpers.data.io import load_gray, load_mask
+from helpers.core.layout import PATIENT_SPLITS_CSV
 
 SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96), distractors="forced")
 
@@ -158,7 +158,7 @@ def test_bad_arguments_raise(tmp_path, kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# Report texts (helpers.synthetic_text): a bigger demo at a tiny image size
+# Report texts (helpers.data.demo.reports): a bigger demo at a tiny image size
 # ---------------------------------------------------------------------------------------------
 
 N_LABELED = 160

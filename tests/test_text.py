@@ -19,9 +19,9 @@ from transformers import (
     CLIPTextModelWithProjection,
 )
 
-from helpers.config import TINY_TEXT_MODEL
-from helpers.places import names_side, swap_sides
-from helpers.text import (
+from helpers.core.settings import TINY_TEXT_MODEL
+from helpers.text.places import names_side, swap_sides
+from helpers.text.encoders import (
     TINY_MARKER,
     EmbeddingCache,
     TextEncoder,
@@ -272,7 +272,7 @@ def test_names_side(text, side):
 
 
 def test_demo_falls_back_to_the_tiny_model_when_the_hub_is_unreachable(tmp_path, monkeypatch, capsys):
-    import helpers.text as text
+    import helpers.text.encoders as text
 
     monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
     encoder = text.load_text_encoder("openai/clip-vit-base-patch32", cache_dir=tmp_path, fallback=True)
@@ -300,7 +300,7 @@ def test_sentence_transformers_settings_are_read_for_a_hub_name(tmp_path, monkey
     """A hub name such as sentence-transformers/all-MiniLM-L6-v2 gets its pooling, normalisation
     and length from the repository's files, read through hf_hub_download (faked: the hub's files
     are served from a folder; the model itself loads from that folder)."""
-    import helpers.text as text
+    import helpers.text.encoders as text
 
     hub = tmp_path / "hub"
     hub.mkdir()

@@ -8,15 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers.cache import build_image_cache
-from helpers.checkpoint import CheckpointError, load_checkpoint
-from helpers.datasets import LabeledCases, UnlabeledImages
-from helpers.io import load_gray
-from helpers.layout import DatasetError
-from helpers.encoders import build_encoder
-from helpers.model import MultimodalUnet
-from helpers.loop import OutputDirError
-from helpers.train import finetune, pretrain
+from helpers.data.cache import build_image_cache
+from helpers.core.checkpoint import CheckpointError, load_checkpoint
+from helpers.training.datasets import LabeledCases, UnlabeledImages
+from helpers.data.io import load_gray
+from helpers.core.layout import DatasetError
+from helpers.model.encoders import build_encoder
+from helpers.model.unet import MultimodalUnet
+from helpers.training.loop import OutputDirError
+from helpers.training.finetune import finetune
+from helpers.training.pretrain import pretrain
 
 
 def test_cache_equals_direct_decoding_and_is_reused(catalog, tmp_path):
@@ -203,7 +204,7 @@ def test_negatives_get_another_text_and_an_empty_mask():
 
 
 def test_disjoint_cases_lists_masks_that_do_not_touch():
-    from helpers.train import disjoint_cases
+    from helpers.training.finetune import disjoint_cases
 
     masks = np.zeros((3, 8, 8), np.uint8)
     masks[0, :4, :4] = masks[1, 2:6, 2:6] = masks[2, 6:, 6:] = 1
@@ -220,7 +221,7 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
     report = best["text_report"]
     assert report["sentences_kept"] > 0 and report["sentences_dropped"] > 0  # demo reports mix both
     assert report["truncation"]["n_texts"] == (cases["split"] != "test").sum()
-    from helpers.inference import Segmenter
+    from helpers.inference.segmenter import Segmenter
 
     seg = Segmenter.from_checkpoint(result.best_path, device="cpu", text_cache_dir=text_dir)
     chosen = seg.sentences("No left effusion. Right basilar opacity.")
@@ -235,10 +236,10 @@ def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetun
 def test_training_and_inference_read_a_report_the_same_way(cases, tmp_path, finetune_cfg, text_dir):
     """The texts training encodes are the Segmenter's model texts of the same reports, and the
     embedding a training case gets is the one inference computes for its report."""
-    from helpers.datasets import labeled_arrays
-    from helpers.inference import Segmenter
-    from helpers.layout import TEXT_EMBEDDINGS_FILE
-    from helpers.train import SegmentationTask
+    from helpers.training.datasets import labeled_arrays
+    from helpers.inference.segmenter import Segmenter
+    from helpers.core.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.training.finetune import SegmentationTask
 
     cfg = dataclasses.replace(finetune_cfg, fusion="cross_attn", text_mode="positive", concordant_flip=0.0,
                               paste_prob=0.0, swap_prob=0.0, null_rate=0.0)  # only the reports' texts
@@ -252,7 +253,7 @@ def test_training_and_inference_read_a_report_the_same_way(cases, tmp_path, fine
     stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
     texts = {seg.model_text(r) for r in reports}
     # beside them only the validation probe's texts: a validation text with its place swapped
-    from helpers.places import swap_levels, swap_sides
+    from helpers.text.places import swap_levels, swap_sides
 
     val_twins = {swap(seg.model_text(r)) for r in val.cases["text"] for swap in (swap_sides, swap_levels)}
     assert texts <= set(stored) and set(stored) - texts <= val_twins
@@ -270,7 +271,7 @@ def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
-    from helpers.places import mirror_overlaps, paste_mirror
+    from helpers.text.places import mirror_overlaps, paste_mirror
 
     images, masks = _one_lesion()
     pasted, copy = paste_mirror(torch.from_numpy(images), torch.from_numpy(masks))
@@ -327,9 +328,9 @@ def test_paste_asks_for_either_copy_by_its_side_and_swap_and_null_empty_the_targ
 
 def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_path, finetune_cfg,
                                                                       text_dir):
-    from helpers.layout import TEXT_EMBEDDINGS_FILE
-    from helpers.places import swap_sides
-    from helpers.sentences import null_text, select_text, split_by_lesion
+    from helpers.core.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.text.places import swap_sides
+    from helpers.text.sentences import null_text, select_text, split_by_lesion
 
     cfg = dataclasses.replace(finetune_cfg, epochs=1, fusion="cross_attn", text_mode="positive",
                               paste_prob=0.3, swap_prob=0.2, null_rate=0.2, sentence_prob=0.2)
@@ -347,7 +348,7 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
 
 
 def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
-    from helpers.places import copy_is_free, level_shift, paste_copy
+    from helpers.text.places import copy_is_free, level_shift, paste_copy
 
     images = np.full((1, 40, 40), 40, np.uint8)
     images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
@@ -372,7 +373,7 @@ def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
 
 
 def test_level_words_swap_and_name_one_level():
-    from helpers.places import names_level, swap_levels
+    from helpers.text.places import names_level, swap_levels
 
     assert swap_levels("Patchy opacity at the Right base.") == "Patchy opacity at the Right apex."
     assert swap_levels("RIGHT LOWER LOBE nodule, left apical scar") == "RIGHT UPPER LOBE nodule, left basilar scar"
@@ -385,7 +386,7 @@ def test_level_words_swap_and_name_one_level():
 
 
 def test_undescribed_lesions_are_marked_in_the_target():
-    from helpers.datasets import UNDESCRIBED
+    from helpers.model.losses import UNDESCRIBED
 
     images, masks = _one_lesion()
     torch.manual_seed(0)
@@ -403,7 +404,7 @@ def test_undescribed_lesions_are_marked_in_the_target():
                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_mixed_precision_follows_compute_capability(monkeypatch, capability, expected):
     """A T4 (7.5) says bf16 is supported (emulated) but gets fp16 + grad scaler; Ampere+ gets bf16."""
-    from helpers.loop import amp_dtype, describe_precision
+    from helpers.training.loop import amp_dtype, describe_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
@@ -421,7 +422,7 @@ def test_phase2_refuses_an_encoder_that_saw_its_test_patients(cases, catalog, tm
                                                                pretrain_cfg, text_dir, capsys):
     """Phase 1 before the split (no masks yet) saw everyone: the encoder records its patients and
     Phase 2 refuses it unless allowed on purpose; an encoder that left them out is accepted."""
-    from helpers.unlabeled import iu_patients, iu_pretrain_paths
+    from helpers.data.unlabeled import iu_patients, iu_pretrain_paths
 
     quick = dataclasses.replace(pretrain_cfg, epochs=1, max_images=8)
     everyone = catalog.image_paths()
@@ -496,7 +497,7 @@ def test_a_subset_is_read_from_a_cache_that_holds_it_even_without_the_files(cata
 
 
 def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
-    from helpers.datasets import UNDESCRIBED
+    from helpers.model.losses import UNDESCRIBED
 
     images = np.full((1, 40, 40), 40, np.uint8)
     images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung

@@ -2,7 +2,7 @@
 
     python tools/set_repo.py OWNER/NAME          # or https://github.com/OWNER/NAME(.git)
 
-rewrites `REPO_URL` in helpers/layout.py (the setup cell clones it), the README's "Open in Colab"
+rewrites `REPO_URL` in helpers/core/environment.py (the setup cell clones it), the README's "Open in Colab"
 badge and every notebook's badge and setup cell (stored outputs are kept: only the address
 changes). Run it once after forking, then commit and push; the badges open your copy.
 """
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENT = Path("helpers", "core", "environment.py")  # where REPO_URL is defined
 _SLUG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _URL_LINE = re.compile(r'^REPO_URL = "https://github\.com/([^"]+?)(?:\.git)?"$', re.MULTILINE)
 
@@ -29,18 +30,18 @@ def parse_slug(text: str) -> str:
 
 
 def current_slug(root: Path = ROOT) -> str:
-    """The `OWNER/NAME` that helpers/layout.py names now."""
-    match = _URL_LINE.search((root / "helpers" / "layout.py").read_text())
+    """The `OWNER/NAME` that helpers/core/environment.py names now."""
+    match = _URL_LINE.search((root / ENVIRONMENT).read_text())
     if match is None:
-        raise ValueError(f"{root / 'helpers' / 'layout.py'}: no line REPO_URL = \"https://github.com/...\"")
+        raise ValueError(f"{root / ENVIRONMENT}: no line REPO_URL = \"https://github.com/...\"")
     return match.group(1)
 
 
 def set_repo(slug: str, root: Path = ROOT) -> list[Path]:
-    """Replace the current repository address by `slug` in layout.py, the README and the notebooks;
+    """Replace the current repository address by `slug` in helpers/core/environment.py, the README and the notebooks;
     returns the files changed."""
     new, old = parse_slug(slug), current_slug(root)
-    files = [root / "helpers" / "layout.py", root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
+    files = [root / ENVIRONMENT, root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
     # every form the address takes: the clone URL, github.com/OLD/..., the Colab link .../github/OLD/...
     forms = [(f"github.com/{old}.git", f"github.com/{new}.git"), (f"github.com/{old}/", f"github.com/{new}/"),
              (f"/github/{old}/", f"/github/{new}/")]
@@ -56,7 +57,7 @@ def set_repo(slug: str, root: Path = ROOT) -> list[Path]:
             path.write_text(updated)
             changed.append(path)
     if current_slug(root) != new:
-        raise ValueError(f"{root / 'helpers' / 'layout.py'}: REPO_URL was not updated")
+        raise ValueError(f"{root / ENVIRONMENT}: REPO_URL was not updated")
     return changed
 
 

@@ -1,0 +1,197 @@
+"""Experiments: train many Phase-2 variants and score them on the test split (the ablations).
+
+Each variant changes a few settings of the base run (fusion, Phase-1 initialisation, upsampling) or
+how the test texts are given (shuffled across cases); the table shows whether the model reads the
+text and which choices matter, with bootstrap intervals and the spread over seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..core.settings import AblationConfig, FinetuneConfig
+from .scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
+                         two_lesion_probe)
+from ..inference.segmenter import Segmenter
+from ..core.layout import BEST_FILE, LAST_FILE
+from ..model.metrics import bootstrap_ci
+from ..training.finetune import finetune
+
+CASES_FILE = "ablation_cases.csv"
+PLACE_METHODS = ("paste_prob", "swap_prob", "null_rate")  # FinetuneConfig fields, see LabeledCases
+TEXT_METHODS = (*PLACE_METHODS, "sentence_prob")  # every item method that asks with another text
+
+
+@dataclasses.dataclass
+class Variant:
+    """One row of the ablation table: what to train (overrides of the base settings) and which
+    texts the test cases are given (`evaluation.TEXTS`)."""
+
+    name: str
+    overrides: dict
+    texts: str = "report"
+    seeds: Sequence[int] | None = None  # None: all seeds of the ablation settings
+
+
+def _text_variant(fusion: str, text_mode: str) -> str:
+    return f"text ({fusion}, {text_mode})"
+
+
+def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
+                      phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
+    """The ablations: text vs shuffled text vs image only; the fusions, each with the text modes;
+    mismatched-text negatives; the place training (none of it, and each method left out), the
+    per-sentence training and the place prior;
+    Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
+    variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
+                Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
+                # the image-only control cannot read which copy or text is meant: no place training
+                Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0, "place_prior": False,
+                                              **{name: 0.0 for name in TEXT_METHODS}})]
+    for fusion in settings.fusions:
+        for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
+            if (fusion, mode) != (base.fusion, base.text_mode):
+                variants.append(Variant(_text_variant(fusion, mode),
+                                        {"fusion": fusion, "text_mode": mode}))
+    variants += [Variant(f"negatives {rate:g}", {"negative_rate": rate})
+                 for rate in settings.negative_rates if rate != base.negative_rate]
+    methods = [name for name in PLACE_METHODS if getattr(base, name) > 0]
+    if settings.place_each and len(methods) > 1:
+        variants += [Variant(f"without {name}", {name: 0.0}) for name in methods]
+    if settings.place_each and base.sentence_prob > 0:
+        variants.append(Variant("without sentence_prob", {"sentence_prob": 0.0}))
+    if settings.with_place and methods:
+        variants.append(Variant("no place training", {name: 0.0 for name in methods}))
+    if settings.with_place and base.place_prior:
+        variants.append(Variant("no place prior", {"place_prior": False}))
+    if settings.with_init:
+        variants.append(Variant("no Phase-1 init", {"pretrained_encoder": None}))
+        for objective, path in (phase1_encoders or {}).items():
+            if path != base.pretrained_encoder:
+                variants.append(Variant(f"Phase-1 {objective} init", {"pretrained_encoder": path}))
+    if settings.with_upsampling:
+        other = "transpose" if base.upsampling == "interp" else "interp"
+        variants.append(Variant(f"{other} upsampling", {"upsampling": other}, seeds=settings.seeds[:1]))
+    return variants
+
+
+def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig,
+                  settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
+                  main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
+                  text_cache_dir: str | Path | None = None, probe: pd.DataFrame | None = None,
+                  normal_texts: Sequence[str] = (), progress: bool = True
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate every variant for every seed on the test split.
+
+    `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
+    trained again. Returns (summary table, one row per variant and seed). Variants sharing the
+    same training settings and seed are trained once (e.g. text vs shuffled test text).
+    `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows;
+    every row with the cases' own texts also gets the mirror probe (`evaluation.mirror_probe`) and,
+    given `normal_texts`, the share of test images left empty when asked with a normal report.
+    """
+    out = Path(out_dir)
+    test = cases[cases["split"] == "test"].reset_index(drop=True)
+    trained: dict[tuple, Segmenter] = {}
+    runs, per_case = [], []
+    variants = ablation_variants(base, settings, phase1_encoders)
+    jobs = [(v, seed) for v in variants for seed in v.seeds or settings.seeds]
+    if progress:  # the cost up front: how many trainings, how many already there
+        todo = {_key(_settings(base, v, seed)): _run_dir(out, v, seed) for v, seed in jobs
+                if not (main_checkpoint and not v.overrides and seed == settings.seeds[0])}
+        done = sum((d / LAST_FILE).exists() for d in todo.values())
+        print(f"{len(jobs)} ablation rows: {len(todo)} trainings of up to {base.epochs} epochs "
+              f"({done} of them started or finished before), then a test evaluation per row")
+    for variant, seed in tqdm(jobs, desc="ablations", unit="row", disable=not progress):
+        cfg = _settings(base, variant, seed)
+        key = _key(cfg)
+        if key not in trained:
+            if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
+                path = Path(main_checkpoint)
+            else:
+                run_dir = _run_dir(out, variant, seed)
+                # a finished run (best_model.pth and its history) is reused: resume=True
+                finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
+                         resume=True, progress=progress)
+                path = run_dir / BEST_FILE
+            trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
+                                                     text_cache_dir=text_cache_dir)
+        seg = trained[key]
+        cases_eval, summary = evaluate(seg, test, texts=variant.texts, cache_dir=cache_dir,
+                                       n_boot=settings.bootstrap, seed=seed)
+        row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
+               ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
+        if variant.texts == "report":
+            row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+            row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
+            if normal_texts:
+                row["normal_empty"] = empty_on_normal(seg, test, normal_texts,
+                                                      cache_dir=cache_dir)[1]["empty_share"]
+            if probe is not None:
+                found = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]
+                row["probe_follows"] = found["follows_share"]
+                row["probe_same_kind"] = found.get("follows_share_same_kind", float("nan"))
+        runs.append(row)
+        per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
+    runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cases_frame.to_csv(out / CASES_FILE, index=False)  # for paired comparisons of variants
+    return summarize_runs(runs_frame, cases_frame, settings.bootstrap), runs_frame
+
+
+def paired_difference(per_case: pd.DataFrame, a: str, b: str, metric: str = "dice",
+                      n_boot: int = 1000) -> dict:
+    """Mean of `metric` for variant `a` minus variant `b`, paired on the same (seed, case), with
+    a bootstrap 95% interval over the pairs (from `ablation_cases.csv`)."""
+    pairs = (per_case[per_case["variant"] == a].merge(
+        per_case[per_case["variant"] == b], on=["seed", "case_id"], suffixes=("_a", "_b")))
+    if pairs.empty:
+        raise ValueError(f"no (seed, case) scored for both {a!r} and {b!r}")
+    mean, lo, hi = bootstrap_ci((pairs[f"{metric}_a"] - pairs[f"{metric}_b"]).to_numpy(),
+                                n_boot=n_boot, seed=0)
+    return {"a": a, "b": b, "metric": metric, "difference": mean, "lo": lo, "hi": hi,
+            "n_pairs": len(pairs), "seeds": pairs["seed"].nunique()}
+
+
+def _settings(base: FinetuneConfig, variant: Variant, seed: int) -> FinetuneConfig:
+    return dataclasses.replace(base, seed=seed, **variant.overrides)
+
+
+def _key(cfg: FinetuneConfig) -> tuple:
+    """Variants with equal settings are trained once."""
+    return tuple(sorted(dataclasses.asdict(cfg).items()))
+
+
+def _run_dir(out: Path, variant: Variant, seed: int) -> Path:
+    tag = "".join(c if c.isalnum() else "_" for c in variant.name).strip("_")
+    return out / f"{tag}_seed{seed}"
+
+
+def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per variant: mean over cases of all seeds with a bootstrap 95% interval, and the
+    standard deviation of the per-seed means when there is more than one seed."""
+    rows = []
+    for name, group in per_case.groupby("variant", sort=False):
+        row = {"variant": name, "seeds": group["seed"].nunique(), "n_cases": len(group)}
+        seeds = runs[runs["variant"] == name]
+        for metric in ("dice", "iou", "pointing_hit"):
+            mean, lo, hi = bootstrap_ci(group[metric].to_numpy(), n_boot=n_boot, seed=0)
+            sd = seeds[metric].std(ddof=1) if len(seeds) > 1 else float("nan")
+            row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
+        for extra in ("moved_share", "mirror_follows", "normal_empty", "probe_follows", "probe_same_kind"):
+            if extra in seeds:
+                row[extra] = seeds[extra].mean()
+                row[f"{extra}_sd"] = seeds[extra].std(ddof=1) if len(seeds) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def differences_to(per_case: pd.DataFrame, main: str, metric: str = "dice",
+                   n_boot: int = 1000) -> pd.DataFrame:
+    """`paired_difference(main, other)` for every other variant of `per_case` (one row each)."""
+    others = [v for v in pd.unique(per_case["variant"]) if v != main]
+    return pd.DataFrame([paired_difference(per_case, main, other, metric, n_boot) for other in others])
