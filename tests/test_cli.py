@@ -58,16 +58,51 @@ def test_help_shows_the_field_help_and_each_presets_default(capsys):
     assert "default real 256, demo 96, smoke 64" in out
 
 
-def test_the_flags_the_readme_and_makefile_use_exist():
-    known = set()
-    for sub in _commands().values():
-        known |= {s for s in sub._option_string_actions if s.startswith("--")}
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("## Command line"):readme.index("## Data layout")]
+# Flags of the other tools the texts show: pip's, torchrun's, git's.
+OTHER_FLAGS = {"--no-deps", "--quiet", "--nproc_per_node", "--nnodes", "--rdzv_backend", "--rdzv_endpoint",
+               "--ff-only"}
+FLAG = r"(?<![\w-])--[a-z][a-z0-9_-]*"
+
+
+def _command_spans(text: str) -> list[str]:
+    """The code in a Markdown text: each line of a fenced block (continued lines joined) and each
+    inline `span` outside the blocks."""
+    spans, prose = [], []
+    for i, part in enumerate(re.split(r"^```.*$", text, flags=re.MULTILINE)):
+        if i % 2:
+            spans += part.replace("\\\n", " ").splitlines()
+        else:
+            prose.append(part)
+    return spans + re.findall(r"`([^`\n]+)`", "\n".join(prose))
+
+
+def test_the_commands_and_flags_the_texts_use_exist():
+    """Every `python -m helpers <command>` in the README, data/README.md and docs/ names a command,
+    the flags that follow it are that command's, and every other flag there or in the Makefile's
+    studies is some command's."""
+    from tests.test_structure import texts
+
+    commands = _commands()
+    known = {s for sub in commands.values() for s in sub._option_string_actions if s.startswith("--")}
+    used, wrong = set(), []
+    for path in texts():
+        text = path.read_text()
+        used |= set(re.findall(FLAG, text))
+        for span in _command_spans(text):
+            for match in re.finditer(r"-m helpers(?: (\w+))?", span):
+                name, where = match.group(1), path.relative_to(ROOT)
+                if name is None:  # `python -m helpers --help`, `python -m helpers <command>`
+                    continue
+                if name not in commands:
+                    wrong.append(f"{where}: {span!r} names no command")
+                    continue
+                flags = set(re.findall(FLAG, span[match.end():].split(" #")[0]))
+                wrong += [f"{where}: {name} has no {f}" for f in flags
+                          if f not in commands[name]._option_string_actions]
     makefile = (ROOT / "Makefile").read_text()
-    used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", block)) | \
-        set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", makefile.split("STUDY =", 1)[1]))
-    assert used - known - {"--no-deps", "--quiet"} == set()  # those two: pip's
+    used |= set(re.findall(FLAG, makefile.split("STUDY =", 1)[1]))
+    assert wrong == []
+    assert used - known - OTHER_FLAGS == set()
 
 
 def test_override_names_unknown_settings():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -169,6 +170,11 @@ def test_code_passes_ruff():
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+def texts() -> list[Path]:
+    """The project's Markdown texts: the README, data/README.md and everything under docs/."""
+    return [ROOT / "README.md", *sorted(ROOT.glob("data/*.md")), *sorted((ROOT / "docs").rglob("*.md"))]
+
+
 def test_texts_speak_of_the_project_only():
     """README, docs, notebooks, code and tests describe the project, not how or where it was made."""
     # written in pieces, so that this list does not itself contain what it looks for; a check
@@ -176,8 +182,91 @@ def test_texts_speak_of_the_project_only():
     about_the_making = ["".join(pieces) for pieces in (
         ("measured ", "here"), ("(as ", "here)"), ("DESIGN", ".md"), ("Phase-2 ", "issues"),
         ("seed's ", "premise"), ("this project's ", "2-core"))]
-    files = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("data/*.md"), *ROOT.glob("notebooks/*.ipynb"),
-             *PACKAGE.rglob("*.py"), *ROOT.glob("tests/*.py")]
+    files = [*texts(), ROOT / "Makefile", *ROOT.glob("notebooks/*.ipynb"), *PACKAGE.rglob("*.py"),
+             *ROOT.glob("tests/*.py")]
     found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in files for phrase in about_the_making
              if phrase.lower() in p.read_text().lower()]
     assert found == []
+
+
+# A finding is written as what was measured with which settings, not as a history of defaults.
+HISTORY_PHRASES = ("previous default", "when tried before", "of that time", "default before", "goal")
+README_MAX_LINES = 230
+
+
+def test_readme_is_short_and_the_texts_read_as_findings():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= README_MAX_LINES, "the README is read in five minutes: details go to docs/"
+    found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in texts() for phrase in HISTORY_PHRASES
+             if phrase in p.read_text().lower()]
+    assert found == []
+
+
+def _table_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of each row of the Markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_readme_layout_is_the_package():
+    """The README's Layout table lists every folder of `helpers/`, from the bottom layer up, in the
+    order of `LAYERS`."""
+    rows = _table_rows((ROOT / "README.md").read_text(), "| folder | what lives there |")
+    listed = [row[0].strip("`") for row in rows]
+    folders = sorted(str(p.parent.relative_to(ROOT)) + "/" for p in PACKAGE.rglob("__init__.py"))
+    assert sorted(listed) == folders
+    order = [layer(".".join(Path(folder).parts) if folder != "helpers/" else "helpers.__main__")
+             for folder in listed]
+    assert order == sorted(order), "the table goes from the bottom layer up"
+
+
+def _old_import_cells(text: str) -> list[str]:
+    try:
+        return [row[0] for row in _table_rows(text, "| old | new |")]
+    except StopIteration:
+        return []
+
+
+def test_links_paths_and_names_in_the_texts_exist():
+    """Every relative link, repository path, `make` target and `helpers.*` name in the README,
+    data/README.md and docs/ exists (the old import paths excepted), and the README links every
+    notebook."""
+    import importlib
+
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
+    wrong = []
+    for path in texts():
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        for link in re.findall(r"\]\(([^)\s]+)\)", text):
+            if not re.match(r"https?://", link) and not (path.parent / link.split("#")[0]).exists():
+                wrong.append(f"{where}: link {link}")
+        for old in _old_import_cells(text):
+            text = text.replace(old, "")
+        spans = re.findall(r"`([^`\n]+)`", text)
+        for span in spans:
+            if re.fullmatch(r"(helpers|notebooks|tests|tools|docs)/[\w./*-]*|data/README\.md|requirements[\w-]*\.txt",
+                            span) and not list(ROOT.glob(span.rstrip("/"))):
+                wrong.append(f"{where}: path {span}")
+            wrong += [f"{where}: make {t}" for t in re.findall(r"\bmake ([\w-]+)", span) if t not in targets]
+        for name in set(re.findall(r"\bhelpers(?:\.\w+)+", " ".join(spans))):
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    found = importlib.import_module(".".join(parts[:cut]))
+                    break
+                except ModuleNotFoundError:
+                    continue
+            for attr in parts[cut:]:
+                found = getattr(found, attr, None)
+            if found is None:
+                wrong.append(f"{where}: {name}")
+    readme = (ROOT / "README.md").read_text()
+    wrong += [f"README.md: no link to {nb}" for nb in stored_notebooks() if f"(notebooks/{nb})" not in readme]
+    assert wrong == []
