@@ -107,11 +107,13 @@ def results_section(results: dict[str, dict]) -> str:
 
 def data_section(record: dict, data: dict | None) -> str:
     """Where the data came from, its terms, and the patient split the model carries."""
-    source = (data or {}).get("data_source")
-    terms = DEMO_TERMS if str(source or "").startswith("demo") else IU_TERMS
-    lines = [f"- Source: `{source}`" + (f", masks from `{data['masks_source']}`" if (data or {}).get("masks_source")
-                                         else "") if source else "- Source: not recorded",
-             f"- Terms: {terms}."]
+    source, masks = (data or {}).get("data_source"), (data or {}).get("masks_source")
+    if source is None:
+        lines = ["- Source: not recorded with these weights.",
+                 f"- Terms: those of that source; for {IU_TERMS}."]
+    else:
+        terms = DEMO_TERMS if str(source).startswith("demo") else IU_TERMS
+        lines = [f"- Source: `{source}`" + (f", masks from `{masks}`" if masks else ""), f"- Terms: {terms}."]
     patients = record.get("patients") or {}
     if patients:
         parts = [f"{name} {len({k.split(':')[0] for k in keys})} patients ({len(keys)} images)"
@@ -174,9 +176,9 @@ def render_card(config: dict, results: dict[str, dict] | None = None, data: dict
                            pipeline_tag="image-segmentation", language=["en"],
                            tags=TAGS + (["clip"] if "clip" in str(text.get("name")).lower() else []))
     where = repo_id or "path/to/this/folder"
-    settings = json.dumps({"model": model, "threshold": record.get("threshold"),
-                           "image_size": record.get("image_size"), "text_mode": record.get("text_mode"),
-                           "finetune": record.get("finetune")}, indent=1)
+    settings = "\n".join(f"| {name} | `{json.dumps(value)}` |" for name, value in
+                         {**{f"model.{k}": v for k, v in model.items()}, "threshold": record.get("threshold"),
+                          **(record.get("finetune") or {})}.items())
     return f"""---
 {header.to_yaml()}
 ---
@@ -221,11 +223,12 @@ safetensors only (nothing is unpickled).
 {limits_section(config)}
 ## Settings
 
-<details><summary>The model's settings (also in config.json)</summary>
+<details><summary>The model's and its training's settings (also in config.json)</summary>
 
-```json
+| setting | value |
+| --- | --- |
 {settings}
-```
+
 </details>
 
 ## Licence

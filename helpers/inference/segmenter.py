@@ -155,7 +155,7 @@ class Segmenter:
         text_model, text_revision = pretrained.text_model_of(folder, config)
         seg = cls.from_record(record, device, text_model=text_model, text_revision=text_revision,
                               text_cache_dir=text_cache_dir, origin=folder)
-        seg.info["license"] = config.get("license")
+        seg.info.update(text_model=text_model, license=config.get("license"))
         return seg
 
     @classmethod
