@@ -21,7 +21,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, license: str | None
     one (e.g. the hub name of a local folder that is not on this machine). Returns the folder."""
     from .inference.pretrained import DEFAULT_LICENSE, push_folder
     from .inference.segmenter import Segmenter
-    from .pipeline import read_run_settings
+    from .pipeline import read_run_settings, relative
 
     checkpoint = Path(checkpoint)
     seg = Segmenter.from_checkpoint(checkpoint, device="cpu", text_model=text_model,
@@ -29,7 +29,7 @@ def export_model(checkpoint: str | Path, out: str | Path, *, license: str | None
     run = checkpoint.resolve().parent.parent
     data = read_run_settings(run) if RunPaths(run).settings.is_file() else None
     folder = seg.save_pretrained(out, license=license or DEFAULT_LICENSE, data=data, repo_id=push)
-    print(f"exported {checkpoint} to {folder}")
+    print(f"exported {relative(checkpoint)} to {relative(folder)}")
     if push:
         print(f"pushed to {push_folder(folder, push, private=private)}")
     return folder

@@ -68,6 +68,7 @@ def test_round_trip_gives_identical_probabilities_and_never_unpickles(run, catal
     assert loaded.record.patients == seg.record.patients and loaded.record.patients["train"]
     # the tiny text encoder was a local folder: it travels inside the export
     assert loaded.text_encoder.name == str(folder / MODEL_TEXT_ENCODER_DIR) and loaded.text_encoder.is_tiny
+    assert "text_encoder/ (copied with the model)" in loaded.describe()
     config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
     assert config["text_encoder"]["copied"] and config["record"]["text_model"] == MODEL_TEXT_ENCODER_DIR
     assert config["reader"] == {"text_mode": seg.text_mode, "sentence_rules_version": 1, "place_words_version": 1}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..core.checkpoint import CheckpointError
+from ..core.layout import MODEL_TEXT_ENCODER_DIR
 from ..core.settings import pick_device
 from ..data.io import normalize
 from ..data.io import gray_image, load_gray
@@ -155,7 +156,9 @@ class Segmenter:
         text_model, text_revision = pretrained.text_model_of(folder, config)
         seg = cls.from_record(record, device, text_model=text_model, text_revision=text_revision,
                               text_cache_dir=text_cache_dir, origin=folder)
-        seg.info.update(text_model=text_model, license=config.get("license"))
+        copied = f"{MODEL_TEXT_ENCODER_DIR}/ (copied with the model)"
+        seg.info.update(text_model=copied if config["text_encoder"].get("copied") else text_model,
+                        license=config.get("license"))
         return seg
 
     @classmethod
