@@ -55,7 +55,7 @@ def _no_unpickling(monkeypatch):
 def test_round_trip_gives_identical_probabilities_and_never_unpickles(run, catalog, monkeypatch):
     _, seg, _, folder = run
     assert {p.name for p in folder.iterdir()} == {MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, MODEL_CARD_FILE,
-                                                  MODEL_TEXT_ENCODER_DIR}
+                                                  EVALUATION_FILE, MODEL_TEXT_ENCODER_DIR}
     with monkeypatch.context() as m:
         _no_unpickling(m)
         loaded = Segmenter.from_pretrained(folder, device="cpu")
@@ -93,6 +93,16 @@ def test_the_card_holds_the_runs_figures_and_its_header_parses(run):
     assert "Scored on the **test** split: 3 images of 3 patients (the model's own test patients)" in card
     assert "demo:forced" in card and "synthetic" in card and "Not a medical" in card
     assert "at most 77 tokens" in card and "random" in card  # the tiny text encoder is named as such
+
+
+def test_exporting_a_loaded_model_again_keeps_its_figures(run, tmp_path):
+    loaded = Segmenter.from_pretrained(run[3], device="cpu")
+    assert loaded.results["test"]["dice"] == run[2]["dice"]
+    loaded.threshold = 0.123
+    card = (loaded.save_pretrained(tmp_path / "again") / MODEL_CARD_FILE).read_text()
+    assert "| Dice (per image, at the threshold) | " in card
+    assert f"threshold {run[2]['threshold']:.3f} (the model's threshold is now 0.123)" in card
+    assert Segmenter.from_pretrained(tmp_path / "again", device="cpu").threshold == 0.123
 
 
 def test_figure_rows_and_share_intervals():
@@ -185,8 +195,10 @@ def test_the_split_a_model_carries_tells_its_cases_from_another_collections(case
 def test_scoring_leaves_the_models_training_patients_out(run, cases):
     seg = run[1]
     relabeled = cases.assign(split="test")  # another split of the same collection
-    with pytest.warns(UserWarning, match="trained on: left out"):
+    with pytest.warns(UserWarning) as caught:
         per_case, summary = evaluate(seg, relabeled)
+    said = " ".join(str(w.message) for w in caught)
+    assert "trained on: left out" in said and "chosen on (its validation split)" in said
     n_train = int((cases["split"] == "train").sum())
     assert summary["n_left_out"] == n_train and summary["n"] == len(cases) - n_train
     assert set(per_case.index) == set(cases.index[cases["split"] != "train"])

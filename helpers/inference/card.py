@@ -79,8 +79,9 @@ def _fmt(x) -> str:
     return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
-def results_section(results: dict[str, dict]) -> str:
-    """The measured figures: the test split's (else the first split scored), and the controls."""
+def results_section(results: dict[str, dict], threshold: float | None = None) -> str:
+    """The measured figures: the test split's (else the first split scored), and the controls
+    (`threshold`: the model's, named when the figures were measured at another)."""
     if not results:
         return ("No figures were recorded for these weights: score the model "
                 "(`python -m helpers evaluate --checkpoint best_model.pth`) and export it again.\n")
@@ -92,7 +93,9 @@ def results_section(results: dict[str, dict]) -> str:
              f"{summary.get('n_patients', '?')} patients"
              + (f" (the model's own {seen} patients)" if seen else "")
              + (f"; {summary['n_left_out']} images of its training patients left out"
-                if summary.get("n_left_out") else "") + f", threshold {_fmt(summary.get('threshold'))}.",
+                if summary.get("n_left_out") else "") + f", threshold {_fmt(summary.get('threshold'))}"
+             + (f" (the model's threshold is now {_fmt(threshold)})"
+                if threshold is not None and summary.get("threshold") != threshold else "") + ".",
              "Intervals: bootstrap 95% over images (Dice, IoU, pointing), over reports (per sentence), "
              "Wilson 95% for shares.", "", "| figure | value | 95% interval | n |", "| --- | --- | --- | --- |"]
     for name, value, low, high, n in figure_rows(summary):
@@ -214,7 +217,7 @@ safetensors only (nothing is unpickled).
 {data_section(record, data)}
 ## Results
 
-{results_section(results or {})}
+{results_section(results or {}, record.get("threshold"))}
 ## Text encoder
 
 {text_encoder_section(text, record)}

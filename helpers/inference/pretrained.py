@@ -3,6 +3,7 @@
     config.json         everything that rebuilds the model and reads a report (below)
     model.safetensors   the weights only
     README.md           the model card (`inference.card`)
+    evaluation.json     the measured figures the card shows (`inference.results`), when there are any
     text_encoder/       only for a text encoder that was a local folder (the tiny CLIP, a download)
 
 read from a local folder or from the hub by id ("owner/name", `huggingface_hub.snapshot_download`).
@@ -40,7 +41,7 @@ from ..core.layout import (BEST_FILE, MODEL_CARD_FILE, MODEL_CONFIG_FILE, MODEL_
                            MODEL_WEIGHTS_FILE)
 from ..model.record import ModelRecord
 from ..text import places, sentences
-from .results import plain
+from .results import plain, write_exported
 
 FORMAT = "cxr-text-localization"  # also the model card's library_name
 FORMAT_VERSION = 1  # the folder layout this code writes and the newest it reads
@@ -111,7 +112,7 @@ def model_config(record: ModelRecord, text: TextEncoderSource, *, license: str, 
 
 
 def write_folder(folder: str | Path, config: dict, state_dict: dict[str, torch.Tensor],
-                 text: TextEncoderSource, card: str) -> Path:
+                 text: TextEncoderSource, card: str, results: dict[str, dict]) -> Path:
     """Write an exported model to `folder` (created; files of a previous export replaced)."""
     folder = Path(folder)
     try:
@@ -120,6 +121,7 @@ def write_folder(folder: str | Path, config: dict, state_dict: dict[str, torch.T
         save_file(weights, folder / MODEL_WEIGHTS_FILE, metadata={"format": "pt"})
         (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
         (folder / MODEL_CARD_FILE).write_text(card)
+        write_exported(folder, results)
         copied = folder / MODEL_TEXT_ENCODER_DIR
         shutil.rmtree(copied, ignore_errors=True)
         if text.folder is not None:

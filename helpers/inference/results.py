@@ -4,6 +4,9 @@ scored (`evaluation.scores.save_evaluation`), read by the model card (`inference
     {"version": 1, "checkpoint": "best_model.pth", "sha256": <hex digest of that file>,
      "results": {"test": summary, "test/shuffled": summary, ...}}
 
+An exported model carries the same figures (`evaluation.json` in its folder, without the digest:
+its weights are the ones scored), so that exporting it again keeps them.
+
 A summary is kept under the split it was scored on (`summary["split"]`), and for the controls the
 texts it was given ("test/shuffled"); scoring again replaces it. The digest ties the figures to the
 weights: after the model is trained again they are stale, and `load_results` ignores them and says
@@ -101,3 +104,18 @@ def load_results(checkpoint: str | Path) -> dict[str, dict]:
                       "evaluate`).", stacklevel=2)
         return {}
     return data["results"]
+
+
+def write_exported(folder: str | Path, results: dict[str, dict]) -> None:
+    """The figures of an exported model, in its folder (`evaluation.json`; none: no file)."""
+    path = Path(folder) / EVALUATION_FILE
+    path.unlink(missing_ok=True)
+    if results:
+        path.write_text(json.dumps({"version": VERSION, "results": plain(results)}, indent=1) + "\n")
+
+
+def read_exported(folder: str | Path) -> dict[str, dict]:
+    """The figures an exported model carries by key; empty when it carries none."""
+    path = Path(folder) / EVALUATION_FILE
+    data = _read(path) if path.is_file() else {}
+    return data["results"] if data.get("version") == VERSION and isinstance(data.get("results"), dict) else {}

@@ -24,7 +24,7 @@ from ..text.sentences import POSITIVE, SentenceSelection
 from ..text.encoders import EmbeddingCache, load_text_encoder
 from . import pretrained
 from .card import render_card
-from .results import load_results
+from .results import load_results, read_exported
 
 ImageLike = str | Path | Image.Image | np.ndarray
 EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
@@ -125,6 +125,7 @@ class Segmenter:
         self.info = info or {}  # the checkpoint's config, epoch and metrics (`ModelRecord`)
         self.record = record
         self.checkpoint: Path | None = None  # the best_model.pth it was loaded from, if any
+        self.results: dict[str, dict] | None = None  # the figures an exported model carries
         self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
         self.reader = ReportReader(self.text_mode)  # reads a report as training did
         self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens,
@@ -159,6 +160,7 @@ class Segmenter:
         copied = f"{MODEL_TEXT_ENCODER_DIR}/ (copied with the model)"
         seg.info.update(text_model=copied if config["text_encoder"].get("copied") else text_model,
                         license=config.get("license"))
+        seg.results = read_exported(folder)
         return seg
 
     @classmethod
@@ -187,19 +189,20 @@ class Segmenter:
         when it is a local folder (copied; a hub name stays a name). See `inference.pretrained`.
 
         license: the model's licence (a hub licence id); results: the measured figures by split
-        (default: the `evaluation.json` beside the checkpoint this was loaded from); data: the
+        (default: those of the checkpoint this was loaded from, `evaluation.json` beside it, or
+        those the exported model carries); data: the
         run's `data_source` and `masks_source` (for the card); repo_id: the hub id it goes to."""
         if self.record is None:
             raise CheckpointError("This Segmenter was built without its record: load it with "
                                   "`from_checkpoint` or `from_pretrained` to save it.")
         if results is None:
-            results = load_results(self.checkpoint) if self.checkpoint is not None else {}
+            results = load_results(self.checkpoint) if self.checkpoint is not None else self.results or {}
         record = dataclasses.replace(self.record, threshold=self.threshold)
         text = pretrained.text_encoder_source(self.text_encoder.name, self.text_encoder.commit)
         config = pretrained.model_config(record, text, license=license, is_tiny=self.text_encoder.is_tiny,
                                          dim=self.text_encoder.dim, max_length=self.text_encoder.max_length)
         return pretrained.write_folder(folder, config, self.model.state_dict(), text,
-                                       render_card(config, results, data, repo_id))
+                                       render_card(config, results, data, repo_id), results)
 
     def model_text(self, text: str) -> str:
         """The text as the model reads it (`text_mode` "positive": the positive sentences only)."""
