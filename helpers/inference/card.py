@@ -96,8 +96,9 @@ def results_section(results: dict[str, dict], threshold: float | None = None) ->
                 if summary.get("n_left_out") else "") + f", threshold {_fmt(summary.get('threshold'))}"
              + (f" (the model's threshold is now {_fmt(threshold)})"
                 if threshold is not None and summary.get("threshold") != threshold else "") + ".",
-             "Intervals: bootstrap 95% over images (Dice, IoU, pointing), over reports (per sentence), "
-             "Wilson 95% for shares.", "", "| figure | value | 95% interval | n |", "| --- | --- | --- | --- |"]
+             "Intervals: bootstrap 95% over images (Dice, IoU, pointing), over reports (per sentence); "
+             "Wilson 95% for the other shares, their items taken as independent (several items of one "
+             "image are not quite).", "", "| figure | value | 95% interval | n |", "| --- | --- | --- | --- |"]
     for name, value, low, high, n in figure_rows(summary):
         interval = f"{_fmt(low)} – {_fmt(high)}" if low is not None else "–"
         lines.append(f"| {name} | {_fmt(value)} | {interval} | {_fmt(n)} |")
@@ -134,7 +135,7 @@ def text_encoder_section(text: dict, record: dict) -> str:
         terms = TINY_TERMS
     else:
         terms = TEXT_ENCODER_TERMS.get(name, "see the encoder's own model card on the hub")
-    where = (f"copied into `{MODEL_TEXT_ENCODER_DIR}/`" if text.get("copied")
+    where = (f"A local folder, copied into `{MODEL_TEXT_ENCODER_DIR}/`" if text.get("copied")
              else f"`{name}` from the model hub" + (f" at revision `{text['revision']}`" if text.get("revision") else ""))
     note = (" **Its weights are random: this model shows that the pipeline runs, not how well a real text "
             "encoder reads.**" if text.get("is_tiny") else "")
