@@ -189,9 +189,9 @@ class Segmenter:
         when it is a local folder (copied; a hub name stays a name). See `inference.pretrained`.
 
         license: the model's licence (a hub licence id); results: the measured figures by split
-        (default: those of the checkpoint this was loaded from, `evaluation.json` beside it, or
-        those the exported model carries); data: the
-        run's `data_source` and `masks_source` (for the card); repo_id: the hub id it goes to."""
+        (default: the `evaluation.json` beside the checkpoint this was loaded from, or the figures
+        the exported model carries); data: the run's `data_source` and `masks_source` (for the
+        card); repo_id: the hub id it goes to (named in the card's loading lines)."""
         if self.record is None:
             raise CheckpointError("This Segmenter was built without its record: load it with "
                                   "`from_checkpoint` or `from_pretrained` to save it.")
