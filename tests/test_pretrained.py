@@ -32,7 +32,7 @@ TEXTS = ["Nodule in the right upper lobe.", "Large left pleural effusion. No pne
 
 @pytest.fixture(scope="module")
 def run(checkpoint, cases, text_dir, tmp_path_factory):
-    """A copy of the session's smoke checkpoint, scored on its test split (evaluation.json beside
+    """A copy of the shared smoke checkpoint (conftest), scored on its test split (evaluation.json beside
     it), exported once: (checkpoint, segmenter, saved summary, exported folder)."""
     ckpt = tmp_path_factory.mktemp("run") / "best_model.pth"
     shutil.copy(checkpoint, ckpt)
