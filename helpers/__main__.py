@@ -6,6 +6,7 @@
     evaluate  score a checkpoint on a split (per-case CSV + summary with 95% intervals)
     ablate    train and evaluate the ablation variants, print the table
     predict   mask and overlay for one image and one text
+    export    a checkpoint as a model folder (config, safetensors, model card); --push to the hub
     bench     throughput of the data pipeline and training steps (images/s)
     notebooks execute the numbered notebooks headless (used by `make demo`)
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from .core import settings as config
 from .core import distributed as dist
 from .core.settings import MODES
+from .share import add_export_parser
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +118,8 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation.scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
-                             normal_reports, other_findings, per_sentence, two_lesion_probe)
+    from .evaluation.scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe, normal_reports,
+                                    other_findings, per_sentence, save_evaluation, two_lesion_probe)
     from .inference.segmenter import Segmenter
     from .pipeline import demo_probe, demo_reports, prepare
 
@@ -128,6 +130,7 @@ def cmd_evaluate(args) -> None:
     cases = prep.cases[prep.cases["split"] == args.split].reset_index(drop=True)
     texts = "shuffled" if args.shuffle_text else "swapped" if args.swap_sides else "report"
     per_case, summary = evaluate(seg, cases, texts=texts, cache_dir=prep.paths.cache)
+    cases = cases.loc[per_case.index]  # without the model's training patients (`held_out`)
     summary["counterfactual"] = counterfactual_sides(seg, cases, cache_dir=prep.paths.cache)[1]
     summary["mirror_probe"] = mirror_probe(seg, cases, cache_dir=prep.paths.cache)[1]
     summary["normal_reports"] = empty_on_normal(seg, cases, normal_reports(prep.catalog.reports),
@@ -141,6 +144,7 @@ def cmd_evaluate(args) -> None:
                                                           cache_dir=prep.paths.cache)
     print(f"model: {seg.describe()}")
     print(json.dumps(summary, indent=1, default=float))
+    print(f"figures kept for the model card: {save_evaluation(args.checkpoint, summary)}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         per_case.to_csv(args.out, index=False)
@@ -316,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every notebook again (default: continue after the finished ones)")
     p.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     p.set_defaults(func=cmd_notebooks)
+    add_export_parser(sub)
     return parser
 
 

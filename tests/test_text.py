@@ -323,7 +323,8 @@ def test_sentence_transformers_settings_are_read_for_a_hub_name(tmp_path, monkey
 
     real_load = text._load_pretrained
     monkeypatch.setattr(text, "hf_hub_download", fake_download)
-    monkeypatch.setattr(text, "_load_pretrained", lambda n: real_load(str(hub) if n == name else n))
+    monkeypatch.setattr(text, "_load_pretrained",
+                        lambda n, revision=None: real_load(str(hub) if n == name else n, revision))
     enc = TextEncoder(name)
     assert (enc.name, enc.pooling, enc.normalize, enc.max_length) == (name, "mean", True, 5)
     assert (name, "modules.json") in asked and (name, "1_Pooling/config.json") in asked

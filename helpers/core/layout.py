@@ -69,6 +69,14 @@ SPLITS_FILE = "splits.csv"
 RUN_SETTINGS_FILE = "run.json"  # data source, masks source and mode, written by notebook 01
 NOTEBOOKS_STATE_FILE = "notebooks.json"  # the notebooks the headless runner finished
 TEXT_EMBEDDINGS_FILE = "text_embeddings.pt"
+EVALUATION_FILE = "evaluation.json"  # a checkpoint's measured figures, beside it (`evaluation.scores`)
+EXPORT_DIR = "model"  # the run's exported model, the folder a user shares
+
+# Files of an exported model (`Segmenter.save_pretrained`), named as the model hub's libraries name them
+MODEL_CONFIG_FILE = "config.json"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+MODEL_CARD_FILE = "README.md"
+MODEL_TEXT_ENCODER_DIR = "text_encoder"  # a text encoder given as a local folder, copied
 
 
 def history_file(best_name: str) -> str:
@@ -122,6 +130,16 @@ class RunPaths:
     @property
     def best_model(self) -> Path:
         return self.phase2 / BEST_FILE
+
+    @property
+    def evaluation(self) -> Path:
+        """The figures of `best_model.pth` on the splits it was scored on (`evaluation.json`)."""
+        return self.phase2 / EVALUATION_FILE
+
+    @property
+    def model(self) -> Path:
+        """The exported model (`python -m helpers export`): config, weights and model card."""
+        return self.root / EXPORT_DIR
 
     @property
     def ablations(self) -> Path:

@@ -1,6 +1,8 @@
-"""Splitting the labeled cases into train / validation / test by patient (`uid`), seeded and saved."""
+"""Splitting the labeled cases into train / validation / test by patient (`uid`), seeded and saved;
+the split a model carries (`split_keys`) and which of its splits given cases belong to."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,28 @@ def _fixed_split(cases: pd.DataFrame, fixed: pd.Series) -> np.ndarray:
     if absent:
         raise DatasetError(f"{PATIENT_SPLITS_CSV} leaves the {absent} split(s) without a labeled case")
     return split
+
+
+def case_keys(cases: pd.DataFrame) -> list[str]:
+    """One key per case (`uid`, `image_path`, `text`): "<uid>:<8 hex digits>", the digits a hash of
+    the image's file name and the case's text. The uid keeps it readable; the hash tells the same
+    case of the same collection from a case of another collection that reuses the uid (the demo
+    and the IU collection both number their patients from 1)."""
+    return [f"{uid}:{hashlib.sha1(f'{Path(str(path)).name}|{text}'.encode()).hexdigest()[:8]}"
+            for uid, path, text in zip(cases["uid"], cases["image_path"], cases["text"])]
+
+
+def split_keys(cases: pd.DataFrame) -> dict[str, list[str]]:
+    """The split a model carries: split name -> the sorted `case_keys` of its cases (column
+    `split`), for every split present."""
+    keys = pd.Series(case_keys(cases), index=cases.index)
+    return {name: sorted(set(keys[cases["split"] == name])) for name in SPLITS
+            if (cases["split"] == name).any()}
+
+
+def model_split(cases: pd.DataFrame, keys: dict[str, list[str]]) -> pd.Series:
+    """For each of `cases`, the split of the model (`keys`, from `split_keys`) it belonged to:
+    "train", "val", "test", or None for a case the model never had (another collection, or a
+    patient outside its split)."""
+    where = {key: name for name, listed in keys.items() for key in listed}
+    return pd.Series([where.get(k) for k in case_keys(cases)], index=cases.index, dtype=object)

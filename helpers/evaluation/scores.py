@@ -6,13 +6,16 @@ The test split is meant to be touched only here, for the final report.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..data.split import model_split
 from ..training.datasets import labeled_arrays
+from ..inference.results import save_results
 from ..inference.segmenter import EMPTY_AREA, Segmenter
 from ..data.io import load_masks
 from ..model.metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
@@ -36,18 +39,47 @@ def expected_image_side(text: str) -> str | None:
     return {"right": "image-left", "left": "image-right"}.get(side or "")
 
 
+def held_out(segmenter: Segmenter, cases: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The cases a score may count: those of the patients the model was trained on are left out
+    (with a warning), unless `cases` are its training split on purpose (their `split` column says
+    "train"). Uses the split the model carries (`ModelRecord.patients`); a model that carries none
+    keeps every case. Returns (kept cases, {"model_split": the model's splits the kept cases belong
+    to, e.g. "test", or None; "n_left_out": how many were left out})."""
+    keys = segmenter.record.patients if segmenter.record is not None else {}
+    if not keys:
+        return cases, {"model_split": None, "n_left_out": 0}
+    theirs = model_split(cases, keys)
+    asked = cases["split"] if "split" in cases else pd.Series(None, index=cases.index, dtype=object)
+    leave = (theirs == "train") & (asked != "train")
+    if leave.any():
+        warnings.warn(f"{int(leave.sum())} of {len(cases)} cases are of patients the model was trained on: "
+                      "left out of the scores.", stacklevel=3)
+    if (theirs == "val").any() and (asked != "val").all():
+        warnings.warn(f"{int((theirs == 'val').sum())} cases are of the patients the model's epoch and "
+                      "threshold were chosen on (its validation split): their scores are optimistic.",
+                      stacklevel=3)
+    kept = cases[~leave]
+    seen = sorted(set(theirs[~leave].dropna()))
+    return kept, {"model_split": "+".join(seen) or None, "n_left_out": int(leave.sum())}
+
+
 def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report",
              cache_dir: str | Path | None = None, n_boot: int = 1000, seed: int = 0
              ) -> tuple[pd.DataFrame, dict]:
-    """Score `segmenter` on `cases` (one split). Returns (per-case table, summary).
+    """Score `segmenter` on `cases` (one split). Returns (per-case table, indexed like `cases`;
+    summary: the split's name (`split` column), the counts, the figures with 95% intervals).
 
     texts: which texts the cases are given (`TEXTS`): "report" (each case's own), "shuffled"
     (permuted across cases, seeded: a model that reads the text should fail), "swapped" (left and
     right exchanged in each). Each then goes through the segmenter's text mode (`ReportReader`).
+    Cases of the patients the model was trained on are left out (`held_out`).
     """
     if texts not in TEXTS:
         raise ValueError(f"texts must be one of {TEXTS}, got {texts!r}")
-    arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
+    cases, seen = held_out(segmenter, cases)
+    if cases.empty:
+        raise ValueError("no case left to score: all are of patients the model was trained on")
+    arrays = labeled_arrays(cases.assign(_row=cases.index), segmenter.image_size, cache_dir)
     given = list(arrays.cases["text"])
     if texts == "shuffled":
         given = [given[i] for i in np.random.default_rng(seed).permutation(len(given))]
@@ -63,8 +95,11 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report"
         "true_area": masks.flatten(1).float().mean(1).numpy(),
         "pred_area": pred.flatten(1).float().mean(1).numpy(),
         "pred_side": [image_side(p[0].numpy()) for p in probs],
-    })
-    summary = {"n": len(per_case), "texts": texts, "threshold": segmenter.threshold,
+    }).set_index(pd.Index(arrays.cases["_row"].to_numpy()))
+    splits = sorted(set(cases["split"])) if "split" in cases else []
+    summary = {"split": "+".join(splits) or None, "n": len(per_case),
+               "n_patients": int(arrays.cases["uid"].nunique()), **seen, "texts": texts,
+               "threshold": segmenter.threshold,
                "text_model": segmenter.info.get("text_model"),
                "text_model_is_tiny": segmenter.info.get("text_model_is_tiny"),
                "pooled_dice": pooled_dice(pred, masks)}
@@ -72,6 +107,14 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report"
         mean, lo, hi = bootstrap_ci(per_case[metric].to_numpy(), n_boot=n_boot, seed=seed)
         summary.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
     return per_case, summary
+
+
+def save_evaluation(checkpoint: str | Path, summary: dict, **probes: dict | None) -> Path:
+    """Keep the figures of `checkpoint` (`evaluate`'s summary, with the probes' summaries given by
+    name, e.g. `counterfactual=...`, `mirror_probe=...`; None ones skipped) in `evaluation.json`
+    beside it, under the split they were scored on (`inference.results`); the model card reads
+    them. Returns the file's path."""
+    return save_results(checkpoint, {**summary, **{k: v for k, v in probes.items() if v is not None}})
 
 
 def best_median_worst(scores: pd.Series) -> list:

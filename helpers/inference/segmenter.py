@@ -1,7 +1,8 @@
-"""Inference: `best_model.pth` -> probability map for (image, text), and the Phase-1 autoencoder's
-reconstructions. No training code needed."""
+"""Inference: a trained model (`best_model.pth`, or an exported folder or hub id) -> probability
+map for (image, text), and a whole report read sentence by sentence. No training code needed."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..core.checkpoint import CheckpointError
+from ..core.layout import MODEL_TEXT_ENCODER_DIR
 from ..core.settings import pick_device
 from ..data.io import normalize
 from ..data.io import gray_image, load_gray
@@ -20,6 +22,9 @@ from ..text.reader import ReportReader
 from ..model.record import ModelRecord
 from ..text.sentences import POSITIVE, SentenceSelection
 from ..text.encoders import EmbeddingCache, load_text_encoder
+from . import pretrained
+from .card import render_card
+from .results import load_results, read_exported
 
 ImageLike = str | Path | Image.Image | np.ndarray
 EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
@@ -119,6 +124,8 @@ class Segmenter:
         self.device = device
         self.info = info or {}  # the checkpoint's config, epoch and metrics (`ModelRecord`)
         self.record = record
+        self.checkpoint: Path | None = None  # the best_model.pth it was loaded from, if any
+        self.results: dict[str, dict] | None = None  # the figures an exported model carries
         self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
         self.reader = ReportReader(self.text_mode)  # reads a report as training did
         self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens,
@@ -129,18 +136,73 @@ class Segmenter:
                         text_model: str | None = None, text_cache_dir: str | Path | None = None
                         ) -> "Segmenter":
         """Load `best_model.pth` and the text encoder it names (or `text_model` instead)."""
-        record = ModelRecord.load(path)
+        seg = cls.from_record(ModelRecord.load(path), device, text_model=text_model,
+                              text_cache_dir=text_cache_dir, origin=path)
+        seg.checkpoint = Path(path)
+        return seg
+
+    @classmethod
+    def from_pretrained(cls, folder_or_id: str | Path, revision: str | None = None,
+                        device: str | torch.device | None = None,
+                        text_cache_dir: str | Path | None = None) -> "Segmenter":
+        """Load an exported model (`save_pretrained`): a local folder, or a model hub id
+        ("owner/name", at `revision`: a branch, tag or commit) fetched by `huggingface_hub`.
+        Reads JSON and safetensors only; `CheckpointError` (`pretrained.PretrainedError`) for a folder
+        that is not such a model or was written by a newer version of the project.
+
+        >>> seg = Segmenter.from_pretrained("owner/name")
+        """
+        folder = pretrained.resolve(folder_or_id, revision)
+        record, config = pretrained.read_folder(folder)
+        text_model, text_revision = pretrained.text_model_of(folder, config)
+        seg = cls.from_record(record, device, text_model=text_model, text_revision=text_revision,
+                              text_cache_dir=text_cache_dir, origin=folder)
+        copied = f"{MODEL_TEXT_ENCODER_DIR}/ (copied with the model)"
+        seg.info.update(text_model=copied if config["text_encoder"].get("copied") else text_model,
+                        license=config.get("license"))
+        seg.results = read_exported(folder)
+        return seg
+
+    @classmethod
+    def from_record(cls, record: ModelRecord, device: str | torch.device | None = None, *,
+                    text_model: str | None = None, text_revision: str | None = None,
+                    text_cache_dir: str | Path | None = None, origin: str | Path = "the model"
+                    ) -> "Segmenter":
+        """The model of `record` and the text encoder it names (or `text_model` instead)."""
         device = pick_device("auto" if device is None else str(device))
         model = from_config(record.model_config)
         model.load_state_dict(record.state_dict)
         encoder = load_text_encoder(text_model or record.text_model, device=device,
-                                    cache_dir=text_cache_dir)
+                                    cache_dir=text_cache_dir, revision=text_revision)
         if encoder.dim != record.text_dim:
-            raise CheckpointError(f"{path} was trained with {record.text_dim}-d text embeddings "
+            raise CheckpointError(f"{origin} was trained with {record.text_dim}-d text embeddings "
                                   f"({record.text_model}), but {encoder.name} gives {encoder.dim}.")
         info = {"text_model": encoder.name, "text_model_is_tiny": encoder.is_tiny,
                 "epoch": record.epoch, "metrics": record.metrics, **record.config()}
         return cls(model, encoder, record.image_size, float(record.threshold), device, info, record)
+
+    def save_pretrained(self, folder: str | Path, *, license: str = pretrained.DEFAULT_LICENSE,
+                        results: dict[str, dict] | None = None, data: dict | None = None,
+                        repo_id: str | None = None) -> Path:
+        """Write the model as the model hub's libraries share one: `config.json`,
+        `model.safetensors` (weights only) and the `README.md` model card, plus the text encoder
+        when it is a local folder (copied; a hub name stays a name). See `inference.pretrained`.
+
+        license: the model's licence (a hub licence id); results: the measured figures by split
+        (default: the `evaluation.json` beside the checkpoint this was loaded from, or the figures
+        the exported model carries); data: the run's `data_source` and `masks_source` (for the
+        card); repo_id: the hub id it goes to (named in the card's loading lines)."""
+        if self.record is None:
+            raise CheckpointError("This Segmenter was built without its record: load it with "
+                                  "`from_checkpoint` or `from_pretrained` to save it.")
+        if results is None:
+            results = load_results(self.checkpoint) if self.checkpoint is not None else self.results or {}
+        record = dataclasses.replace(self.record, threshold=self.threshold)
+        text = pretrained.text_encoder_source(self.text_encoder.name, self.text_encoder.commit)
+        config = pretrained.model_config(record, text, license=license, is_tiny=self.text_encoder.is_tiny,
+                                         dim=self.text_encoder.dim, max_length=self.text_encoder.max_length)
+        return pretrained.write_folder(folder, config, self.model.state_dict(), text,
+                                       render_card(config, results, data, repo_id), results)
 
     def model_text(self, text: str) -> str:
         """The text as the model reads it (`text_mode` "positive": the positive sentences only)."""

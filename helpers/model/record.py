@@ -6,7 +6,8 @@ Python values (`torch.load(..., weights_only=True)` reads it, see `helpers.check
     {"version": 1, "model": state dict, "epoch": int, "metrics": {"val_dice": ...},
      "config": {"model": MultimodalUnet.config(), "image_size", "text_model",
                 "text_model_requested", "text_model_is_tiny", "text_dim", "text_mode",
-                "text_report", "threshold", "finetune"}}
+                "text_report", "threshold", "finetune",
+                "patients": {split: [case key, ...]} (`data.split.split_keys`)}}
 
 Files written before the record have no "version": they are version 1, the same layout. A file of
 a newer version is refused with a message that says to update the project.
@@ -25,7 +26,8 @@ VERSION = 1  # the record layout this code writes and the newest it reads
 REQUIRED = ("model", "image_size", "text_model", "text_dim", "threshold")
 # the fields of the record kept in the file's "config" entry, beside "model"
 CONFIG_FIELDS = ("image_size", "text_model", "text_model_requested", "text_model_is_tiny", "text_dim",
-                 "text_mode", "text_report", "threshold", "finetune")
+                 "text_mode", "text_report", "threshold", "finetune",
+                 "patients")
 _NOT_PHASE2 = "is not a Phase-2 checkpoint (best_model.pth from `python -m helpers finetune`)"
 
 
@@ -48,6 +50,9 @@ class ModelRecord:
     finetune: dict = field(default_factory=dict)  # the training settings (FinetuneConfig values)
     epoch: int | None = None  # the kept epoch, from 1
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of that epoch
+    # the cases of each split (`split.split_keys`): which ones the model was trained on, chosen on and
+    # tested on, so that scoring it later leaves its training patients out; empty when not recorded
+    patients: dict[str, list[str]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # config entries this version does not know, kept
     version: int = VERSION
 
@@ -57,7 +62,8 @@ class ModelRecord:
                 "text_model": self.text_model, "text_model_requested": self.text_model_requested,
                 "text_model_is_tiny": self.text_model_is_tiny, "text_dim": self.text_dim,
                 "text_mode": self.text_mode, "text_report": self.text_report,
-                "threshold": self.threshold, "finetune": self.finetune, **self.extra}
+                "threshold": self.threshold, "finetune": self.finetune,
+                "patients": self.patients, **self.extra}
 
     def to_payload(self) -> dict:
         """The dict written to disk (see the module docstring)."""

@@ -42,14 +42,17 @@ class TextEncoder:
     a `Normalize` module in `modules.json`; `max_seq_length` in `sentence_bert_config.json`).
     `encode_tokens` gives the token-level states (`last_hidden_state`) for fusions that attend.
     Texts longer than `max_length` tokens are truncated at the end; `n_truncated` counts them.
+    `revision`: a hub name's branch, tag or commit (None: its default branch); `commit` is the
+    commit the weights came from (None for a local folder).
     """
 
     def __init__(self, name_or_path: str | Path, device: str | torch.device = "cpu",
-                 batch_size: int = 64):
+                 batch_size: int = 64, revision: str | None = None):
         self.name = str(name_or_path)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.tokenizer, self.model = _load_pretrained(self.name)
+        self.tokenizer, self.model = _load_pretrained(self.name, revision)
+        self.commit = getattr(self.model.config, "_commit_hash", None) or None
         # float32 on every device: embeddings are computed once and cached, speed is not an issue
         self.model.float().to(self.device).eval().requires_grad_(False)
         self.is_clip = isinstance(self.model, CLIPTextModelWithProjection)
@@ -171,15 +174,16 @@ def _sentence_transformers_config(name: str) -> dict:
     return found
 
 
-def _load_pretrained(name: str) -> tuple:
-    """(tokenizer, model) of a hub name or a local `save_pretrained` folder."""
+def _load_pretrained(name: str, revision: str | None = None) -> tuple:
+    """(tokenizer, model) of a hub name (at `revision`) or a local `save_pretrained` folder."""
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # never prompts
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name, trust_remote_code=False,  # never prompts
+                                                revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
             model_cls = (CLIPTextModelWithProjection if config.model_type in CLIP_MODEL_TYPES
                          else AutoModel)
-            model = model_cls.from_pretrained(name)
+            model = model_cls.from_pretrained(name, revision=revision)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: weights do not fit
         if "trust_remote_code" not in str(err):
             raise TextModelError(
@@ -210,9 +214,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_text_encoder(name_or_path: str | Path, device: str | torch.device = "cpu", *,
-                      cache_dir: str | Path | None = None, fallback: bool = False) -> TextEncoder:
-    """A `TextEncoder`; `helpers.config.TINY_TEXT_MODEL` builds (once) and loads the tiny CLIP
-    in `cache_dir` (default `data/text-models`).
+                      cache_dir: str | Path | None = None, fallback: bool = False,
+                      revision: str | None = None) -> TextEncoder:
+    """A `TextEncoder` (a hub name at `revision`, or a local folder); `helpers.config.TINY_TEXT_MODEL`
+    builds (once) and loads the tiny CLIP in `cache_dir` (default `data/text-models`).
 
     fallback=True (the demo): when the model cannot be loaded because the hub is out of reach,
     use the tiny offline CLIP instead and say so; the encoder's `is_tiny` tells the truth.
@@ -221,7 +226,7 @@ def load_text_encoder(name_or_path: str | Path, device: str | torch.device = "cp
         local = Path(name_or_path).exists()
         if not fallback or local or hub_reachable():
             try:
-                return TextEncoder(name_or_path, device)
+                return TextEncoder(name_or_path, device, revision=revision)
             except TextModelError:
                 if not fallback or local:
                     raise

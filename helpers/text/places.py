@@ -18,6 +18,9 @@ from torchvision.transforms import v2
 
 from .sentences import names_lesion, split_sentences
 
+# The version of the place words (`place_code` and the side and level words it reads): raise it when
+# a change gives some text another code. An exported model records it; loading it under another warns.
+RULES_VERSION = 1
 SIDES = ("left", "right")
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 _BOTH = re.compile(r"\b(bilateral(ly)?|both|bibasilar|bibasal|biapical)\b", re.IGNORECASE)

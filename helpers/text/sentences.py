@@ -33,6 +33,9 @@ import re
 from dataclasses import dataclass, field
 
 TEXT_MODES = ("raw", "positive")
+# The version of the rules below: raise it when a change reads some report differently. An exported
+# model records the version it was trained with, and loading it under other rules warns.
+RULES_VERSION = 1
 POSITIVE, NEGATED, NORMAL = "positive", "negated", "normal"
 
 # --- Splitting ------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ..text.places import SIDES, names_level, names_side, place_questions
 from ..text.reader import ReportReader
 from ..model.record import ModelRecord
 from ..text.encoders import EmbeddingCache, load_text_encoder
+from ..data.split import split_keys
 from ..data.unlabeled import check_encoder_patients
 
 
@@ -227,6 +228,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     best.threshold = best_threshold(probs, task.val_masks)
     best.metrics["val_dice_at_threshold"] = dice_per_image(probs >= best.threshold,
                                                            task.val_masks).mean().item()
+    best.patients = split_keys(cases)  # the model carries its split: scoring leaves its training cases out
     if dist.is_main():
         best.save(result.best_path)
     dist.barrier()
