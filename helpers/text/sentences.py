@@ -249,6 +249,22 @@ def names_lesion(sentence: str) -> bool:
                for clause in _clauses(_normalise(sentence)))
 
 
+# Every finding term a sentence may name: the findings, then the lesion words they lack.
+FINDING_TERMS: tuple[str, ...] = tuple(dict.fromkeys(FINDING_STEMS + LESION_STEMS))
+_TERM = re.compile(_alternation(FINDING_TERMS, prefix=True))
+_BY_LENGTH = sorted(FINDING_TERMS, key=len, reverse=True)
+
+
+def finding_terms(sentence: str) -> list[str]:
+    """The `FINDING_TERMS` that `sentence` names outside any negation, each once, in order:
+    "Patchy opacity at the left base, no effusion." -> ["patchy", "opaci"]."""
+    found = []
+    for clause in _clauses(_normalise(sentence)):
+        for match in _TERM.finditer(_outside_negation(clause, list(_TRIGGER.finditer(clause)))):
+            found.append(next(t for t in _BY_LENGTH if match.group().startswith(t)))
+    return list(dict.fromkeys(found))
+
+
 def _has_content(text: str) -> bool:
     return any(word not in FILLER_WORDS for word in _WORD.findall(text))
 
