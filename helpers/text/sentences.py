@@ -318,7 +318,6 @@ def select_text(text: str, mode: str = "raw") -> str:
     raise ValueError(f"unknown text mode {mode!r}; valid modes: {', '.join(TEXT_MODES)}")
 
 
-
 NOTHING_DESCRIBED = "No acute cardiopulmonary abnormality."
 NO_FINDING_NOTE = "no abnormal finding described"  # shown beside a mask whose report has none
 

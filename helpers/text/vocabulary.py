@@ -13,88 +13,24 @@ sentences (`sentences.FINDING_TERMS`) two kinds of evidence count:
 A term with `MIN_EVIDENCE` cases or more, at least `DRAWN_SHARE` of them one way, is "drawn" or
 "not drawn"; any other falls back to the rule the demo was built on (`sentences.LESION_STEMS`: the
 lung lesions drawn, everything else not) and says so. A sentence describes a drawn finding when it
-names a drawn term (`MaskVocabulary.describes_drawn`). Places are in the image's frame, normalised
-to [0, 1] (x to the right, y down); the patient's right is the image's left.
+names a drawn term (`MaskVocabulary.describes_drawn`). Places: `regions`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-import re
-
 import numpy as np
-from scipy import ndimage
 
-from .places import levels_named, names_side
+from ..data.io import load_masks
+from .regions import components, sentence_place
 from .sentences import LESION_STEMS, POSITIVE, finding_terms, label_sentences
 
 MIN_EVIDENCE = 3  # cases a term needs before the data decides it
 DRAWN_SHARE = 0.8  # share of them that must agree
 DRAWN, NOT_DRAWN = "drawn", "not drawn"
 NOT_DRAWN_NOTE = "not drawn by this dataset's masks"  # beside a sentence whose finding is not drawn
-# The heart's place on a frontal image: central, low, bulging to the image's right (patient's left).
-HEART_BOX = (0.4, 0.64, 0.5, 0.85)  # x0, x1, y0, y1
-_HEART = re.compile(r"\b(cardiomegal\w*|heart|cardiac)\b", re.IGNORECASE)
-# Generous bands of the lungs' levels (they overlap: a lesion near a border belongs to both).
-CENTRAL = 0.12  # a centroid this close to the midline (share of the width) is central
-LEVEL_BANDS = {"upper": (0.0, 0.5), "middle": (0.3, 0.7), "lower": (0.45, 1.0)}
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a sentence's words point: the heart, or sides (patient's "right" / "left") and
-    levels ("upper" / "middle" / "lower") of the lungs; an empty set is any. A lung place leaves
-    out `HEART_BOX`."""
-
-    heart: bool = False
-    sides: frozenset[str] = frozenset()
-    levels: frozenset[str] = frozenset()
-
-    def contains(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
-        """bool, shaped as `x` and `y` (normalised image coordinates)."""
-        x, y = np.asarray(x, float), np.asarray(y, float)
-        x0, x1, y0, y1 = HEART_BOX
-        in_heart = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-        if self.heart:
-            return in_heart
-        inside = ~in_heart
-        if self.sides and self.sides != {"right", "left"}:  # the patient's right: the image's left
-            inside &= (x < 0.5) if "right" in self.sides else (x >= 0.5)
-        if self.levels:
-            inside &= np.any([(y >= LEVEL_BANDS[lv][0]) & (y <= LEVEL_BANDS[lv][1])
-                              for lv in self.levels], axis=0)
-        return inside
-
-    def region(self, shape: tuple[int, int]) -> np.ndarray:
-        """bool [H, W]: the pixels of an image of `shape` that the place covers."""
-        y, x = np.mgrid[0:shape[0], 0:shape[1]]
-        return self.contains((x + 0.5) / shape[1], (y + 0.5) / shape[0])
-
-
-def sentence_place(sentence: str) -> Place | None:
-    """Where `sentence` points: the heart ("cardiomegaly", "heart", "cardiac"), a side and level
-    of the lungs, or None when it names no place."""
-    if _HEART.search(sentence):
-        return Place(heart=True)
-    side, levels = names_side(sentence), levels_named(sentence)
-    if side is None and not levels:
-        return None
-    sides = frozenset({"right", "left"} if side == "both" else {side} if side else set())
-    return Place(sides=sides, levels=frozenset(levels))
-
-
-def components(mask: np.ndarray) -> list[tuple[np.ndarray, float, float]]:
-    """The connected parts of a mask [H, W] (8-connected): (bool [H, W], centroid x, centroid y),
-    the centroid normalised to [0, 1]."""
-    labels, n = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3)))
-    h, w = labels.shape
-    out = []
-    for k in range(1, n + 1):
-        part = labels == k
-        ys, xs = np.nonzero(part)
-        out.append((part, (xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h))
-    return out
+CENTRAL = 0.12  # a mean centroid this close to the midline (share of the width) is central
 
 
 @dataclass
@@ -161,6 +97,19 @@ class MaskVocabulary:
             return ("no finding term of the training reports is drawn by the masks: the reports "
                     "and the masks do not match (check the pairing of masks and images, or masks.csv)")
         return ""
+
+    def summary(self) -> str:
+        """One line: the terms the masks draw and the ones they do not, by the data."""
+        if not self.learned:
+            return "masks' vocabulary: none stored (lung lesions drawn, other findings not)"
+        by_data = {DRAWN: [], NOT_DRAWN: []}
+        for e in sorted(self.terms.values(), key=lambda e: -e.n_evidence):
+            if not e.fallback:
+                by_data[e.status].append(e.term)
+        n_rule = sum(bool(e.fallback) for e in self.terms.values())
+        return (f"masks' vocabulary from {self.n_cases} training cases: drawn "
+                f"{', '.join(by_data[DRAWN]) or 'none'}; not drawn {', '.join(by_data[NOT_DRAWN]) or 'none'}"
+                f" ({n_rule} other terms by the rule: lung lesions drawn, others not)")
 
     def to_dict(self) -> dict:
         """Plain Python values (for the checkpoint record)."""
@@ -264,13 +213,25 @@ def learn_vocabulary(texts: Sequence[str], masks: np.ndarray) -> MaskVocabulary:
     return MaskVocabulary(terms, len(texts), n_empty)
 
 
+VOCABULARY_SIZE = 128  # px: the masks' side when the vocabulary is learned outside training
+
+
+def vocabulary_of_cases(cases, size: int = VOCABULARY_SIZE) -> MaskVocabulary:
+    """The masks' vocabulary of a table of labeled cases (columns `text`, `mask_path` and
+    `split`): its training split, or all of it without one (e.g. before the split), the masks
+    read at `size` px. What notebook 01 and `pipeline.prepare` show before any training."""
+    if "split" in cases and (cases["split"] == "train").any():
+        cases = cases[cases["split"] == "train"]
+    return learn_vocabulary(list(cases["text"]), load_masks(list(cases["mask_path"]), size))
+
+
 def _add(total: list[float], parts: list[np.ndarray]) -> None:
     union = np.any(parts, axis=0)
     ys, xs = np.nonzero(union)
     h, w = union.shape
     total[0] += float(union.mean())
-    total[1] += abs((xs.mean() + 0.5) / w - 0.5)
-    total[2] += (ys.mean() + 0.5) / h
+    total[1] += float(abs((xs.mean() + 0.5) / w - 0.5))
+    total[2] += float((ys.mean() + 0.5) / h)
     total[3] += 1
 
 
