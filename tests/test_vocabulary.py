@@ -289,6 +289,7 @@ def test_near_peak_keeps_the_pixels_around_a_peak_where_the_words_point():
 def segmenter(checkpoint, text_dir):
     seg = copy.copy(Segmenter.from_checkpoint(checkpoint, device="cpu", text_cache_dir=text_dir))
     seg.vocabulary = MaskVocabulary()  # lung lesions drawn, the heart not
+    seg.threshold = 0.5  # above the faint bumps of `peak_at`
     return seg
 
 
@@ -346,3 +347,23 @@ def test_prepare_refuses_masks_that_are_all_empty_and_warns_when_nothing_is_draw
     prep = prepare(str(root), "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
     assert prep.has_masks and prep.vocabulary is nothing
     assert "Check the masks: no finding term of the training reports is drawn" in capsys.readouterr().err
+
+
+def test_the_explorer_shows_and_says_a_low_confidence_mask(segmenter, monkeypatch, tmp_path):
+    from matplotlib.figure import Figure
+
+    from helpers.viz.explorer import explore
+
+    Image.fromarray(np.zeros((S, S), np.uint8)).save(tmp_path / "image.png")
+    cases = pd.DataFrame({"case_id": ["c"], "image_path": [str(tmp_path / "image.png")], "mask_path": [None],
+                          "text": ["Right upper lobe nodule."], "split": ["test"]})
+    monkeypatch.setattr(segmenter, "predict", lambda image, text: peak_at(6, 6))
+    shown = []
+    box = explore(cases, segmenter, plot_fn=lambda image, prob, text, **kw: shown.append((prob, kw)) or Figure(),
+                  save_dir=tmp_path)
+    prob, kw = shown[-1]
+    assert LOW_CONFIDENCE_NOTE in box.given.value and (prob >= kw["threshold"])[6, 6]
+    assert np.array_equal(prob >= kw["threshold"], peak_at(6, 6) >= 0.15)  # the mask shown: near the peak
+    box.controls["text"].value = "Left upper lobe nodule."  # the swapped side: nothing, and nothing said
+    prob, kw = shown[-1]
+    assert LOW_CONFIDENCE_NOTE not in box.given.value and not (prob >= kw["threshold"]).any()
