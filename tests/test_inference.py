@@ -227,7 +227,7 @@ def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
     table, summary = two_lesion_probe(LeftOnly(), items)
     assert table["follows"].tolist() == [True, False] and summary["follows_share"] == 0.5
     assert table["hit"].tolist() == [True, False] and not table["empty"].any()  # the mask: the left half
-    assert summary["hit_share"] == summary["hit_fallback_share"] == 0.5 and summary["low_confidence_share"] == 0
+    assert summary["hit_share"] == summary["hit_share_fallback"] == 0.5 and summary["low_confidence_share"] == 0
     with pytest.raises(ValueError, match="other_mask_path"):
         two_lesion_probe(LeftOnly(), items.drop(columns="other_mask_path"))
 

@@ -174,8 +174,9 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
     table["low_confidence"] = table["empty"] & ~table["empty_fallback"]
     summary = {"n_items": len(table), "n_images": table["image_path"].nunique(),
                "follows_share": float(table["follows"].mean())}
-    summary.update({f"{k}_share": float(table[k].mean()) for k in ("empty", "empty_fallback", "hit",
-                                                                    "hit_fallback", "low_confidence")})
+    summary.update({f"{k}_share{f}": float(table[k + f].mean())
+                    for k in ("empty", "hit") for f in ("", "_fallback")})
+    summary["low_confidence_share"] = float(table["low_confidence"].mean())
     if "same_kind" in table:  # lesions of one kind: only the place tells them apart
         for name, part in (("same_kind", table[table["same_kind"]]),
                            ("other_kind", table[~table["same_kind"].astype(bool)])):
