@@ -194,11 +194,12 @@ class Segmenter:
         or a normal report keeps its empty mask."""
         prob = np.asarray(prob)
         mask = prob >= (self.threshold if threshold is None else threshold)
+        if mask.any():
+            return mask, False
         drawn = [s for s, label in self.reader.labeled_sentences(text)
                  if label == POSITIVE and self.vocabulary.describes_drawn(s)]
-        if mask.any() or (near := near_peak(prob, [sentence_place(s) for s in drawn])) is None:
-            return mask, False
-        return near, True
+        near = near_peak(prob, [sentence_place(s) for s in drawn])
+        return (mask, False) if near is None else (near, True)
 
     def mask(self, image: ImageLike, text: str, threshold: float | None = None) -> np.ndarray:
         """Binary mask uint8 [H, W] in {0, 1} (`locate`); the checkpoint's threshold unless one is
