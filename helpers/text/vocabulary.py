@@ -132,24 +132,21 @@ class MaskVocabulary:
                  "area": "" if e.area is None else f"{e.area:.1%}",
                  "where": "" if e.y is None else _where(e.off_centre, e.y)} for e in order]
 
-    def describe(self, top: int | None = None) -> str:
-        """A readable table: one line per term (the `top` most named when given)."""
+    def describe(self) -> str:
+        """A readable table: one line per term seen in training."""
         if not self.learned:
             return ("masks' vocabulary: none learned (a checkpoint from before it): lung lesions "
                     "drawn, other findings not")
         rows = self.rows()
-        if top is not None:
-            rows = sorted(rows, key=lambda r: -r["sentences"])[:top]
-            rows = [r for r in self.rows() if r in rows]
         head = (f"masks' vocabulary from {self.n_cases} labeled training cases ({self.n_empty} with "
                 f"an empty mask); terms not seen: lung lesions drawn, others not")
         if not rows:
             return head
         keys = list(rows[0])
         width = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-        lines = ["  ".join(f"{k:<{width[k]}}" for k in keys)]
-        lines += ["  ".join(f"{str(r[k]):<{width[k]}}" for k in keys) for r in rows]
-        return "\n".join([head, *lines])
+        lines = [list(keys)] + [[str(r[k]) for k in keys] for r in rows]
+        return "\n".join([head] + ["  ".join(f"{v:<{width[k]}}" for k, v in zip(keys, line)).rstrip()
+                                    for line in lines])
 
 
 def _where(off_centre: float, y: float) -> str:
