@@ -118,8 +118,9 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation.scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe, normal_reports,
-                                    other_findings, per_sentence, save_evaluation, two_lesion_probe)
+    from .evaluation.scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
+                                    normal_reports, save_evaluation, two_lesion_probe)
+    from .evaluation.sentence_scores import other_findings, per_sentence
     from .inference.segmenter import Segmenter
     from .pipeline import demo_probe, demo_reports, prepare
 
@@ -182,11 +183,13 @@ def cmd_ablate(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    import numpy as np
     from PIL import Image
 
     from .inference.segmenter import Segmenter, to_gray
     from .viz.overlay import save_overlay_png
     from .text.sentences import NO_FINDING_NOTE, describes_finding
+    from .viz.report_view import LOW_CONFIDENCE_NOTE
 
     if args.json and not args.per_sentence:
         raise ValueError("--json gives the per-sentence table: add --per-sentence")
@@ -196,13 +199,14 @@ def cmd_predict(args) -> None:
         return _predict_per_sentence(args, seg, image)
     prob = seg.predict(image, args.text)
     threshold = seg.threshold if args.threshold is None else args.threshold
-    save_overlay_png(args.out, image, prob, threshold=threshold)
+    mask, low = seg.locate(prob, args.text, threshold)
+    save_overlay_png(args.out, image, np.where(mask, np.maximum(prob, threshold), prob), threshold=threshold)
     print(f"model: {seg.describe()}\noverlay: {args.out}")
     if args.mask_out:
         Path(args.mask_out).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(((prob >= threshold) * 255).astype("uint8")).save(args.mask_out)
+        Image.fromarray((mask * 255).astype("uint8")).save(args.mask_out)
         print(f"mask: {args.mask_out}")
-    print(f"predicted area: {(prob >= threshold).mean():.2%} of the image")
+    print(f"predicted area: {mask.mean():.2%} of the image" + (f" ({LOW_CONFIDENCE_NOTE})" if low else ""))
     if not describes_finding(args.text):
         print(f"{NO_FINDING_NOTE}: the text has no sentence about something present, so there is "
               "nothing to locate; the mask above is what the model gives such a text")

@@ -31,6 +31,7 @@ from .core.layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTI
 from .data.masks import PAIRING_RULE
 from .data.sources import fetch_dataset, fetch_masks
 from .data.split import split_cases
+from .text.vocabulary import MaskVocabulary, vocabulary_of_cases
 from .data.staging import (LOCAL_ONLY, images_on_machine, load_snapshot, local_only_warning,
                       persistent_source, rebased, save_snapshot)
 
@@ -60,6 +61,7 @@ class Prepared:
     masks_message: str = ""  # why Phase 2 cannot run ("" when it can)
     data_dir: Path | None = None  # where the source is fetched to when pixels are needed
     from_run_folder: bool = False  # the catalog was read from the run folder, not the source
+    vocabulary: MaskVocabulary | None = None  # what the training masks draw (None without cases)
 
     @property
     def has_masks(self) -> bool:
@@ -209,9 +211,15 @@ def prepare(source: str | None = None, mode: str | None = None, *, masks: str | 
                                 fixed=catalog.patient_splits)
         except DatasetError as err:
             message = f"{err}; {MASKS_HELP}"
+    vocabulary = None if message else vocabulary_of_cases(cases)
+    if vocabulary is not None and (problem := vocabulary.problem()):
+        if vocabulary.n_empty == vocabulary.n_cases:  # nothing to learn: Phase 2 would mark nothing
+            message = problem
+        else:
+            print(f"Check the masks: {problem}", file=sys.stderr)
     if message:
         print(f"Exploration and Phase 1 can run; Phase 2 cannot: {message}", file=sys.stderr)
-    return Prepared(settings, paths, catalog, cases, run, message, data_dir, from_run_folder)
+    return Prepared(settings, paths, catalog, cases, run, message, data_dir, from_run_folder, vocabulary)
 
 
 def demo_settings(settings: Preset) -> dict:

@@ -212,7 +212,7 @@ def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
 
     class LeftOnly:
         """Predicts the image's left half whatever the text: follows half of the texts."""
-        image_size = 32
+        image_size, threshold = 32, 0.5
 
         def predict_arrays(self, images, texts):
             probs = torch.zeros(len(images), 1, 32, 32)
@@ -226,6 +226,8 @@ def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
                           "other_mask_path": [str(tmp_path / "right.png"), str(tmp_path / "left.png")]})
     table, summary = two_lesion_probe(LeftOnly(), items)
     assert table["follows"].tolist() == [True, False] and summary["follows_share"] == 0.5
+    assert table["hit"].tolist() == [True, False] and not table["empty"].any()  # the mask: the left half
+    assert summary["hit_share"] == summary["hit_share_fallback"] == 0.5 and summary["low_confidence_share"] == 0
     with pytest.raises(ValueError, match="other_mask_path"):
         two_lesion_probe(LeftOnly(), items.drop(columns="other_mask_path"))
 

@@ -26,8 +26,9 @@ def smoke_mode() -> bool:
 
 
 def demo_variant(data_source: object) -> str | None:
-    """For a demo source, the distractor setting it names: "" for "demo" (the preset's),
-    "forced" for "demo:forced"; None for any other source."""
+    """For a demo source, the settings it names: "" for "demo" (the preset's), "forced" for
+    "demo:forced", "forced,union" for "demo:forced,union" (`sources.demo_options` reads them); None
+    for any other source."""
     name = str(data_source)
     if name == "demo" or name.startswith("demo:"):
         return name[len("demo:"):]
@@ -103,6 +104,9 @@ class DemoDataConfig:
     distractors: str = setting("realistic", '"realistic": most labeled images show only the described '
                                             'lesion, as in the real collection; "forced": two '
                                             "undescribed lesions on every labeled image")
+    union: bool = setting(False, "masks as the real ones may be: the heart drawn for cardiomegaly, one "
+                                 "mask holding every described finding, some reports of cardiomegaly "
+                                 'alone ("demo:union")')
 
 
 @dataclass

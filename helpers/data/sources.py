@@ -39,7 +39,8 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
 
     Args:
         source: "demo" (generated into `dest/demo`, reused while `demo_kwargs` stay the same;
-            "demo:forced" / "demo:realistic" choose its distractor setting, see `helpers.synthetic`), a
+            "demo:forced" / "demo:realistic" choose its distractor setting, "demo:union" its union
+            masks, combined as "demo:forced,union": see `demo_options` and `demo.generate`), a
             dataset folder (used in place; the root may be one level down), a `.zip` (copied into
             `dest` when it lives elsewhere, e.g. on a mounted Google Drive, then extracted once into
             `dest/<zip stem>/`), a Google Drive link or file id (downloaded to `dest/<id>.zip`), or
@@ -50,10 +51,10 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
     dest = Path(dest)
     variant = demo_variant(source)
     if variant is not None:
-        kwargs = {**(demo_kwargs or {}), **({"distractors": variant} if variant else {})}
+        kwargs = {**(demo_kwargs or {}), **demo_options(variant)}
         setting = kwargs.get("distractors", synthetic.DISTRACTORS[0])
-        folder = dest / ("demo" if setting == synthetic.DISTRACTORS[0] else f"demo-{setting}")
-        return _fetch_demo(folder, kwargs)
+        parts = ([] if setting == synthetic.DISTRACTORS[0] else [setting]) + ["union"] * bool(kwargs.get("union"))
+        return _fetch_demo(dest / "-".join(["demo", *parts]), kwargs)
     handle = kaggle_handle(source)
     if handle is not None:
         return find_root(download_kaggle(handle), origin=source)
@@ -71,6 +72,26 @@ def fetch_dataset(source: str | Path, dest: str | Path = "data", *, demo_kwargs:
     raise DatasetError(f"{source}: not found; pass an existing dataset folder, a .zip of it, a Google "
                        f"Drive link or file id, kaggle:<owner>/<dataset> (e.g. {KAGGLE_IU}), or "
                        "'demo'")
+
+
+DEMO_UNION = "union"
+
+
+def demo_options(variant: str) -> dict:
+    """The generator's keyword arguments that a demo source names after "demo:", comma-separated:
+    a distractor setting ("realistic" / "forced") and "union" (`make_demo_dataset(union=True)`):
+    "forced,union" -> {"distractors": "forced", "union": True}; "" -> {}."""
+    options: dict = {}
+    for word in (w.strip().lower() for w in variant.split(",") if w.strip()):
+        if word in synthetic.DISTRACTORS and "distractors" not in options:
+            options["distractors"] = word
+        elif word == DEMO_UNION and "union" not in options:
+            options["union"] = True
+        else:
+            raise DatasetError(f"demo:{variant}: unknown or repeated setting {word!r}; write demo:<settings> with "
+                               f"at most one of {', '.join(synthetic.DISTRACTORS)} and {DEMO_UNION!r}, "
+                               "comma-separated (e.g. demo:forced,union)")
+    return options
 
 
 def fetch_masks(source: str | Path, dest: str | Path = "data/masks") -> Path:

@@ -2,7 +2,9 @@
 
 Metrics are computed at the model's input resolution (masks resized with nearest neighbour), per
 image (see `helpers.metrics` for the empty-mask convention) with bootstrap 95% intervals over cases.
-The test split is meant to be touched only here, for the final report.
+The test split is meant to be touched only here, for the final report. The masks are scored as
+thresholded and, as `_fallback` / `low_confidence`, with the low-confidence mask that a described
+drawn finding gets when nothing passes the threshold (`Segmenter.locate`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..inference.segmenter import EMPTY_AREA, Segmenter
 from ..data.io import load_masks
 from ..model.metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
 from ..text.places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
-from ..text.sentences import POSITIVE, describes_finding, names_lesion
+from ..text.sentences import describes_finding
 
 TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
 
@@ -63,6 +65,22 @@ def held_out(segmenter: Segmenter, cases: pd.DataFrame) -> tuple[pd.DataFrame, d
     return kept, {"model_split": "+".join(seen) or None, "n_left_out": int(leave.sum())}
 
 
+def located_mask(segmenter: Segmenter, prob: np.ndarray, text: str) -> tuple[np.ndarray, bool]:
+    """The mask of `text` from its probabilities [S, S], the low-confidence fallback of a drawn
+    finding included (`Segmenter.locate`), and whether the fallback acted; a segmenter without
+    `locate` (a stand-in): the thresholded mask."""
+    if hasattr(segmenter, "locate"):
+        return segmenter.locate(prob, text)
+    return np.asarray(prob) >= segmenter.threshold, False
+
+
+def located_masks(segmenter: Segmenter, probs: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """`located_mask` of each map of `probs` [N, 1, S, S]: (bool [N, 1, S, S], low confidence bool [N])."""
+    out = [located_mask(segmenter, p[0].numpy(), t) for p, t in zip(probs, texts)]
+    masks = np.stack([m for m, _ in out]) if out else np.zeros((0, *probs.shape[2:]), bool)
+    return torch.from_numpy(masks)[:, None], np.array([low for _, low in out], bool)
+
+
 def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report",
              cache_dir: str | Path | None = None, n_boot: int = 1000, seed: int = 0
              ) -> tuple[pd.DataFrame, dict]:
@@ -88,6 +106,7 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report"
     probs = segmenter.predict_arrays(arrays.images, given)
     masks = torch.from_numpy(arrays.masks)[:, None].bool()
     pred = probs >= segmenter.threshold
+    fallback, low = located_masks(segmenter, probs, given)
     per_case = pd.DataFrame({
         "case_id": arrays.cases["case_id"], "uid": arrays.cases["uid"], "text": given,
         "dice": dice_per_image(pred, masks).numpy(), "iou": iou_per_image(pred, masks).numpy(),
@@ -95,6 +114,7 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report"
         "true_area": masks.flatten(1).float().mean(1).numpy(),
         "pred_area": pred.flatten(1).float().mean(1).numpy(),
         "pred_side": [image_side(p[0].numpy()) for p in probs],
+        "dice_fallback": dice_per_image(fallback, masks).numpy(), "low_confidence": low,
     }).set_index(pd.Index(arrays.cases["_row"].to_numpy()))
     splits = sorted(set(cases["split"])) if "split" in cases else []
     summary = {"split": "+".join(splits) or None, "n": len(per_case),
@@ -102,8 +122,8 @@ def evaluate(segmenter: Segmenter, cases: pd.DataFrame, *, texts: str = "report"
                "threshold": segmenter.threshold,
                "text_model": segmenter.info.get("text_model"),
                "text_model_is_tiny": segmenter.info.get("text_model_is_tiny"),
-               "pooled_dice": pooled_dice(pred, masks)}
-    for metric in ("dice", "iou", "pointing_hit"):
+               "pooled_dice": pooled_dice(pred, masks), "low_confidence_share": float(low.mean())}
+    for metric in ("dice", "iou", "pointing_hit", "dice_fallback"):
         mean, lo, hi = bootstrap_ci(per_case[metric].to_numpy(), n_boot=n_boot, seed=seed)
         summary.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
     return per_case, summary
@@ -148,15 +168,20 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
         probs = segmenter.predict_arrays(arrays.images, variant)
         both.append([image_side(p[0].numpy()) for p in probs])
     swapped_area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
+    swapped_mask = located_masks(segmenter, probs, [swap_sides(t) for t in texts])[0]
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": texts,
                           "expected_side": [expected_image_side(t) for t in texts],
                           "side": both[0], "swapped_side": both[1]})
     table["moved"] = table["side"] != table["swapped_side"]
     table["emptied"] = swapped_area < EMPTY_AREA
-    return table[columns], {"n_sided": len(table), "moved_share": float(table["moved"].mean()),
-                            "correct_side_share": float((table["side"] == table["expected_side"]).mean()),
-                            "emptied_share": float(table["emptied"].mean()),
-                            "follows_share": float((table["moved"] | table["emptied"]).mean())}
+    table["emptied_fallback"] = swapped_mask.flatten(1).float().mean(1).numpy() < EMPTY_AREA
+    return table[columns + ["emptied_fallback"]], {
+        "n_sided": len(table), "moved_share": float(table["moved"].mean()),
+        "correct_side_share": float((table["side"] == table["expected_side"]).mean()),
+        "emptied_share": float(table["emptied"].mean()),
+        "follows_share": float((table["moved"] | table["emptied"]).mean()),
+        "emptied_share_fallback": float(table["emptied_fallback"].mean()),
+        "follows_share_fallback": float((table["moved"] | table["emptied_fallback"]).mean())}
 
 
 def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
@@ -167,7 +192,9 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
 
     items: one row per (image, text) with `image_path`, `text`, `mask_path` (the described
     lesion) and `other_mask_path` (the other lesion), e.g. `synthetic.probe_items` for the demo.
-    Returns (items with `mass_described`, `mass_other`, `follows`, summary with `follows_share`).
+    Returns (items with `mass_described`, `mass_other`, `follows`, and of the mask, as
+    thresholded and with the low-confidence fallback: `empty`, `hit` (more of it on the described
+    lesion than on the other); summary with `follows_share` and those shares).
     """
     columns = ["image_path", "text", "mask_path", "other_mask_path"]
     missing = [c for c in columns if c not in items.columns]
@@ -182,8 +209,17 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
     table = arrays.cases.assign(mass_described=(probs * own).flatten(1).sum(1).numpy(),
                                 mass_other=(probs * others).flatten(1).sum(1).numpy())
     table["follows"] = table["mass_described"] > table["mass_other"]
+    for name, masks in (("", probs[:, None] >= segmenter.threshold),
+                        ("_fallback", located_masks(segmenter, probs[:, None], list(table["text"]))[0])):
+        masks = masks[:, 0].float()
+        table[f"empty{name}"] = ~masks.flatten(1).any(1).numpy()
+        table[f"hit{name}"] = ((masks * own).flatten(1).sum(1) > (masks * others).flatten(1).sum(1)).numpy()
+    table["low_confidence"] = table["empty"] & ~table["empty_fallback"]
     summary = {"n_items": len(table), "n_images": table["image_path"].nunique(),
                "follows_share": float(table["follows"].mean())}
+    summary.update({f"{k}_share{f}": float(table[k + f].mean())
+                    for k in ("empty", "hit") for f in ("", "_fallback")})
+    summary["low_confidence_share"] = float(table["low_confidence"].mean())
     if "same_kind" in table:  # lesions of one kind: only the place tells them apart
         for name, part in (("same_kind", table[table["same_kind"]]),
                            ("other_kind", table[~table["same_kind"].astype(bool)])):
@@ -240,98 +276,8 @@ def empty_on_normal(segmenter: Segmenter, cases: pd.DataFrame, texts: list[str],
     asked = [texts[i % len(texts)] for i in range(len(arrays.cases))]
     probs = segmenter.predict_arrays(arrays.images, asked)
     area = (probs >= segmenter.threshold).flatten(1).float().mean(1).numpy()
+    fallback = located_masks(segmenter, probs, asked)[0].flatten(1).float().mean(1).numpy()
     table = pd.DataFrame({"case_id": arrays.cases["case_id"], "text": asked, "pred_area": area})
     return table, {"n": len(table), "empty_share": float((area < EMPTY_AREA).mean()),
-                   "mean_area": float(area.mean())}
-
-
-def other_findings(segmenter: Segmenter, cases: pd.DataFrame, *,
-                   cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
-    """The positive sentences of the cases' reports that name no lung lesion ("Mild
-    cardiomegaly.", `sentences.names_lesion`), each asked alone on every image of `cases`, as
-    `ground_report` asks it: its mask should be empty, since what it describes is not what the
-    masks mark. `empty_share`: share of the (sentence, image) pairs whose mask covers less than
-    EMPTY_AREA; `n_sentences`: how many such sentences (unique) the reports hold."""
-    arrays = labeled_arrays(cases, segmenter.image_size, cache_dir)
-    others = list(dict.fromkeys(
-        text for report in arrays.cases["text"]
-        for text, label in segmenter.reader.labeled_sentences(report)
-        if label == POSITIVE and not names_lesion(text)))
-    rows = []
-    for image, case_id in zip(arrays.images, arrays.cases["case_id"]) if others else ():
-        area = (segmenter.predict_sentences(image, others) >= segmenter.threshold).flatten(1).float().mean(1)
-        rows += [{"case_id": case_id, "text": t, "pred_area": float(a)} for t, a in zip(others, area)]
-    table = pd.DataFrame(rows, columns=["case_id", "text", "pred_area"])
-    empty = float((table["pred_area"] < EMPTY_AREA).mean()) if len(table) else float("nan")
-    return table, {"n": len(table), "n_sentences": len(others), "empty_share": empty}
-
-
-REPORT_ITEM_COLUMNS = ["report_id", "image_path", "report", "sentence", "mask_path"]
-
-
-def cluster_ci(values: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
-               ) -> tuple[float, float, float]:
-    """Mean of `values` [N] with a percentile-bootstrap 95% interval that resamples whole groups
-    (`groups` [N], e.g. the report a sentence belongs to: sentences of one image are not
-    independent). Returns (mean, low, high)."""
-    values, groups = np.asarray(values, dtype=float), np.asarray(groups)
-    if values.ndim != 1 or len(values) == 0 or len(groups) != len(values):
-        raise ValueError(f"values and groups must be non-empty and of one length, got {values.shape} "
-                         f"and {groups.shape}")
-    names, index = np.unique(groups, return_inverse=True)
-    sums, counts = np.bincount(index, values), np.bincount(index)
-    picks = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
-    means = sums[picks].sum(1) / counts[picks].sum(1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(values.mean()), float(low), float(high)
-
-
-def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | Path | None = None,
-                 n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Whole reports read sentence by sentence, each sentence's mask scored against its own lesion.
-
-    items: one row per (report, described lesion), e.g. `synthetic.report_items`: `report_id`,
-    `image_path`, `report` (the whole text), `sentence` (the lesion's sentence, one sentence of
-    the report) and `mask_path` (its lesion). Each report is grounded once
-    (`Segmenter.predict_sentences`: the image encoded once, each positive sentence decoded alone).
-    A sentence is `on_own` when more predicted probability lies in its own lesion than in any
-    other lesion of the image; a sentence the filter does not keep as positive gets an empty mask.
-
-    Returns (one row per sentence: dice, on_own, located, area, mass_own, mass_other, kept; a
-    summary with `dice` and `on_own_share` and 95% intervals that resample whole reports).
-    """
-    missing = [c for c in REPORT_ITEM_COLUMNS if c not in items.columns]
-    if missing:
-        raise ValueError(f"report items lack column(s) {missing}; expected {REPORT_ITEM_COLUMNS}")
-    if items.empty:
-        return items.assign(dice=pd.Series(dtype=float)), {"n_sentences": 0, "n_reports": 0}
-    arrays = labeled_arrays(items, segmenter.image_size, cache_dir)
-    table = arrays.cases.copy()
-    size = segmenter.image_size
-    columns = {name: np.zeros(len(table)) for name in ("dice", "area", "mass_own", "mass_other")}
-    kept = np.zeros(len(table), bool)
-    for _, rows in table.groupby("report_id", sort=False):
-        first = rows.index[0]
-        positives = [text for text, label in segmenter.reader.labeled_sentences(rows.at[first, "report"]) if label == POSITIVE]
-        probs = segmenter.predict_sentences(arrays.images[first], positives)[:, 0]
-        masks = torch.from_numpy(arrays.masks[rows.index]).float()  # [K, S, S], one per lesion
-        for k, i in enumerate(rows.index):
-            sentence = " ".join(str(table.at[i, "sentence"]).split())
-            kept[i] = sentence in positives
-            prob = probs[positives.index(sentence)] if kept[i] else torch.zeros(size, size)
-            mass = (prob[None] * masks).flatten(1).sum(1)
-            pred = prob >= segmenter.threshold
-            columns["dice"][i] = dice_per_image(pred[None, None], masks[k][None, None].bool())[0]
-            columns["area"][i] = pred.float().mean()
-            columns["mass_own"][i] = mass[k]
-            columns["mass_other"][i] = float(torch.cat([mass[:k], mass[k + 1:]]).max()) if len(rows) > 1 else 0.0
-    table = table.assign(**columns, kept=kept)
-    table["on_own"] = table["mass_own"] > table["mass_other"]
-    table["located"] = table["area"] >= EMPTY_AREA
-    summary = {"n_sentences": len(table), "n_reports": table["report_id"].nunique(),
-               "threshold": segmenter.threshold, "kept_share": float(table["kept"].mean()),
-               "located_share": float(table["located"].mean())}
-    for name, values in (("dice", table["dice"]), ("on_own_share", table["on_own"])):
-        mean, lo, hi = cluster_ci(values.to_numpy(float), table["report_id"].to_numpy(), n_boot, seed)
-        summary.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
-    return table, summary
+                   "mean_area": float(area.mean()),
+                   "empty_share_fallback": float((fallback < EMPTY_AREA).mean())}

@@ -25,6 +25,8 @@ from ..text.encoders import EmbeddingCache, load_text_encoder
 from . import pretrained
 from .card import render_card
 from .results import load_results, read_exported
+from ..text.regions import near_peak, sentence_place
+from ..text.vocabulary import MaskVocabulary
 
 ImageLike = str | Path | Image.Image | np.ndarray
 EMPTY_AREA = 0.005  # a prediction covering less of the image than this counts as empty
@@ -47,23 +49,32 @@ def to_gray(image: ImageLike) -> np.ndarray:
 class SentenceMask:
     """Where the model puts one positive sentence of a report, the sentence read alone.
 
-    `prob` is float32 [H, W] at the image's resolution; `area` the share of the image at or above
-    the threshold; `confidence` the peak probability; `mean_in_mask` the mean probability inside
-    the mask (NaN when it is empty); `located` False when the mask covers less than `EMPTY_AREA`
-    of the image (the model does not find what the sentence describes)."""
+    `prob` is float32 [H, W] at the image's resolution; `mask` bool [H, W] the pixels at or above
+    the threshold, or, for a sentence of a drawn finding (`drawn`: the masks' vocabulary) that
+    leaves none, the pixels near the peak when the peak lies where the sentence's place words
+    point (`regions.near_peak`; `low_confidence` then True); `area` the mask's share of the image;
+    `confidence` the peak probability; `mean_in_mask` the mean probability inside the mask (NaN
+    when it is empty); `located` False when the mask covers less than `EMPTY_AREA` of the image and
+    is not a low-confidence one (the model does not find what the sentence describes)."""
     text: str
     prob: np.ndarray
     area: float
     confidence: float
     mean_in_mask: float
     located: bool
+    drawn: bool = True  # the sentence describes a finding this dataset's masks draw
+    low_confidence: bool = False
+    mask: np.ndarray | None = None
 
     @classmethod
-    def from_prob(cls, text: str, prob: np.ndarray, threshold: float) -> "SentenceMask":
-        inside = prob >= threshold
+    def from_prob(cls, text: str, prob: np.ndarray, threshold: float, drawn: bool = True) -> "SentenceMask":
+        inside, low = prob >= threshold, False
+        if drawn and not inside.any() and (near := near_peak(prob, [sentence_place(text)])) is not None:
+            inside, low = near, True
         area = float(inside.mean())
         return cls(text, prob, area, float(prob.max()),
-                   float(prob[inside].mean()) if inside.any() else float("nan"), area >= EMPTY_AREA)
+                   float(prob[inside].mean()) if inside.any() else float("nan"), area >= EMPTY_AREA or low,
+                   drawn, low, inside)
 
 
 @dataclass
@@ -85,7 +96,7 @@ class ReportGrounding:
     def at_threshold(self, threshold: float) -> "ReportGrounding":
         """The same masks cut at another threshold (area, located and mean_in_mask follow)."""
         return ReportGrounding(self.report, threshold, self.labels,
-                               [SentenceMask.from_prob(m.text, m.prob, threshold) for m in self.sentences])
+                               [SentenceMask.from_prob(m.text, m.prob, threshold, m.drawn) for m in self.sentences])
 
     @property
     def describes_finding(self) -> bool:
@@ -94,8 +105,8 @@ class ReportGrounding:
 
     def table(self) -> list[dict]:
         """One row per sentence in report order: index (1, 2, ... over the positive sentences;
-        None for a dropped one), text, label, and for the positive ones located, area, confidence
-        and mean_in_mask (plain floats, JSON-ready)."""
+        None for a dropped one), text, label, and for the positive ones located, area, confidence,
+        mean_in_mask, drawn (by this dataset's masks) and low_confidence (plain values, JSON-ready)."""
         rows, masks = [], iter(self.sentences)
         for text, label in self.labels:
             row: dict = {"index": None, "text": text, "label": label}
@@ -103,7 +114,8 @@ class ReportGrounding:
                 m = next(masks)
                 row.update(index=len([r for r in rows if r["index"]]) + 1, located=m.located,
                            area=round(m.area, 6), confidence=round(m.confidence, 4),
-                           mean_in_mask=None if np.isnan(m.mean_in_mask) else round(m.mean_in_mask, 4))
+                           mean_in_mask=None if np.isnan(m.mean_in_mask) else round(m.mean_in_mask, 4),
+                           drawn=bool(m.drawn), low_confidence=bool(m.low_confidence))
             rows.append(row)
         return rows
 
@@ -128,8 +140,10 @@ class Segmenter:
         self.results: dict[str, dict] | None = None  # the figures an exported model carries
         self.text_mode = self.info.get("text_mode", "raw")  # what the training texts went through
         self.reader = ReportReader(self.text_mode)  # reads a report as training did
+        self.vocabulary = MaskVocabulary.from_dict(self.info.get("vocabulary"))  # what masks draw
         self.embeddings = EmbeddingCache(text_encoder, with_tokens=model.needs_tokens,
-                                         places=model.place_prior is not None)
+                                         places=model.place_prior is not None,
+                                         drawn=self.vocabulary.describes_drawn)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None,
@@ -230,13 +244,29 @@ class Segmenter:
                 for p, g in zip(probs, grays)]
 
     def predict(self, image: ImageLike, text: str) -> np.ndarray:
-        """Probability map float32 [H, W] at the image's own resolution."""
+        """Probability map float32 [H, W] at the image's own resolution (`locate` makes it a mask)."""
         return self.predict_batch([image], [text])[0]
 
+    def locate(self, prob: np.ndarray, text: str, threshold: float | None = None) -> tuple[np.ndarray, bool]:
+        """The mask of `text` from its probability map `prob` [H, W] (`predict`), and whether it is
+        a low-confidence one: bool [H, W] at or above the threshold (the checkpoint's unless one
+        is given); when that is empty and a positive sentence of `text` describes a finding the
+        masks draw (`vocabulary`), the pixels near the peak if the peak lies where such a
+        sentence's place words point, or one names no place (`regions.near_peak`). A swapped side
+        or a normal report keeps its empty mask."""
+        prob = np.asarray(prob)
+        mask = prob >= (self.threshold if threshold is None else threshold)
+        if mask.any():
+            return mask, False
+        drawn = [s for s, label in self.reader.labeled_sentences(text)
+                 if label == POSITIVE and self.vocabulary.describes_drawn(s)]
+        near = near_peak(prob, [sentence_place(s) for s in drawn])
+        return (mask, False) if near is None else (near, True)
+
     def mask(self, image: ImageLike, text: str, threshold: float | None = None) -> np.ndarray:
-        """Binary mask uint8 [H, W] in {0, 1}; the checkpoint's threshold unless one is given."""
-        t = self.threshold if threshold is None else threshold
-        return (self.predict(image, text) >= t).astype(np.uint8)
+        """Binary mask uint8 [H, W] in {0, 1} (`locate`); the checkpoint's threshold unless one is
+        given."""
+        return self.locate(self.predict(image, text), text, threshold)[0].astype(np.uint8)
 
     def predict_sentences(self, image: np.ndarray, texts: Sequence[str]) -> torch.Tensor:
         """One image, many texts: the image is encoded once and decoded with each text.
@@ -267,7 +297,10 @@ class Segmenter:
                       ) -> ReportGrounding:
         """Read a whole report sentence by sentence: every positive sentence (the sentence filter,
         `helpers.sentences`) gets its own mask, the image encoded once; the negated and normal
-        sentences are listed as dropped. Masks are at the image's own resolution.
+        sentences are listed as dropped. Masks are at the image's own resolution. A sentence of a
+        finding the masks draw (`vocabulary`) that leaves nothing above the threshold keeps the
+        pixels near its peak, flagged `low_confidence` (see `SentenceMask`); one of a finding they
+        do not draw is marked `drawn=False`.
 
         >>> g = seg.ground_report("image.png", "Mild cardiomegaly. No effusion. Left basal opacity.")
         >>> [(m.text, m.located, m.area) for m in g.sentences]
@@ -279,13 +312,14 @@ class Segmenter:
             raise ValueError("the report has no sentence: give its findings text")
         t = self.threshold if threshold is None else threshold
         positives = [text for text, label in labels if label == POSITIVE]
+        drawn = [self.vocabulary.describes_drawn(text) for text in positives]
         gray = to_gray(image)
         small = gray_image(Image.fromarray(gray), self.image_size)
         probs = self.predict_sentences(small, positives)
         if len(positives):
             probs = F.interpolate(probs, size=gray.shape, mode="bilinear", align_corners=False)
-        return ReportGrounding(report, t, labels, [SentenceMask.from_prob(text, p[0].numpy(), t)
-                                                    for text, p in zip(positives, probs)])
+        return ReportGrounding(report, t, labels, [SentenceMask.from_prob(text, p[0].numpy(), t, d)
+                                                    for text, p, d in zip(positives, probs, drawn)])
 
     def describe(self) -> str:
         tiny = " (tiny offline CLIP with random weights, not the real model)" \
@@ -295,4 +329,4 @@ class Segmenter:
         prior += ", shared decoder" if model.get("shared_decoder") else ""
         return (f"fusion={model.get('fusion')}{prior}, text_mode={self.text_mode}, "
                 f"image size {self.image_size}, threshold {self.threshold:.2f}, "
-                f"text encoder {self.info.get('text_model')}{tiny}")
+                f"text encoder {self.info.get('text_model')}{tiny}; {self.vocabulary.summary()}")

@@ -3,14 +3,16 @@
 `ModelRecord` is the one owner of the file's format. On disk it is a plain dict of tensors and
 Python values (`torch.load(..., weights_only=True)` reads it, see `helpers.checkpoint`):
 
-    {"version": 1, "model": state dict, "epoch": int, "metrics": {"val_dice": ...},
+    {"version": 2, "model": state dict, "epoch": int, "metrics": {"val_dice": ...},
      "config": {"model": MultimodalUnet.config(), "image_size", "text_model",
                 "text_model_requested", "text_model_is_tiny", "text_dim", "text_mode",
-                "text_report", "threshold", "finetune",
+                "text_report", "threshold", "finetune", "vocabulary",
                 "patients": {split: [case key, ...]} (`data.split.split_keys`)}}
 
-Files written before the record have no "version": they are version 1, the same layout. A file of
-a newer version is refused with a message that says to update the project.
+Version 2 adds "vocabulary" (`text.vocabulary.MaskVocabulary.to_dict`: which findings the masks
+draw); a version-1 file has none and loads with {} (the fallback rule). Files written before the
+record have no "version": they are version 1. A file of a newer version is refused with a message
+that says to update the project.
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ import torch
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-VERSION = 1  # the record layout this code writes and the newest it reads
+VERSION = 2  # the record layout this code writes and the newest it reads
 # config entries a record cannot do without (the others have defaults)
 REQUIRED = ("model", "image_size", "text_model", "text_dim", "threshold")
 # the fields of the record kept in the file's "config" entry, beside "model"
 CONFIG_FIELDS = ("image_size", "text_model", "text_model_requested", "text_model_is_tiny", "text_dim",
                  "text_mode", "text_report", "threshold", "finetune",
-                 "patients")
+                 "patients", "vocabulary")
 _NOT_PHASE2 = "is not a Phase-2 checkpoint (best_model.pth from `python -m helpers finetune`)"
 
 
@@ -48,6 +50,7 @@ class ModelRecord:
     text_mode: str = "raw"  # how a report becomes the model's text (`reader.ReportReader`)
     text_report: dict = field(default_factory=dict)  # `ReportReader.text_report`: truncation etc.
     finetune: dict = field(default_factory=dict)  # the training settings (FinetuneConfig values)
+    vocabulary: dict = field(default_factory=dict)  # what the masks draw ({}: the fallback rule)
     epoch: int | None = None  # the kept epoch, from 1
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of that epoch
     # the cases of each split (`split.split_keys`): which ones the model was trained on, chosen on and
@@ -63,7 +66,7 @@ class ModelRecord:
                 "text_model_is_tiny": self.text_model_is_tiny, "text_dim": self.text_dim,
                 "text_mode": self.text_mode, "text_report": self.text_report,
                 "threshold": self.threshold, "finetune": self.finetune,
-                "patients": self.patients, **self.extra}
+                "patients": self.patients, "vocabulary": self.vocabulary, **self.extra}
 
     def to_payload(self) -> dict:
         """The dict written to disk (see the module docstring)."""

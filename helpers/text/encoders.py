@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -242,15 +242,18 @@ class EmbeddingCache:
 
     With `with_tokens=True` the token states are kept too (for fusions that attend to tokens);
     with `places=True` each embedding ends with the text's place code (`places.place_code`, for a
-    model with a place prior), computed from the words, never stored.
+    model with a place prior, from the sentences that `drawn` says describe a drawn finding),
+    computed from the words, never stored.
     The file holds `{"model": encoder name, "texts": [...], "emb": float32 [U, D]}` (and
     `"tokens"`: one float32 [L_i, H] per text); one written for another model (or unreadable) is
     ignored and replaced on `save()`.
     """
 
     def __init__(self, encoder: TextEncoder, path: str | Path | None = None,
-                 with_tokens: bool = False, places: bool = False):
+                 with_tokens: bool = False, places: bool = False,
+                 drawn: Callable[[str], bool] | None = None):
         self.encoder = encoder
+        self.drawn = drawn  # the masks' vocabulary (`MaskVocabulary.describes_drawn`) or None
         self.path = Path(path) if path is not None else None
         self.with_tokens, self.places = with_tokens, places
         self.dim = encoder.dim + (len(PLACE_CODE) if places else 0)  # width of `get`'s rows
@@ -297,7 +300,7 @@ class EmbeddingCache:
         if not texts:
             return torch.empty(0, self.dim)
         emb = torch.stack([self._emb[t] for t in texts])
-        return torch.cat([emb, place_code(list(texts))], 1) if self.places else emb
+        return torch.cat([emb, place_code(list(texts), self.drawn)], 1) if self.places else emb
 
     def tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states of `texts` padded to the longest: (float32 [N, L, H], bool mask [N, L],

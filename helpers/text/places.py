@@ -11,6 +11,7 @@ lower) for the model's place prior (`fusion.PlacePrior`).
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import numpy as np
 import torch
@@ -100,16 +101,18 @@ def levels_named(text: str) -> set[str]:
     return found
 
 
-def place_code(texts: list[str]) -> torch.Tensor:
+def place_code(texts: list[str], drawn: Callable[[str], bool] | None = None) -> torch.Tensor:
     """float32 [N, 5]: for each text, which of `PLACE_CODE` it names (1) or not (0). "Both sides"
     ("bilateral", "bibasilar", "left and right") sets both sides; a text naming no place is all 0.
 
-    Only the sentences that name a lung lesion count (`sentences.names_lesion`): "Healed right rib
-    fracture." names a side, but not of anything a mask marks, and a text made only of such
-    sentences points nowhere."""
+    Only the sentences that describe a finding the masks draw count (`drawn`: the masks'
+    vocabulary, `vocabulary.MaskVocabulary.describes_drawn`; None: the lung lesions,
+    `sentences.names_lesion`): "Healed right rib fracture." names a side, but not of anything a
+    mask marks, and a text made only of such sentences points nowhere."""
+    drawn = drawn or names_lesion
     code = torch.zeros(len(texts), len(PLACE_CODE))
     for row, text in zip(code, texts):
-        text = " ".join(s for s in split_sentences(text) if names_lesion(s))
+        text = " ".join(s for s in split_sentences(text) if drawn(s))
         side, levels = names_side(text), levels_named(text)
         named = ({"right", "left"} if side == "both" else {side} if side else set()) | levels
         row[[i for i, name in enumerate(PLACE_CODE) if name in named]] = 1.0

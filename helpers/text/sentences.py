@@ -1,8 +1,8 @@
 """Keep only the report sentences that describe something present.
 
-IU findings are mostly normal statements and negations ("The heart is normal in size. No left
-pleural effusion."), and a text encoder such as CLIP reads 77 tokens and cuts the end, where the
-finding often is. This module splits a report into sentences, labels each one
+IU findings are mostly normal statements and negations ("No left pleural effusion."), and CLIP
+reads 77 tokens and cuts the end, where the finding often is. This module splits a report into
+sentences, labels each one
 
 - "positive": describes a present (or possible) abnormality,
 - "negated": what it mentions is negated ("No left pleural effusion."),
@@ -21,8 +21,8 @@ How a sentence is labelled:
    ("not seen", "resolved", ...) the text before it (or after it when nothing precedes it).
 5. A clause is positive when the text outside every negation scope names a finding or an
    uncertainty; a clause with a negation is otherwise negated. A clause without negation is normal
-   when it has a normal cue and no finding; unknown content counts as positive, because dropping a
-   real finding costs more than keeping a technique sentence.
+   when it has a normal cue and no finding; unknown content counts as positive (dropping a real
+   finding costs more than keeping a technique sentence).
 6. A sentence is positive if any clause is, else negated if any clause is, else normal.
 
 The module is pure Python and imports no other `helpers` module.
@@ -33,8 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 TEXT_MODES = ("raw", "positive")
-# The version of the rules below: raise it when a change reads some report differently. An exported
-# model records the version it was trained with, and loading it under other rules warns.
+# Raise when a change reads some report differently: an exported model records it, loading warns.
 RULES_VERSION = 1
 POSITIVE, NEGATED, NORMAL = "positive", "negated", "normal"
 
@@ -252,6 +251,22 @@ def names_lesion(sentence: str) -> bool:
                for clause in _clauses(_normalise(sentence)))
 
 
+# Every finding term a sentence may name: the findings, then the lesion words they lack.
+FINDING_TERMS: tuple[str, ...] = tuple(dict.fromkeys(FINDING_STEMS + LESION_STEMS))
+_TERM = re.compile(_alternation(FINDING_TERMS, prefix=True))
+_BY_LENGTH = sorted(FINDING_TERMS, key=len, reverse=True)
+
+
+def finding_terms(sentence: str) -> list[str]:
+    """The `FINDING_TERMS` that `sentence` names outside any negation, each once, in order:
+    "Patchy opacity at the left base, no effusion." -> ["patchy", "opaci"]."""
+    found = []
+    for clause in _clauses(_normalise(sentence)):
+        for match in _TERM.finditer(_outside_negation(clause, list(_TRIGGER.finditer(clause)))):
+            found.append(next(t for t in _BY_LENGTH if match.group().startswith(t)))
+    return list(dict.fromkeys(found))
+
+
 def _has_content(text: str) -> bool:
     return any(word not in FILLER_WORDS for word in _WORD.findall(text))
 
@@ -303,7 +318,6 @@ def select_text(text: str, mode: str = "raw") -> str:
     if mode == "positive":
         return select_sentences(text).text
     raise ValueError(f"unknown text mode {mode!r}; valid modes: {', '.join(TEXT_MODES)}")
-
 
 
 NOTHING_DESCRIBED = "No acute cardiopulmonary abnormality."

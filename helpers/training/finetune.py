@@ -29,6 +29,7 @@ from ..model.metrics import best_threshold, dice_per_image, follows_text
 from ..model.unet import MultimodalUnet, freeze_encoder, predict_arrays
 from ..text.places import SIDES, names_level, names_side, place_questions
 from ..text.reader import ReportReader
+from ..text.vocabulary import learn_vocabulary
 from ..model.record import ModelRecord
 from ..text.encoders import EmbeddingCache, load_text_encoder
 from ..data.split import split_keys
@@ -73,6 +74,7 @@ class SegmentationTask(Task):
                                upsampling=cfg.upsampling, token_dim=encoder.token_dim,
                                place_prior=cfg.place_prior, shared_decoder=cfg.shared_decoder)
         self.reader = reader = ReportReader(cfg.text_mode)
+        self.vocabulary = learn_vocabulary(train.cases["text"], train.masks)  # what the masks draw
         swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
         training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
                                          levels=cfg.paste_prob > 0, sentences=cfg.sentence_prob > 0)
@@ -90,7 +92,8 @@ class SegmentationTask(Task):
         extra = [training.flipped, training.nulls, training.leveled, lesion, beside, probe_texts]
         every = texts + [t for e in extra for t in e]
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
-                                    with_tokens=model.needs_tokens, places=cfg.place_prior)
+                                    with_tokens=model.needs_tokens, places=cfg.place_prior,
+                                    drawn=self.vocabulary.describes_drawn)
         table, index = embeddings.table(every)
         self.tokens = None  # (states [U, L, H], mask [U, L]) in the rows of `table`
         if model.needs_tokens:
@@ -187,7 +190,8 @@ class SegmentationTask(Task):
                            self.text_model, self.text_encoder.dim, threshold=0.5,
                            text_model_requested=self.cfg.text_model,
                            text_model_is_tiny=self.text_encoder.is_tiny, text_mode=self.cfg.text_mode,
-                           text_report=self.text_report, finetune=self.config, epoch=row["epoch"],
+                           text_report=self.text_report, finetune=self.config,
+                           vocabulary=self.vocabulary.to_dict(), epoch=row["epoch"],
                            metrics={k: v for k, v in row.items() if k.startswith("val_")})
 
     def best_checkpoint(self, row: dict) -> dict:

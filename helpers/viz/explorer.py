@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from ..data.io import fit_mask, load_gray
 from ..data.io import load_mask as load_mask_file
 from .plots import case_figure
-from .report_view import report_figure, report_html, sentence_color
+from .report_view import LOW_CONFIDENCE_NOTE, report_figure, report_html, sentence_color
 from ..text.sentences import NO_FINDING_NOTE, describes_finding, select_sentences
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
         cases: columns `case_id, image_path, mask_path, text, split`; a NaN/None `mask_path`
             means no mask.
         segmenter: has `.predict(image, text) -> float32 [H, W]` and a float `.threshold`
-            (`helpers.inference.Segmenter`); "per sentence" needs `.ground_report(image, text)`.
+            (`helpers.inference.Segmenter`); "per sentence" needs `.ground_report(image, text)`;
+            with `.locate(prob, text, threshold)` a low-confidence mask is shown and said so.
         load_image, load_mask: path -> uint8 `[H, W]`; default `helpers.io.load_gray` and
             `helpers.io.load_mask`. A mask of another resolution is resized to the image.
         plot_fn: called as `plot_fn(image, prob, text, mask=, threshold=, alpha=, title=case_id)`,
@@ -195,9 +196,14 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
                 given.value = sentences_html(segmenter, text)
                 sentence_buttons.children = []
                 image, mask = load_case(case_id)
-                fig = plot_fn(image, predict(case_id, text), text, mask=mask,
-                              threshold=controls["threshold"].value, alpha=controls["alpha"].value,
-                              title=case_id)
+                prob, threshold = predict(case_id, text), controls["threshold"].value
+                if hasattr(segmenter, "locate"):  # a drawn finding left nothing above the threshold
+                    located, low = segmenter.locate(prob, text, threshold)
+                    if low:  # shown as the mask: raised to the threshold, said in the text above
+                        prob = np.where(located, np.maximum(prob, threshold), prob)
+                        given.value += f"<br><i>{LOW_CONFIDENCE_NOTE}</i>"
+                fig = plot_fn(image, prob, text, mask=mask, threshold=threshold,
+                              alpha=controls["alpha"].value, title=case_id)
             clear_output(wait=True)
             display(fig)
             plt.close(fig)

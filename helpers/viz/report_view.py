@@ -5,7 +5,10 @@ through), and the per-sentence table.
 
 Images are uint8 grayscale `[H, W]`; a grounding's masks are float32 `[H, W]` probabilities at the
 image's resolution. The grounding is duck-typed (`report`, `threshold`, `labels`, `sentences` with
-`text`, `prob`, `area`, `confidence`, `located`), so this module imports nothing from `inference`.
+`text`, `prob`, `area`, `confidence`, `located`, and optionally `mask`, `drawn`, `low_confidence`),
+so this module imports nothing from `inference`. A low-confidence mask (nothing passed the
+threshold; the pixels near the peak) and a sentence whose finding this dataset's masks do not draw
+are said so in the legend, the HTML and the table.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from PIL import Image
 
 from .overlay import check_same_shape, outline
 from ..text.sentences import NO_FINDING_NOTE, POSITIVE
+from ..text.vocabulary import NOT_DRAWN_NOTE
 
 # tab10 without its gray: distinct on a gray radiograph; cycled past nine sentences
 SENTENCE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -74,9 +78,25 @@ def color_overlay(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float =
     return np.rint(rgb).astype(np.uint8)
 
 
+LOW_CONFIDENCE_NOTE = "low confidence: nothing passed the threshold, the pixels near the peak"
+
+
+def sentence_mask(sentence: Any, threshold: float) -> np.ndarray:
+    """bool [H, W]: a sentence's mask (its `mask`, else its probabilities at `threshold`)."""
+    mask = getattr(sentence, "mask", None)
+    return np.asarray(mask, bool) if mask is not None else np.asarray(sentence.prob) >= threshold
+
+
+def _state(located: bool, area: float, confidence: float, low: bool, drawn: bool) -> str:
+    state = (f"area {area:.1%}, peak p {confidence:.2f}" if located
+             else f"not located (peak p {confidence:.2f})")
+    state += f"; {LOW_CONFIDENCE_NOTE}" if low else ""
+    return state + ("" if drawn else f"; {NOT_DRAWN_NOTE}")
+
+
 def _label(k: int, sentence: Any, wrap: int) -> str:
-    state = (f"area {sentence.area:.1%}, peak p {sentence.confidence:.2f}" if sentence.located
-             else f"not located (peak p {sentence.confidence:.2f})")
+    state = _state(sentence.located, sentence.area, sentence.confidence,
+                   getattr(sentence, "low_confidence", False), getattr(sentence, "drawn", True))
     return textwrap.fill(f"{k + 1}. {sentence.text} [{state}]", wrap)
 
 
@@ -104,7 +124,7 @@ def report_figure(image: np.ndarray, grounding: Any, *, selected: int | None = N
     """
     sentences = list(grounding.sentences)
     shown = _shown(len(sentences), selected) if sentences else []
-    masks = [np.asarray(s.prob) >= grounding.threshold for s in sentences]
+    masks = [sentence_mask(s, grounding.threshold) for s in sentences]
     fig = plt.figure(figsize=(11, 5.5), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=(1, 1.1), height_ratios=(1.6, 1))
     ax, ax_text = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1])
@@ -115,7 +135,8 @@ def report_figure(image: np.ndarray, grounding: Any, *, selected: int | None = N
         for k in range(len(masks)):
             small = fig.add_subplot(strip[0, k])
             small.imshow(color_overlay(image, masks, alpha, selected=k), interpolation="nearest")
-            small.set_title(f"{k + 1}" + ("" if sentences[k].located else " (not located)"),
+            note = " (low confidence)" if getattr(sentences[k], "low_confidence", False) else ""
+            small.set_title(f"{k + 1}" + ("" if sentences[k].located else " (not located)") + note,
                             color=sentence_color(k), fontsize=9)
             small.set_xticks([])
             small.set_yticks([])
@@ -170,6 +191,8 @@ def report_html(grounding: Any, selected: int | None = None) -> str:
             if selected == k:
                 style += "; font-weight: bold"
             note = "" if sentences[k].located else " <i>(not located)</i>"
+            note += " <i>(low confidence)</i>" if getattr(sentences[k], "low_confidence", False) else ""
+            note += "" if getattr(sentences[k], "drawn", True) else f" <i>({NOT_DRAWN_NOTE})</i>"
             parts.append(f'<span style="{style}"><b>{k + 1}</b> {html.escape(text)}</span>{note}')
             k += 1
         else:
@@ -194,7 +217,7 @@ def save_grounding(image: np.ndarray, grounding: Any, out: str | Path,
     for row, sentence in zip([r for r in rows if r["index"]], grounding.sentences):
         path = base.with_name(f"{base.stem}_{row['index']}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(((sentence.prob >= grounding.threshold) * 255).astype(np.uint8)).save(path)
+        Image.fromarray((sentence_mask(sentence, grounding.threshold) * 255).astype(np.uint8)).save(path)
         row["mask_file"] = str(path)
     return rows
 
@@ -204,8 +227,8 @@ def table_lines(rows: Sequence[dict]) -> list[str]:
     lines = []
     for row in rows:
         if row["index"]:
-            state = (f"area {row['area']:.2%}, peak p {row['confidence']:.2f}" if row["located"]
-                     else f"not located (peak p {row['confidence']:.2f})")
+            state = _state(row["located"], row["area"], row["confidence"], row.get("low_confidence", False),
+                           row.get("drawn", True))
             lines.append(f"{row['index']}. {row['text']}  [{state}]"
                          + (f"  mask: {row['mask_file']}" if row.get("mask_file") else ""))
         else:

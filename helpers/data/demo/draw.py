@@ -84,8 +84,16 @@ def _ribs(u: Array, v: Array, midline: float, rng: np.random.Generator) -> Array
     return bands.max(axis=0) * _sigmoid((d[0] - 0.04) / 0.01) * _sigmoid((0.44 - d[0]) / 0.02)
 
 
-def _frontal(shape: tuple[int, int], anatomy: _Anatomy, rng: np.random.Generator) -> Array:
-    """float [H, W] in about [0, 1]: a frontal (PA) chest without lesions."""
+def _heart(u: Array, v: Array, anatomy: _Anatomy, scale: float = 1.0) -> Array:
+    """float [H, W] in [0, 1]: the heart's soft silhouette, `scale` times its normal size."""
+    midline = float(np.mean(anatomy.lung_cu))
+    return _soft_ellipse(u, v, midline + 0.06, anatomy.dome - 0.07, 0.16 * scale, 0.12 * scale, softness=0.08)
+
+
+def _frontal(shape: tuple[int, int], anatomy: _Anatomy, rng: np.random.Generator,
+             heart_scale: float = 1.0) -> Array:
+    """float [H, W] in about [0, 1]: a frontal (PA) chest without lesions, its heart `heart_scale`
+    times the normal size."""
     u, v = _grid(shape)
     midline = float(np.mean(anatomy.lung_cu))
     body = _soft_ellipse(u, v, midline, 0.6, 0.5, 0.62, softness=0.05)
@@ -94,7 +102,7 @@ def _frontal(shape: tuple[int, int], anatomy: _Anatomy, rng: np.random.Generator
     lungs = np.maximum(*anatomy.lung_fields(u, v))
     img = img * (1 - lungs) + 0.12 * lungs
     mediastinum = _sigmoid((0.06 + 0.05 * v - np.abs(u - midline)) / 0.01) * _sigmoid((v - 0.08) / 0.02)
-    heart = _soft_ellipse(u, v, midline + 0.06, anatomy.dome - 0.07, 0.16, 0.12, softness=0.08)
+    heart = _heart(u, v, anatomy, heart_scale)
     img = np.maximum(img, 0.62 * np.maximum(mediastinum, heart))  # heart bulges to the image's right
     spine = _sigmoid((0.032 - np.abs(u - midline)) / 0.006) * (1 + 0.08 * np.sin(2 * np.pi * 13 * v))
     img = np.maximum(img, 0.75 * spine)
@@ -185,12 +193,14 @@ def to_uint8(img: Array, rng: np.random.Generator) -> Array:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def draw_frontal(shape: tuple[int, int], lesions: list[Lesion], rng: np.random.Generator
-                  ) -> tuple[Array, list[Array], list[dict]]:
+def draw_frontal(shape: tuple[int, int], lesions: list[Lesion], rng: np.random.Generator,
+                 heart_scale: float | None = None) -> tuple[Array, list[Array], list[dict]]:
     """A frontal image with `lesions`: (uint8 [H, W], one mask uint8 [H, W] in {0, 1} per lesion (its
-    own footprint, nothing else), one dict per lesion with its peak pixel and area)."""
+    own footprint, nothing else), one dict per lesion with its peak pixel and area). With
+    `heart_scale` the heart is enlarged that much (cardiomegaly) and its mask (the silhouette above
+    the diaphragm) and record come last."""
     anatomy = _Anatomy.sample(rng)
-    img = _frontal(shape, anatomy, rng)
+    img = _frontal(shape, anatomy, rng, heart_scale or 1.0)
     masks, records = [], []
     for lesion in lesions:  # the target comes first
         footprint = _lesion_footprint(lesion, shape, anatomy, rng)
@@ -199,6 +209,13 @@ def draw_frontal(shape: tuple[int, int], lesions: list[Lesion], rng: np.random.G
         records.append({"kind": lesion.kind, "zone": lesion.zone, "role": lesion.role, "x": int(x),
                         "y": int(y), "area": int((footprint > 0.5).sum())})
         masks.append((footprint > 0.5).astype(np.uint8))
+    if heart_scale is not None:
+        u, v = _grid(shape)
+        heart = (_heart(u, v, anatomy, heart_scale) > 0.5) & (v < anatomy.dome + 0.02)
+        y, x = (int(round(c.mean())) for c in np.nonzero(heart))
+        records.append({"kind": "cardiomegaly", "zone": "heart", "role": "heart", "x": x, "y": y,
+                        "area": int(heart.sum())})
+        masks.append(heart.astype(np.uint8))
     return to_uint8(img, rng), masks, records
 
 

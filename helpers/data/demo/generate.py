@@ -41,7 +41,6 @@ import json
 import sys
 import shutil
 import time
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -52,16 +51,21 @@ from PIL import Image
 from ...core.settings import DemoDataConfig
 from ...core.layout import IMAGES_DIR, MASKS_DIR, PATIENT_SPLITS_CSV, PROJECTIONS_CSV, REPORTS_CSV
 from .draw import draw_frontal, lateral, to_uint8
+from .files import MASK_FORMS, save_mask, write_zip
 from .plan import (DISTRACTORS, pick_labeled_lesions, pick_lesion, pick_realistic_lesions,
                              second_lesion)
-from .reports import NORMALS, Lesion, finding_sentence, report
+from .reports import CARDIOMEGALY, NORMALS, Lesion, finding_sentence, report
 
 MARKER = "demo.json"  # the generator's parameters; "complete" turns true once everything is written
 LESIONS_CSV = "demo_lesions.csv"
 PROBE_DIR = "demo_probe"  # binary masks of the distractors, <image stem>_d<k>.png
 SPLIT_SHARES = (0.7, 0.15, 0.15)  # of the labeled reports; unlabeled reports are all "train"
 ZIP_NAME = "Dataset.zip"
-MASK_FORMS = 5  # see _save_mask
+# The union setting (masks like the real ones may be): the heart drawn for cardiomegaly, one mask
+# per image holding every described finding, and some labeled reports that describe the heart alone.
+HEART_ONLY_SHARE = 0.12  # of the labeled reports: cardiomegaly is their only finding
+HEART_ADDED_SHARE = 0.2  # of the labeled reports: cardiomegaly besides the described lesion
+HEART_SCALES = (1.2, 1.35)  # how much larger than normal an enlarged heart is drawn
 
 Array = np.ndarray
 
@@ -92,27 +96,6 @@ def _stem(image_name: str) -> str:
     return image_name[: -len(".dcm.png")]
 
 
-def _save_mask(folder: Path, image_name: str, mask: Array, form: int) -> str:
-    """Writes `mask` (uint8 [H, W] in {0, 1}) in one of MASK_FORMS hand-made styles; returns its name."""
-    stem = _stem(image_name)
-    if form == 1:  # exactly the image's name, upper-case extension
-        name, pixels = f"{stem}.dcm.PNG", Image.fromarray(mask * 255)
-    elif form == 2:  # no .dcm, RGB red on black
-        rgb = np.zeros(mask.shape + (3,), np.uint8)
-        rgb[..., 0] = mask * 255
-        name, pixels = f"{stem}_mask.PNG", Image.fromarray(rgb)
-    elif form == 3:  # 0/1 values
-        name, pixels = f"{stem}.dcm-mask.png", Image.fromarray(mask)
-    elif form == 4:  # twice the image's resolution (exact under nearest downsampling)
-        big = Image.fromarray(mask * 255)
-        name, pixels = f"{stem}.dcm_mask.png", big.resize((mask.shape[1] * 2, mask.shape[0] * 2),
-                                                          Image.NEAREST)
-    else:
-        name, pixels = f"{stem}.dcm_mask.png", Image.fromarray(mask * 255)
-    pixels.save(folder / name)
-    return name
-
-
 def _write_pair(dest: Path, uid: int, seed: int, described: Lesion, describing: str,
                 sides: tuple[int, int]) -> list[dict]:
     """The probe image of a test report (realistic setting): the patient's target redrawn with one
@@ -132,18 +115,6 @@ def _write_pair(dest: Path, uid: int, seed: int, described: Lesion, describing: 
         rows.append({"uid": uid, "filename": f"{name}.png", **record, "sentence": text,
                      "mask_file": f"{name}_m{k}.png"})
     return rows
-
-
-def _write_zip(root: Path) -> None:
-    """Zips the layout deterministically (fixed timestamps, sorted members)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (ZIP_NAME, MARKER))
-    with zipfile.ZipFile(root / ZIP_NAME, "w") as zf:
-        for path in files:
-            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            # PNGs are compressed already
-            info.compress_type = zipfile.ZIP_STORED if path.suffix.lower() == ".png" else zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes())
 
 
 def _empty_demo_folder(dest: Path, params: dict) -> None:
@@ -169,7 +140,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
                       n_masks: int = _DEFAULTS.n_masks,
                       image_size: tuple[int, int] = _DEFAULTS.image_size, seed: int = _DEFAULTS.seed,
                       make_zip: bool = True, quirks: bool = True,
-                      distractors: str = _DEFAULTS.distractors) -> Path:
+                      distractors: str = _DEFAULTS.distractors, union: bool = _DEFAULTS.union) -> Path:
     """Writes a synthetic dataset in the real layout to `dest` and returns `dest` (the dataset root).
 
     Args:
@@ -182,6 +153,10 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
         quirks: vary mask names and formats, add an orphan mask, empty findings and XXXX tokens.
         distractors: "realistic" (most labeled images show only the described lesion) or "forced"
             (two undescribed lesions on every labeled image); see the module docstring.
+        union: masks as the real ones may be: an image whose report describes cardiomegaly shows
+            an enlarged heart, and its mask holds the heart and the described lesion; some labeled
+            reports describe cardiomegaly alone (`HEART_ONLY_SHARE`, `HEART_ADDED_SHARE`). Off,
+            the same seed gives the same bytes as before the setting existed.
     """
     if distractors not in DISTRACTORS:
         raise ValueError(f"distractors must be one of {DISTRACTORS}, got {distractors!r}")
@@ -193,7 +168,8 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
     start = time.perf_counter()
     dest = Path(dest)
     _empty_demo_folder(dest, demo_params(n_reports=n_reports, n_masks=n_masks, image_size=image_size, seed=seed,
-                                         make_zip=make_zip, quirks=quirks, distractors=distractors))
+                                         make_zip=make_zip, quirks=quirks, distractors=distractors,
+                                         union=union))
     (dest / PROBE_DIR).mkdir()
     splits = _patient_splits(n_reports, n_masks, seed)
     reports, projections, lesion_rows = [], [], []
@@ -201,41 +177,54 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
     for uid in range(1, n_reports + 1):
         rng = np.random.default_rng([seed, uid])
         text_rng = np.random.default_rng([seed, uid, 1])  # texts do not move the pictures
-        if uid <= n_masks:
+        heart_rng = np.random.default_rng([seed, uid, 4])  # the union setting's draws alone
+        share = heart_rng.random() if union and uid <= n_masks and uid != empty_findings_uid else 1.0
+        if share < HEART_ONLY_SHARE:
+            described, drawn = None, []
+        elif uid <= n_masks:
             drawn = pick_labeled_lesions(rng) if distractors == "forced" else pick_realistic_lesions(rng)
             described = drawn[0]
         else:  # half normal, half with a described lesion that has no mask
             described = pick_lesion("finding", rng) if rng.random() < 0.5 else None
             drawn = [described] if described else []
-        row, describing = report(uid, described, drawn, splits[uid], text_rng, quirks)
+        heart = (str(heart_rng.choice(CARDIOMEGALY)) if share < HEART_ONLY_SHARE + HEART_ADDED_SHARE
+                 else None)
+        row, describing = report(uid, described, drawn, splits[uid], text_rng, quirks, heart=heart)
         sentences = [describing] + [finding_sentence(lesion, splits[uid], text_rng) for lesion in drawn[1:]]
         if quirks and uid == empty_findings_uid:
             row["findings"] = ""
+        enlarged = union and any(c in row["findings"] for c in CARDIOMEGALY)
+        heart_scale = float(heart_rng.uniform(*HEART_SCALES)) if enlarged else None
         reports.append(row)
         for view, projection in ((1, "Frontal"), (2, "Lateral")):
             name = _image_name(uid, view)
             shape = (int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)))
             if view == 1:
-                pixels, masks, records = draw_frontal(shape, drawn, rng)
-                for k, (lesion, mask, record) in enumerate(zip(drawn, masks, records)):
+                pixels, masks, records = draw_frontal(shape, drawn, rng, heart_scale)
+                texts = sentences[:len(drawn)] + ([heart or next(c for c in CARDIOMEGALY if c in row["findings"])]
+                                                  if enlarged else [])
+                for k, (mask, record) in enumerate(zip(masks, records)):
                     probe = ""
-                    if lesion.role == "target":
-                        _save_mask(dest / MASKS_DIR, name, mask, uid % MASK_FORMS if quirks else 0)
-                    elif lesion.role == "distractor":
-                        probe = f"{PROBE_DIR}/{_stem(name)}_d{k}.png"
+                    if record["role"] == "distractor" or (union and uid <= n_masks
+                                                          and record["role"] in ("target", "heart")):
+                        probe = f"{PROBE_DIR}/{_stem(name)}_{record['role'][0]}{k}.png"
                         Image.fromarray(mask * 255).save(dest / probe)
-                    lesion_rows.append({"uid": uid, "filename": name, **record, "sentence": sentences[k],
+                    lesion_rows.append({"uid": uid, "filename": name, **record, "sentence": texts[k],
                                         "mask_file": probe})
+                labeled = [m for m, r in zip(masks, records) if r["role"] in ("target", "heart")]
+                if uid <= n_masks and labeled:  # one mask of every described finding
+                    save_mask(dest / MASKS_DIR, name, np.maximum.reduce(labeled),
+                               uid % MASK_FORMS if quirks else 0)
             else:
                 pixels = to_uint8(lateral(shape, rng), rng)
             Image.fromarray(pixels).save(dest / IMAGES_DIR / name)
             projections.append({"uid": uid, "filename": name, "projection": projection})
-        if distractors == "realistic" and uid <= n_masks and splits[uid] == "test":
+        if distractors == "realistic" and uid <= n_masks and splits[uid] == "test" and described:
             lesion_rows += _write_pair(dest, uid, seed, described, describing, (lo, hi))
     if quirks:  # one orphan: a mask whose image does not exist
         orphan = np.zeros((lo, lo), np.uint8)
         orphan[lo // 3: lo // 2, lo // 4: lo // 2] = 1
-        _save_mask(dest / MASKS_DIR, _image_name(n_reports + 1, 1), orphan, 0)
+        save_mask(dest / MASKS_DIR, _image_name(n_reports + 1, 1), orphan, 0)
     pd.DataFrame(reports).to_csv(dest / REPORTS_CSV, index=False)
     pd.DataFrame(projections).to_csv(dest / PROJECTIONS_CSV, index=False)
     pd.DataFrame(lesion_rows, columns=["uid", "filename", "role", "kind", "zone", "x", "y", "area", "sentence",
@@ -243,7 +232,7 @@ def make_demo_dataset(dest: str | Path, n_reports: int = _DEFAULTS.n_reports,
     pd.DataFrame({"uid": list(splits), "split": list(splits.values())}).to_csv(dest / PATIENT_SPLITS_CSV,
                                                                              index=False)
     if make_zip:
-        _write_zip(dest)
+        write_zip(dest, (ZIP_NAME, MARKER))
     marker = json.loads((dest / MARKER).read_text())
     (dest / MARKER).write_text(json.dumps({**marker, "complete": True}))
     print(f"Demo dataset generated: {2 * n_reports} images, {n_masks} masks in "
@@ -266,7 +255,8 @@ def demo_params(**kwargs) -> dict:
 def lesion_groups(root: str | Path, cases: pd.DataFrame) -> list[tuple[str, str, list[dict]]]:
     """The demo images of labeled `cases` (columns `uid`, `filename`, `image_path`, `mask_path`)
     that hold two or more lesions with a mask: the cases' own images when they show an undescribed
-    lesion too (all of them in the `forced` setting), and the test patients' probe images
+    lesion too (all of them in the `forced` setting) or, in the union setting, an enlarged heart
+    (a lesion of kind "cardiomegaly"), and the test patients' probe images
     (`demo_probe/*_pair.png`, `realistic` setting).
 
     Returns (image id, image path, lesions) per image; each lesion is its `LESIONS_CSV` row plus
@@ -279,10 +269,12 @@ def lesion_groups(root: str | Path, cases: pd.DataFrame) -> list[tuple[str, str,
     groups = []
     for case in cases.itertuples():
         group = by_image.get(case.filename)
-        if group is not None:  # the case's own image: its target and the undescribed lesions
-            target = dict(group[group["role"] == "target"].iloc[0], mask=case.mask_path)
+        if group is not None and (group["role"] == "target").any():  # the target and the others
+            target = dict(group[group["role"] == "target"].iloc[0])
+            target["mask"] = str(root / target["mask_file"]) if target["mask_file"] else case.mask_path
             others = [dict(d, mask=str(root / d["mask_file"]))
-                      for d in group[group["role"] == "distractor"].to_dict("records") if d["mask_file"]]
+                      for d in group[group["role"].isin(("distractor", "heart"))].to_dict("records")
+                      if d["mask_file"]]
             if others:
                 groups.append((case.filename, case.image_path, [target, *others]))
         if case.uid in pairs.index:  # realistic: the patient's probe image
@@ -325,7 +317,7 @@ def report_items(root: str | Path, cases: pd.DataFrame, seed: int = 0) -> pd.Dat
         rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
         kinds = {lesion["kind"] for lesion in lesions}
         normals = {topic: text for topic, denied, text in (NORMALS[i] for i in rng.permutation(len(NORMALS)))
-                   if not kinds & set(denied)}  # one sentence per topic
+                   if not kinds & set(denied) and not (topic == "heart" and "cardiomegaly" in kinds)}
         sentences = [lesion["sentence"] for lesion in lesions] + list(normals.values())[:int(rng.integers(1, 3))]
         text = " ".join(sentences[i] for i in rng.permutation(len(sentences)))
         rows += [{"report_id": image_id, "image_path": image, "report": text, "sentence": lesion["sentence"],

@@ -198,9 +198,12 @@ SIDED_NEGATIONS = [
     (("opacity", "consolidation"), "No airspace opacity in the {s} lung."), (_ALL, "The {s} lung is clear."),
     (("nodule", "mass"), "No nodule or mass in the {s} lung."), (("atelectasis",), "No {s}-sided atelectasis."),
 ]
-# Abnormal but none of the six lesion kinds, never drawn or masked: (topic, text)
+# The sentences of an enlarged heart: drawn and masked in the union setting only (see `generate`).
+CARDIOMEGALY = ("Mild cardiomegaly.", "The heart is mildly enlarged.")
+# Abnormal but none of the six lesion kinds, never drawn or masked (but for CARDIOMEGALY in the
+# union setting): (topic, text)
 EXTRAS = [
-    ("heart", "Mild cardiomegaly."), ("heart", "The heart is mildly enlarged."), ("aorta", "Tortuous aorta."),
+    ("heart", CARDIOMEGALY[0]), ("heart", CARDIOMEGALY[1]), ("aorta", "Tortuous aorta."),
     ("aorta", "Atherosclerotic calcification of the aortic arch."), ("abdomen", "Postsurgical clips in the upper abdomen."),
     ("abdomen", "Cholecystectomy clips are noted."), ("volumes", "Mild hyperinflation."),
     ("volumes", "The lungs are hyperexpanded, consistent with emphysema."), ("bones", "Healed right rib fracture."),
@@ -286,13 +289,18 @@ def _mesh(lesion: Lesion | None) -> str:
 
 
 def report(uid: int, described: Lesion | None, drawn: Sequence[Lesion], split: str, rng: np.random.Generator,
-           quirks: bool) -> tuple[dict, str]:
+           quirks: bool, heart: str | None = None) -> tuple[dict, str]:
     """One row of indiana_reports.csv and its describing sentence ("" without `described`).
 
-    `described` is the only lesion the text mentions; no sentence denies a lesion in `drawn`."""
+    `described` is the only lesion the text mentions; no sentence denies a lesion in `drawn`.
+    `heart` (a sentence of `CARDIOMEGALY`, union setting) takes the place of the random non-lesion
+    abnormality."""
     long = rng.random() < 0.22  # long enough that CLIP's 77 tokens may cut the describing sentence
     sentences, taken = [], set()
-    if rng.random() < 0.5:  # a non-lesion abnormality
+    if heart is not None:
+        sentences.append(heart)
+        taken.add("heart")
+    elif rng.random() < 0.5:  # a non-lesion abnormality
         topic, text = EXTRAS[int(rng.integers(len(EXTRAS)))]
         sentences.append(text)
         taken.add(topic)
