@@ -260,10 +260,8 @@ _BY_LENGTH = sorted(FINDING_TERMS, key=len, reverse=True)
 def finding_terms(sentence: str) -> list[str]:
     """The `FINDING_TERMS` that `sentence` names outside any negation, each once, in order:
     "Patchy opacity at the left base, no effusion." -> ["patchy", "opaci"]."""
-    found = []
-    for clause in _clauses(_normalise(sentence)):
-        for match in _TERM.finditer(_outside_negation(clause, list(_TRIGGER.finditer(clause)))):
-            found.append(next(t for t in _BY_LENGTH if match.group().startswith(t)))
+    found = [next(t for t in _BY_LENGTH if match.group().startswith(t)) for clause in _clauses(_normalise(sentence))
+             for match in _TERM.finditer(_outside_negation(clause, list(_TRIGGER.finditer(clause))))]
     return list(dict.fromkeys(found))
 
 
