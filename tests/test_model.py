@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from helpers.model.encoders import build_autoencoder, encoder_checkpoint, load_pretrained_encoder
+from helpers.model.encoders import build_autoencoder, load_pretrained_encoder
+from helpers.model.record import EncoderRecord
 from helpers.model.fusion import FUSIONS
 from helpers.model.unet import UPSAMPLINGS, MultimodalUnet, TransposeUpsample, freeze_encoder, from_config
 from helpers.model.record import VERSION, ModelRecord
@@ -239,7 +240,7 @@ def test_autoencoder_reconstructs_input_shape():
 def test_phase1_encoder_loads_into_multimodal_model(tmp_path):
     torch.manual_seed(3)
     autoencoder = build_autoencoder(ENCODER)
-    path = save_checkpoint(encoder_checkpoint(autoencoder, ENCODER, epoch=4), tmp_path / "enc.pth")
+    path = EncoderRecord(autoencoder.encoder.state_dict(), ENCODER, epoch=4).save(tmp_path / "enc.pth")
     model = make_model()
     info = load_pretrained_encoder(model.encoder, path, ENCODER)
     assert info == {"encoder_name": ENCODER, "in_channels": 1, "epoch": 4}
@@ -250,7 +251,7 @@ def test_phase1_encoder_loads_into_multimodal_model(tmp_path):
 
 
 def test_encoder_checkpoint_of_another_encoder_is_refused(tmp_path):
-    payload = encoder_checkpoint(build_autoencoder("resnet18"), "resnet18")
+    payload = EncoderRecord(build_autoencoder("resnet18").encoder.state_dict(), "resnet18").to_payload()
     path = save_checkpoint(payload, tmp_path / "enc.pth")
     target = MultimodalUnet("resnet34", text_dim=D)
     with pytest.raises(CheckpointError, match=r"enc\.pth.*resnet18.*resnet34"):
@@ -342,7 +343,7 @@ def test_record_refuses_other_files_and_newer_versions(tmp_path):
     newer = make_record(model).to_payload() | {"version": VERSION + 1}
     with pytest.raises(CheckpointError, match=f"newer.pth was written by a newer version.*{VERSION + 1}"):
         ModelRecord.load(save_checkpoint(newer, tmp_path / "newer.pth"))
-    encoder = save_checkpoint(encoder_checkpoint(build_autoencoder(ENCODER), ENCODER), tmp_path / "enc.pth")
+    encoder = EncoderRecord(build_autoencoder(ENCODER).encoder.state_dict(), ENCODER).save(tmp_path / "enc.pth")
     with pytest.raises(CheckpointError, match="Phase-1 encoder.*not a Phase-2 checkpoint"):
         ModelRecord.load(encoder)
     last = save_checkpoint({"model": model.state_dict(), "optimizer": {}, "config": {"phase": 2}},
@@ -437,14 +438,11 @@ def test_phase1_continues_from_imagenet_weights(rgb_weights, demo_root, tmp_path
 
 def test_imagenet_starts_pass_the_leak_check_silently(rgb_weights, capsys):
     """ImageNet weights saw no patient of this collection: nothing to check, nothing to warn."""
-    import dataclasses
-
     import pandas as pd
 
-    from helpers.core.settings import FinetuneConfig
-    from helpers.data.unlabeled import check_encoder_patients
+    from helpers.model.record import check_encoder_patients
 
     cases = pd.DataFrame({"uid": [1, 2], "split": ["val", "test"]})
     for start in ("imagenet", str(rgb_weights[0])):
-        check_encoder_patients(dataclasses.replace(FinetuneConfig(), pretrained_encoder=start), cases)
+        check_encoder_patients(start, cases)
     assert capsys.readouterr().out == ""

@@ -9,7 +9,8 @@ import torch
 
 from helpers.model.fusion import PlacePrior
 from helpers.model.unet import MultimodalUnet
-from helpers.text.places import PLACE_CODE, levels_named, names_side, place_code, place_questions
+from helpers.text.places import PLACE_CODE, levels_named, names_side, place_code
+from helpers.training.questions import place_questions
 
 
 @pytest.mark.parametrize("text, named", [
@@ -112,3 +113,22 @@ def test_finetune_selects_on_the_validation_probe_and_keeps_the_prior(cases, tmp
     history = finetune(plain, cases, tmp_path / "b", text_cache_dir=text_dir, progress=False).history
     assert np.allclose(history["val_select"], history["val_dice"])
     assert not load_checkpoint(tmp_path / "b" / "best_model.pth")["config"]["model"]["place_prior"]
+
+
+def test_the_model_text_input_is_the_embedding_then_the_place_code(text_dir):
+    """One packing, read the same by the embedding cache, the model and training."""
+    from helpers.core.settings import TINY_TEXT_MODEL
+    from helpers.text.encoders import EmbeddingCache, load_text_encoder
+    from helpers.text.places import split_text_input, text_input, text_input_dim
+
+    texts = ["Right upper lobe nodule.", "Mild cardiomegaly."]
+    emb = torch.randn(2, 8)
+    packed = text_input(emb, texts, places=True)
+    assert packed.shape == (2, text_input_dim(8, True)) == (2, 8 + len(PLACE_CODE))
+    got_emb, got_code = split_text_input(packed, 8)
+    assert torch.equal(got_emb, emb) and torch.equal(got_code, place_code(texts))
+    assert text_input(emb, texts, places=False) is emb and split_text_input(emb, 8)[1].shape == (2, 0)
+    encoder = load_text_encoder(TINY_TEXT_MODEL, cache_dir=text_dir)
+    cache = EmbeddingCache(encoder, places=True)
+    assert cache.dim == MultimodalUnet("resnet18", text_dim=encoder.dim, place_prior=True).input_dim
+    torch.testing.assert_close(cache.get(texts), text_input(encoder.encode(texts), texts, places=True))

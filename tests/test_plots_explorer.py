@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers.viz import overlay, plots# noqa: E402
+from helpers.viz import charts, overlay, plots# noqa: E402
 from helpers.viz.explorer import explore  # noqa: E402
 from helpers.model.metrics import dice_score  # noqa: E402
 
@@ -36,7 +36,7 @@ def box_mask(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- exploration
 def test_plot_counts_orders_known_keys_and_labels_bars():
-    fig = plots.plot_counts({"masks": 5, "extra": 2, "images": 10, "problems": 0})
+    fig = charts.plot_counts({"masks": 5, "extra": 2, "images": 10, "problems": 0})
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["images", "masks", "problems", "extra"]
     assert [p.get_height() for p in ax.patches] == [10, 5, 0, 2]
@@ -45,11 +45,11 @@ def test_plot_counts_orders_known_keys_and_labels_bars():
 
 def test_plot_counts_rejects_empty_summary():
     with pytest.raises(ValueError, match="empty"):
-        plots.plot_counts({})
+        charts.plot_counts({})
 
 
 def test_plot_text_lengths_titles_share_over_limit():
-    fig = plots.plot_text_lengths([5, 9, 40, 12], [10, 80, 50, 77], max_tokens=77)
+    fig = charts.plot_text_lengths([5, 9, 40, 12], [10, 80, 50, 77], max_tokens=77)
     ax_words, ax_tokens = fig.axes
     assert "25.0% over 77" in ax_tokens.get_title()
     assert list(ax_tokens.lines[0].get_xdata()) == [77, 77]
@@ -58,20 +58,20 @@ def test_plot_text_lengths_titles_share_over_limit():
 
 def test_plot_term_frequencies_counts_words_without_stopwords():
     texts = ["The effusion is large.", "No effusion. Small opacity", "Effusion and opacity, XXXX"]
-    fig = plots.plot_term_frequencies(texts, top=2)
+    fig = charts.plot_term_frequencies(texts, top=2)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_yticklabels()]
     widths = [p.get_width() for p in ax.patches]
     assert labels == ["opacity", "effusion"]  # barh draws the first bar at the bottom
     assert widths == [2, 3]
-    fig = plots.plot_term_frequencies(texts, top=10, stopwords={"effusion"})
+    fig = charts.plot_term_frequencies(texts, top=10, stopwords={"effusion"})
     words = {t.get_text() for t in fig.axes[0].get_yticklabels()}
     assert "effusion" not in words and "the" in words
 
 
 def test_plot_mask_stats_counts_centroids_by_patient_side():
     centroids = np.array([[0.2, 0.1], [0.8, 0.9], [0.7, 0.85]])
-    fig = plots.plot_mask_stats([0.1, 0.2, 0.05], centroids)
+    fig = charts.plot_mask_stats([0.1, 0.2, 0.05], centroids)
     ax_areas, ax_cells = fig.axes
     assert "n=3" in ax_areas.get_title()
     ticks = dict(zip(ax_cells.get_xticks(), (t.get_text() for t in ax_cells.get_xticklabels())))
@@ -87,7 +87,7 @@ def test_plot_mask_stats_counts_centroids_by_patient_side():
 @pytest.mark.parametrize("centroids", [np.array([[1.5, 0.2]]), np.zeros((2, 3))])
 def test_plot_mask_stats_rejects_bad_centroids(centroids):
     with pytest.raises(ValueError, match="centroids"):
-        plots.plot_mask_stats([0.1] * len(centroids), centroids)
+        charts.plot_mask_stats([0.1] * len(centroids), centroids)
 
 
 def test_plot_case_grid_draws_contours_and_wrapped_text():
@@ -330,7 +330,7 @@ def test_explore_rejects_missing_columns():
 
 
 def test_save_figure_writes_png(tmp_path):
-    fig = plots.plot_counts({"images": 3, "masks": 1})
+    fig = charts.plot_counts({"images": 3, "masks": 1})
     path = tmp_path / "a" / "counts.png"
     plots.save_figure(fig, path)
     assert path.exists() and Image.open(path).format == "PNG"

@@ -14,6 +14,7 @@ from helpers.training.datasets import LabeledCases, UnlabeledImages
 from helpers.data.io import load_gray
 from helpers.core.layout import DatasetError
 from helpers.model.encoders import build_encoder
+from helpers.model.record import EncoderRecord
 from helpers.model.unet import MultimodalUnet
 from helpers.training.loop import OutputDirError
 from helpers.training.finetune import finetune
@@ -103,11 +104,12 @@ def test_unlabeled_images_scale():
 def test_pretrain_loss_falls_and_encoder_checkpoint_loads(catalog, tmp_path, pretrain_cfg, objective):
     cfg = dataclasses.replace(pretrain_cfg, objective=objective, epochs=4, max_images=12)
     result = pretrain(cfg, catalog.image_paths(), tmp_path / "out", cache_dir=tmp_path / "cache",
-                      progress=False)
+                      progress=False, patients=[7, 3])
     losses = result.history["train_loss"]
     assert losses.iloc[-1] < losses.iloc[0]
     saved = load_checkpoint(result.best_path)
     assert saved["encoder_name"] == "resnet18" and saved["val_loss"] == pytest.approx(result.best_value)
+    assert EncoderRecord.load(result.best_path).patients == [3, 7]  # for the leak check of Phase 2
     fresh = build_encoder("resnet18")
     fresh.load_state_dict(saved["encoder"])
     for key, value in fresh.state_dict().items():
@@ -271,7 +273,7 @@ def _one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
-    from helpers.text.places import mirror_overlaps, paste_mirror
+    from helpers.training.paste import mirror_overlaps, paste_mirror
 
     images, masks = _one_lesion()
     pasted, copy = paste_mirror(torch.from_numpy(images), torch.from_numpy(masks))
@@ -348,7 +350,7 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
 
 
 def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
-    from helpers.text.places import copy_is_free, level_shift, paste_copy
+    from helpers.training.paste import copy_is_free, level_shift, paste_copy
 
     images = np.full((1, 40, 40), 40, np.uint8)
     images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
@@ -416,32 +418,6 @@ def test_mixed_precision_follows_compute_capability(monkeypatch, capability, exp
     assert f"{capability[0]}.{capability[1]}" in text
     assert amp_dtype(torch.device("cpu")) is None
     assert describe_precision(torch.device("cpu")).startswith("float32")
-
-
-def test_phase2_refuses_an_encoder_that_saw_its_test_patients(cases, catalog, tmp_path, finetune_cfg,
-                                                               pretrain_cfg, text_dir, capsys):
-    """Phase 1 before the split (no masks yet) saw everyone: the encoder records its patients and
-    Phase 2 refuses it unless allowed on purpose; an encoder that left them out is accepted."""
-    from helpers.data.unlabeled import iu_patients, iu_pretrain_paths
-
-    quick = dataclasses.replace(pretrain_cfg, epochs=1, max_images=8)
-    everyone = catalog.image_paths()
-    leaky = pretrain(quick, everyone, tmp_path / "leaky", progress=False,
-                     patients=iu_patients(catalog.images, everyone))
-    assert load_checkpoint(leaky.best_path)["config"]["patients"] == sorted(catalog.images["uid"].unique())
-    cfg = dataclasses.replace(finetune_cfg, epochs=1, pretrained_encoder=str(leaky.best_path))
-    with pytest.raises(DatasetError, match=r"saw \d+ of the \d+ validation/test patients.*ALLOW_SEEN_PATIENTS"):
-        finetune(cfg, cases, tmp_path / "p2", text_cache_dir=text_dir, progress=False)
-    assert not (tmp_path / "p2").exists()  # refused before anything was written
-    allowed = finetune(dataclasses.replace(cfg, allow_seen_patients=True), cases, tmp_path / "p2",
-                       text_cache_dir=text_dir, progress=False)
-    assert load_checkpoint(allowed.best_path)["config"]["finetune"]["allow_seen_patients"]
-    assert "used anyway" in capsys.readouterr().out
-    clean_paths = iu_pretrain_paths(catalog.images, cases)
-    clean = pretrain(quick, clean_paths, tmp_path / "clean", progress=False,
-                     patients=iu_patients(catalog.images, clean_paths))
-    finetune(dataclasses.replace(cfg, pretrained_encoder=str(clean.best_path)), cases,
-             tmp_path / "p2c", text_cache_dir=text_dir, progress=False)
 
 
 def test_last_pth_at_most_every_interval_and_at_the_end_resume_still_exact(catalog, tmp_path,

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from ..data.cache import build_image_cache
 from ..data.io import load_masks, normalize
 from ..model.losses import UNDESCRIBED
-from ..text.places import copy_is_free, level_shift, paste_copy
+from .paste import copy_is_free, level_shift, paste_copy
 
 
 

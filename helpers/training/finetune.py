@@ -27,11 +27,12 @@ from ..model.losses import (
 )
 from ..model.metrics import best_threshold, dice_per_image, follows_text
 from ..model.unet import MultimodalUnet, freeze_encoder, predict_arrays
-from ..text.places import SIDES, names_level, names_side, place_questions
+from ..core.anatomy import SIDES
+from ..text.places import names_level, names_side, split_text_input
+from .questions import place_questions
 from ..text.reader import ReportReader
-from ..model.record import ModelRecord
+from ..model.record import ModelRecord, check_encoder_patients
 from ..text.encoders import EmbeddingCache, load_text_encoder
-from ..data.unlabeled import check_encoder_patients
 
 
 
@@ -110,7 +111,7 @@ class SegmentationTask(Task):
                   f"the text encoder's {t['max_length']} tokens and lose {t['mean_tokens_lost']:.0f} "
                   f"tokens at the end on average (text_mode={cfg.text_mode!r}).")
 
-        train_emb = table[sorted(set(train_idx)), :encoder.dim]  # the text, not the place code
+        train_emb = split_text_input(table[sorted(set(train_idx))], encoder.dim)[0]  # not the code
         model.set_text_norm(train_emb.mean(0), train_emb.std(0, unbiased=False) if len(train_emb) > 1
                             else torch.ones(encoder.dim))
         if cfg.pretrained_encoder:
@@ -207,7 +208,8 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
-    check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
+    # before any time is spent: no leak of validation/test patients through Phase 1
+    check_encoder_patients(cfg.pretrained_encoder, cases, cfg.allow_seen_patients)
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
