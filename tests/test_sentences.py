@@ -273,7 +273,7 @@ def test_split_by_lesion_finds_the_one_sentence_that_names_the_lesion():
 
 # --- ReportReader: report -> the model's text --------------------------------------------------------
 
-def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
+def test_report_reader_reads_as_its_text_mode():
     from helpers.text.reader import ReportReader
 
     report = "Heart size is normal. No left effusion. Patchy opacity at the right upper lobe."
@@ -282,16 +282,5 @@ def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
     assert raw.model_text(" " + report + "\n") == report
     assert positive.sentences(report).dropped == ["Heart size is normal.", "No left effusion."]
     assert raw.sentences(report).kept == split_sentences(report) and raw.sentences(report).dropped == []
-    texts = positive.training_texts([report], sides=True, nulls=True, levels=True)
-    assert texts.texts == ["Patchy opacity at the right upper lobe."]
-    assert texts.flipped == ["Patchy opacity at the left upper lobe."]
-    assert texts.leveled == ["Patchy opacity at the right lower lobe."]
-    assert texts.nulls == ["Heart size is normal. No left effusion."]  # all normal: all kept
-    plain = raw.training_texts([report])
-    assert plain.texts == [report] and plain.flipped == plain.nulls == plain.leveled == []
-    both = f"Mild cardiomegaly. {report}"
-    split = positive.training_texts([both, report], sentences=True)
-    assert split.lesion == ["Patchy opacity at the right upper lobe.", ""]
-    assert split.beside == ["Mild cardiomegaly.", ""]
     with pytest.raises(ValueError, match=r"raw, positive"):
         ReportReader("shuffled")

@@ -85,16 +85,6 @@ def test_labeled_cases_augment_image_and_mask_together():
         assert (image[mask.bool()] > 0).float().mean() > 0.8
 
 
-def test_concordant_flip_mirrors_and_switches_text():
-    images = np.zeros((1, 16, 16), np.uint8)
-    images[0, :, :4] = 200
-    ds = LabeledCases(images, (images > 0).astype(np.uint8), [0], flip_prob=1.0, flipped_text_index=[1])
-    image, mask, text = ds[0]
-    assert text == 1 and mask[0, :, -4:].all() and not mask[0, :, :4].any()
-    with pytest.raises(ValueError, match="flipped_text_index"):
-        LabeledCases(images, images, [0], flip_prob=0.5)
-
-
 def test_unlabeled_images_scale():
     ds = UnlabeledImages(np.full((2, 8, 8), 255, np.uint8))
     assert ds[1].shape == (1, 8, 8) and torch.allclose(ds[1], torch.ones(1, 8, 8))
@@ -192,27 +182,6 @@ def test_finetune_without_validation_cases_is_a_clear_error(cases, tmp_path, fin
         finetune(finetune_cfg, no_val, tmp_path, text_cache_dir=text_dir, progress=False)
 
 
-def test_negatives_get_another_text_and_an_empty_mask():
-    images = np.zeros((2, 16, 16), np.uint8)
-    masks = np.zeros((2, 16, 16), np.uint8)
-    masks[0, :4, :4] = masks[1, -4:, -4:] = 1
-    ds = LabeledCases(images, masks, [0, 1], negative_rate=1.0, negative_text_index=[[1], [0]])
-    _, mask, text = ds[0]
-    assert text == 1 and mask.sum() == 0
-    never = LabeledCases(images, masks, [0, 1], negative_rate=1.0, negative_text_index=[[], []])
-    assert never[0][2] == 0 and never[0][1].sum() == 16  # no candidate: the item stays as it is
-    with pytest.raises(ValueError, match="negative_text_index"):
-        LabeledCases(images, masks, [0, 1], negative_rate=0.5)
-
-
-def test_disjoint_cases_lists_masks_that_do_not_touch():
-    from helpers.training.finetune import disjoint_cases
-
-    masks = np.zeros((3, 8, 8), np.uint8)
-    masks[0, :4, :4] = masks[1, 2:6, 2:6] = masks[2, 6:, 6:] = 1
-    assert disjoint_cases(masks) == [[2], [2], [0, 1]]
-
-
 def test_finetune_cross_attention_on_positive_sentences(cases, tmp_path, finetune_cfg, text_dir):
     cfg = dataclasses.replace(finetune_cfg, epochs=2, fusion="cross_attn", text_mode="positive",
                               negative_rate=0.3)
@@ -289,45 +258,6 @@ def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
     assert mirror_overlaps(np.concatenate([masks, centred])).tolist() == [False, True]
 
 
-def test_paste_asks_for_either_copy_by_its_side_and_swap_and_null_empty_the_target():
-    images, masks = _one_lesion()
-    torch.manual_seed(0)
-    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True])
-    seen = set()
-    for _ in range(20):
-        image, mask, text = ds[0]
-        assert (image[0, 10:18, 20:28] > 0.5).all()  # the copy is always there
-        own = bool(mask[0, 10:18, 4:12].all() and not mask[0, :, 16:].any())
-        copy = bool(mask[0, 10:18, 20:28].all() and not mask[0, :, :16].any())
-        assert (text, own, copy) in {(0, True, False), (1, False, True)}
-        seen.add(text)
-    assert seen == {0, 1}
-    unsided = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[0], sided=[False])
-    image, mask, text = unsided[0]
-    assert text == 0 and image[0, 10:18, 20:28].max() < 0  # no side word: nothing is pasted
-    swap = LabeledCases(images, masks, [0], swap_prob=1.0, flipped_text_index=[1], sided=[True])
-    assert swap[0][2] == 1 and swap[0][1].sum() == 0
-    null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2])
-    assert null[0][2] == 2 and null[0][1].sum() == 0
-    # one sentence alone: the lesion's sentence with the mask, the others with an empty target
-    alone = LabeledCases(images, masks, [0], sentence_prob=1.0, lesion_text_index=[3],
-                         beside_text_index=[4])
-    items = {(text, int(mask.sum())) for _, mask, text in (alone[0] for _ in range(20))}
-    assert items == {(3, int(masks.sum())), (4, 0)}
-    unknown = LabeledCases(images, masks, [0], sentence_prob=1.0, lesion_text_index=[-1],
-                           beside_text_index=[0])
-    assert unknown[0][2] == 0 and unknown[0][1].sum() == masks.sum()  # the report as it is
-    with pytest.raises(ValueError, match="lesion_text_index"):
-        LabeledCases(images, masks, [0], sentence_prob=0.5)
-    with pytest.raises(ValueError, match="sided"):
-        LabeledCases(images, masks, [0], paste_prob=0.5, flipped_text_index=[1])
-    with pytest.raises(ValueError, match="null_text_index"):
-        LabeledCases(images, masks, [0], null_rate=0.5)
-    with pytest.raises(ValueError, match="<= 1"):
-        LabeledCases(images, masks, [0], null_rate=0.6, swap_prob=0.6, flipped_text_index=[1],
-                     sided=[True], null_text_index=[2])
-
-
 def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_path, finetune_cfg,
                                                                       text_dir):
     from helpers.core.layout import TEXT_EMBEDDINGS_FILE
@@ -349,7 +279,7 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
         assert sentences is None or set(sentences) <= set(stored)
 
 
-def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
+def test_paste_copies_the_lesion_to_the_other_level():
     from helpers.training.paste import copy_is_free, level_shift, paste_copy
 
     images = np.full((1, 40, 40), 40, np.uint8)
@@ -362,16 +292,6 @@ def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
     pasted, copy = paste_copy(torch.from_numpy(images), torch.from_numpy(masks), shift)
     assert copy[0, 14:20, 4:10].all() and copy.sum() == masks.sum()
     assert (pasted[0, 14:20, 4:10] == 220).all()
-    torch.manual_seed(0)
-    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[0], sided=[False],
-                      levels=["lower"], level_text_index=[3])
-    texts = set()
-    for _ in range(12):
-        image, mask, text = ds[0]
-        texts.add(text)
-        assert (image[0, 14:20, 4:10] > 0.5).all()
-        assert bool(mask[0, 26:32, 4:10].all()) == (text == 0) and bool(mask[0, 14:20, 4:10].all()) == (text == 3)
-    assert texts == {0, 3}
 
 
 def test_level_words_swap_and_name_one_level():
@@ -385,21 +305,6 @@ def test_level_words_swap_and_name_one_level():
     assert names_level("Opacity in the left lower lobe and lingula.") == "mixed"
     assert names_level("Right perihilar density.") is None
     assert names_level("Small left pleural effusion.") is None
-
-
-def test_undescribed_lesions_are_marked_in_the_target():
-    from helpers.model.losses import UNDESCRIBED
-
-    images, masks = _one_lesion()
-    torch.manual_seed(0)
-    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True],
-                      undescribed=True)
-    for _ in range(8):
-        _, mask, text = ds[0]
-        asked, other = ((slice(4, 12), slice(20, 28)) if text == 0 else (slice(20, 28), slice(4, 12)))
-        assert (mask[0, 10:18, asked] == 1).all() and (mask[0, 10:18, other] == UNDESCRIBED).all()
-    null = LabeledCases(images, masks, [0], null_rate=1.0, null_text_index=[2], undescribed=True)
-    assert set(null[0][1].unique().tolist()) == {0.0, float(UNDESCRIBED)}
 
 
 @pytest.mark.parametrize("capability,expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
@@ -472,24 +377,3 @@ def test_a_subset_is_read_from_a_cache_that_holds_it_even_without_the_files(cata
     assert other.rebuilt
 
 
-def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
-    from helpers.model.losses import UNDESCRIBED
-
-    images = np.full((1, 40, 40), 40, np.uint8)
-    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
-    masks = (images > 100).astype(np.uint8)
-    torch.manual_seed(1)
-    ds = LabeledCases(images, masks, [0], paste_prob=1.0, flipped_text_index=[1], sided=[True],
-                      levels=["lower"], level_text_index=[2], undescribed=True)
-    places = {0: (slice(26, 32), slice(4, 10)), 1: (slice(26, 32), slice(30, 36)),
-              2: (slice(14, 20), slice(4, 10))}  # own, mirror copy, level copy
-    seen = set()
-    for _ in range(40):
-        image, mask, text = ds[0]
-        shown = {k for k, (r, c) in places.items() if (image[0, r, c] > 0.5).all()}
-        assert 0 in shown and text in shown and len(shown) in (2, 3)
-        assert (mask[0, places[text][0], places[text][1]] == 1).all()
-        for k in shown - {text}:
-            assert (mask[0, places[k][0], places[k][1]] == UNDESCRIBED).all()
-        seen.add((len(shown), text))
-    assert {n for n, _ in seen} == {2, 3} and {t for _, t in seen} == {0, 1, 2}

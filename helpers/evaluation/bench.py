@@ -44,6 +44,8 @@ from ..text.tiny_clip import make_tiny_clip
 from ..training.loop import amp_dtype, describe_precision, make_loader
 from ..training.finetune import finetune
 from ..training.pretrain import pretrain
+from ..training.methods import METHODS, MethodContext, active_methods, method_texts, method_uses
+from ..text.reader import ReportReader
 
 
 GROUNDING_SIZE = 256
@@ -196,21 +198,24 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                                                shuffle=True)
     ours_loader = make_loader(LabeledCases(images, masks, list(range(len(images))), augment=True),
                               batch, shuffle=True, device=dev)
-    # The place training of the defaults: copies pasted, texts swapped (on the cached uint8 arrays)
+    # The text methods of the defaults (`training.methods`): copies pasted, texts swapped, ... on
+    # the cached uint8 arrays; every text asks with row 0 (the rows only index a table)
     place = FinetuneConfig()
-    idx = list(range(len(images)))
-    place_loader = make_loader(LabeledCases(
-        images, masks, idx, augment=True, paste_prob=place.paste_prob, swap_prob=place.swap_prob,
-        null_rate=place.null_rate, flipped_text_index=idx, sided=[True] * len(idx),
-        null_text_index=idx, levels=["lower"] * len(idx), level_text_index=idx,
-        undescribed=place.undescribed_weight), batch, shuffle=True, device=dev)
+    methods = active_methods(place)
+    reader = ReportReader(place.text_mode)
+    context = MethodContext(list(cases["text"]), [reader.model_text(t) for t in cases["text"]], masks, reader)
+    text_rows = {kind: [0] * len(images) for kind in ("report", *method_texts(methods, context))}
+    place_loader = make_loader(LabeledCases(images, masks, [0] * len(images),
+                                            method_uses(methods, context, text_rows), augment=True,
+                                            undescribed=place.undescribed_weight),
+                               batch, shuffle=True, device=dev)
     naive_load = _rate(lambda: _epoch(naive_loader))
     ours_load = _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1))
     place_load = _rate(lambda: _epoch(place_loader), warmup=lambda: _epoch(place_loader, 1))
     row("data loading + augmentation, straightforward (PIL/item)", naive_load)
     row("data loading + augmentation, ours (cache)", ours_load)
     row("data loading + augmentation + place training, ours", place_load,
-        note=f"paste {place.paste_prob:g}, swap {place.swap_prob:g}, null {place.null_rate:g}")
+        note=", ".join(f"{method.name} {share:g}" for method, share in methods))
 
     model = MultimodalUnet("resnet34", text_dim=encoder.dim).to(dev)
     criterion = DiceBCELoss(10.0)
@@ -243,8 +248,7 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                            progress=False, max_steps=n), steps)
     row("Phase-2 training step, ours (end to end)", ours_step,
         note="a few steps of finetune()" + (", channels_last + autocast" if dev.type == "cuda" else ""))
-    plain_cfg = dataclasses.replace(fine_cfg, paste_prob=0.0, swap_prob=0.0, null_rate=0.0,
-                                    sentence_prob=0.0)
+    plain_cfg = dataclasses.replace(fine_cfg, **{m.setting: 0.0 for m in METHODS.values()})
     plain_step = _real_loop_rate(
         lambda n: finetune(plain_cfg, cases, work / "finetune-plain", cache_dir=work / "cache",
                            progress=False, max_steps=n), steps)
