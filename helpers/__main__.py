@@ -25,6 +25,7 @@ from pathlib import Path
 from .core import settings as config
 from .core import distributed as dist
 from .core.settings import MODES
+from .core.studies import STUDIES, study_help, study_settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,16 @@ def _encoder_start(cfg, args):
         raise ValueError("--encoder-weights and --pretrained-encoder exclude each other: a Phase-1 "
                          "encoder carries its start (pretrain it with --encoder-weights imagenet)")
     return config.override(cfg, {"pretrained_encoder": args.encoder_weights})
+
+
+def ablation_settings(preset: config.Preset, args) -> tuple[config.FinetuneConfig, config.AblationConfig]:
+    """`ablate`'s base Phase-2 settings and ablation settings: the preset's, then the `--study`'s,
+    then the flags given."""
+    finetune, ablation = preset.finetune, preset.ablation
+    if args.study:
+        finetune, ablation = study_settings(args.study, finetune, ablation)
+    return (_encoder_start(config.apply_flags(finetune, args, "finetune"), args),
+            config.apply_flags(ablation, args, "ablation"))
 
 
 def cmd_prepare(args) -> None:
@@ -158,8 +169,7 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _encoder_start(config.apply_flags(prep.preset.finetune, args, "finetune"), args)
-    settings = config.apply_flags(prep.preset.ablation, args, "ablation")
+    base, settings = ablation_settings(prep.preset, args)
     prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
@@ -267,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
                        help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
+            p.add_argument("--study", choices=list(STUDIES), default=None,
+                           help="start from a measured study's settings (the flags given change "
+                                f"them further): {study_help()}")
             config.settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                            help="progress bars and each training's epochs")
