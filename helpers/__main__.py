@@ -237,7 +237,7 @@ def cmd_bench(args) -> None:
     from .evaluation.bench import run_bench
 
     run_bench(image_size=args.image_size, batch_size=args.batch_size, device=args.device,
-              text_model=args.text_model, n_images=args.n_images, steps=args.steps)
+              text_model=args.text_model, n_images=args.n_images, steps=args.steps, parts=args.parts)
 
 
 def cmd_notebooks(args) -> None:
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder for the text-cost rows (default: a CLIP of ViT-B/32 size)")
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--parts", nargs="+", default=None, metavar="PART",
+                   help="measure only these: loading, phase2, phase1, grounding (default: all)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="execute the notebooks headless")

@@ -220,11 +220,11 @@ def test_bad_sources_are_clear_errors(tmp_path):
         list_unlabeled([tmp_path / "empty"])
 
 
-def test_unreadable_images_are_skipped_and_named(images, tmp_path, capsys):
+def test_unreadable_images_are_skipped_and_named(images, tmp_path, pretrain_cfg, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     found = list_unlabeled([*images, bad])
-    cfg = dataclasses.replace(_cfg(2), epochs=1, val_fraction=0.25)
+    cfg = dataclasses.replace(pretrain_cfg, epochs=1, batch_size=2, val_fraction=0.25)
     pretrain(cfg, found.paths, tmp_path / "out", progress=False)
     assert "Skipped 1 unreadable image(s), e.g. " + str(bad) in capsys.readouterr().out
 
