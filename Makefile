@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
-COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
+COMPAT_TESTS := tests/text tests/model tests/viz tests/inference
 
 .PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs
 

@@ -20,10 +20,10 @@ __version__ = "0.2.0"
 
 # name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("preset", "override", "settings_text", "ablation_set", "pick_device",
+    **dict.fromkeys(("preset", "override", "settings_text", "pick_device",
                      "PretrainConfig", "FinetuneConfig", "AblationConfig", "DemoDataConfig",
                      "SplitConfig"), "helpers.core.settings"),
-    **dict.fromkeys(("STUDIES", "study_settings"), "helpers.core.studies"),
+    **dict.fromkeys(("STUDIES", "study_settings", "ablation_set"), "helpers.core.studies"),
     **dict.fromkeys(("CheckpointError", "load_checkpoint", "save_checkpoint"), "helpers.core.checkpoint"),
     **dict.fromkeys(("RunPaths", "DatasetError"), "helpers.core.layout"),
     "make_demo_dataset": "helpers.data.demo.generate",

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from .core import settings as config
 from .core import distributed as dist
-from .core.settings import MODES
 from .core.studies import STUDIES, study_help, study_settings
 
 
@@ -34,7 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "else demo)")
     parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
                         "masked/ folder: a folder, a .zip, a Drive path or link")
-    parser.add_argument("--mode", choices=MODES, default=None,
+    parser.add_argument("--mode", choices=config.MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
 
@@ -51,11 +50,8 @@ def _encoder_start(cfg, args):
 
 
 def ablation_settings(preset: config.Preset, args) -> tuple[config.FinetuneConfig, config.AblationConfig]:
-    """`ablate`'s base Phase-2 settings and ablation settings: the preset's, then the `--study`'s,
-    then the flags given."""
-    finetune, ablation = preset.finetune, preset.ablation
-    if args.study:
-        finetune, ablation = study_settings(args.study, finetune, ablation)
+    """`ablate`'s Phase-2 and ablation settings: the preset's, the `--study`'s, then the flags."""
+    finetune, ablation = study_settings(args.study, preset.finetune, preset.ablation)
     return (_encoder_start(config.apply_flags(finetune, args, "finetune"), args),
             config.apply_flags(ablation, args, "ablation"))
 
@@ -278,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
             p.add_argument("--study", choices=list(STUDIES), default=None,
-                           help="start from a measured study's settings (the flags given change "
-                                f"them further): {study_help()}")
+                           help=f"a measured study's settings, changed by the flags given: {study_help()}")
             config.settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                            help="progress bars and each training's epochs")
@@ -319,13 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder for the text-cost rows (default: a CLIP of ViT-B/32 size)")
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--parts", nargs="+", default=None, metavar="PART",
-                   help="measure only these: loading, phase2, phase1, grounding (default: all)")
+    p.add_argument("--parts", nargs="+", metavar="PART", help="only: loading, phase2, phase1, grounding")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="execute the notebooks headless")
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")
-    p.add_argument("--mode", choices=MODES, default=None)
+    p.add_argument("--mode", choices=config.MODES, default=None)
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
     p.add_argument("--restart", action="store_true",
                    help="run every notebook again (default: continue after the finished ones)")

@@ -257,7 +257,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     mode = resolve_mode(mode, data_source)
     p = Preset(mode=mode)
     if mode == "real":
-        # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
+        # The light set by default (the full one, `studies.ablation_set(p, "full")`: ~21 trainings): one
         # seed, the controls, the baseline design, no place training, no place prior, and the
         # Phase-1 init rows.
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
@@ -281,22 +281,6 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = AblationConfig(seeds=(0,), fusions=("concat",), with_upsampling=False,
                                     with_init=False, bootstrap=100)
     return p
-
-
-ABLATION_SETS = ("light", "full")
-
-
-def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
-    """The ablations to run: "light" (the preset's), "full" (3 seeds, four fusions, both text
-    modes, upsampling and Phase-1 init: ~21 Phase-2 trainings), None / "none" (skip)."""
-    if which in (None, "none", False):
-        return None
-    if which == "light":
-        return p.ablation
-    if which == "full":
-        return dataclasses.replace(AblationConfig(), text_modes=("raw",),
-                                   bootstrap=p.ablation.bootstrap)
-    raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
 
 
 def override(cfg, changes: dict | None = None, **fields):

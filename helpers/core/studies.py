@@ -1,4 +1,5 @@
-"""The studies: named ablation presets, each the settings of one measured study.
+"""Named ablation presets: the light and full sets of the notebooks (`ablation_set`), and the
+studies, each the settings of one measured study (`STUDIES`).
 
 `python -m helpers ablate --study NAME` (and `make ablate`) starts from the mode's preset, applies
 the study's Phase-2 and ablation settings, then the flags given: `--study place --seeds 0` is the
@@ -7,9 +8,26 @@ are in the documentation's results.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from .settings import AblationConfig, FinetuneConfig, override
+from .settings import AblationConfig, FinetuneConfig, Preset, override
+
+ABLATION_SETS = ("light", "full")
+
+
+def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
+    """The ablations to run: "light" (the preset's), "full" (3 seeds, four fusions, both text
+    modes, upsampling and Phase-1 init: ~21 Phase-2 trainings), None / "none" (skip)."""
+    if which in (None, "none", False):
+        return None
+    if which == "light":
+        return p.ablation
+    if which == "full":
+        return dataclasses.replace(AblationConfig(), text_modes=("raw",),
+                                   bootstrap=p.ablation.bootstrap)
+    raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
+
 
 # The earlier study of fusions and text modes: without the place training, at the 24 epochs it was
 # measured with.
@@ -47,10 +65,12 @@ STUDIES = {
 }
 
 
-def study_settings(name: str, finetune: FinetuneConfig, ablation: AblationConfig
+def study_settings(name: str | None, finetune: FinetuneConfig, ablation: AblationConfig
                    ) -> tuple[FinetuneConfig, AblationConfig]:
-    """`finetune` and `ablation` with the study `name`'s settings; ValueError naming the studies for
-    an unknown one."""
+    """`finetune` and `ablation` with the study `name`'s settings (None: as they are); ValueError
+    naming the studies for an unknown one."""
+    if name is None:
+        return finetune, ablation
     if name not in STUDIES:
         raise ValueError(f"no study {name!r}; the studies: {', '.join(STUDIES)}")
     study = STUDIES[name]

@@ -28,3 +28,26 @@ def test_the_run_mode_is_read_from_the_environment_in_one_place(monkeypatch, smo
     assert settings.resolve_mode(None, "demo") == (expected or "demo")
     assert settings.resolve_mode(None, "/data/iu") == (expected or "real")
     assert settings.resolve_mode("real") == "real"
+
+
+def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
+    from helpers.core.settings import preset
+    from helpers.core.studies import ablation_set
+    from helpers.evaluation.ablation import ablation_variants
+
+    real = preset("real", "x")
+    light, full = ablation_set(real, "light"), ablation_set(real, "full")
+    assert ablation_set(real, None) is None
+    encoders = {"masked": "m.pth", "reconstruct": "r.pth"}
+    base = dataclasses.replace(real.finetune, pretrained_encoder="m.pth")
+
+    def trainings(settings):
+        return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
+                   if v.texts == "report")
+
+    assert light.seeds == (0,) and trainings(light) <= 8
+    names = [v.name for v in ablation_variants(base, light, encoders)]
+    assert "no place training" in names and "no place prior" in names
+    assert full.seeds == (0, 1, 2) and trainings(full) >= 20
+    with pytest.raises(ValueError, match="light"):
+        ablation_set(real, "everything")

@@ -8,14 +8,28 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.core.checkpoint import load_checkpoint
 from helpers.core.settings import FinetuneConfig, setting
 from helpers.model.losses import UNDESCRIBED
 from helpers.text.reader import ReportReader
 from helpers.training import methods
 from helpers.training.datasets import LabeledCases, labeled_arrays
-from helpers.training.methods import (METHODS, TEXTS, Item, MethodContext, MethodUse, TextMethod,
-                                      active_methods, disjoint_cases, image_only, method_texts,
-                                      method_uses, register)
+from helpers.training.finetune import finetune
+from helpers.training.methods import (
+    METHODS,
+    TEXTS,
+    Item,
+    MethodContext,
+    MethodUse,
+    TextMethod,
+    active_methods,
+    disjoint_cases,
+    image_only,
+    method_texts,
+    method_uses,
+    register,
+)
+from tests.training import one_lesion
 
 RIGHT = "Nodule in the right lung."  # names one side (the patient's right: the image's left)
 
@@ -26,13 +40,6 @@ def cases_with(shares: dict[str, float], images, masks, texts, rows, undescribed
     context = MethodContext(list(texts), list(texts), masks, ReportReader("raw"))
     uses = method_uses([(METHODS[name], share) for name, share in shares.items()], context, rows)
     return LabeledCases(images, masks, rows["report"], uses, undescribed=undescribed)
-
-
-def one_lesion(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """One image with a bright square on the image's left (the patient's right) and its mask."""
-    images = np.full((1, size, size), 40, np.uint8)
-    images[0, 10:18, 4:12] = 220
-    return images, (images > 100).astype(np.uint8)
 
 
 def test_the_registry_in_draw_order_with_settings_and_texts():
@@ -243,3 +250,24 @@ def test_a_new_method_is_one_entry(cases, tmp_path, finetune_cfg, text_dir, monk
     assert control.name == "image only (none)" and control.overrides["shout_prob"] == 0.0
     with pytest.raises(ValueError, match="FinetuneConfig has no setting shout_prob"):
         active_methods(FinetuneConfig())
+
+
+def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_path, finetune_cfg,
+                                                                      text_dir):
+    from helpers.core.layout import TEXT_EMBEDDINGS_FILE
+    from helpers.text.places import swap_sides
+    from helpers.text.sentences import null_text, select_text, split_by_lesion
+
+    cfg = dataclasses.replace(finetune_cfg, epochs=1, fusion="cross_attn", text_mode="positive",
+                              paste_prob=0.3, swap_prob=0.2, null_rate=0.2, sentence_prob=0.2)
+    result = finetune(cfg, cases, tmp_path, text_cache_dir=text_dir, progress=False)
+    assert result.best_path.exists()
+    stored = load_checkpoint(tmp_path / TEXT_EMBEDDINGS_FILE)["texts"]
+    train = cases[cases["split"] == "train"]["text"]
+    split = [split_by_lesion(text) for text in train]
+    assert any(split)  # the demo's reports name other findings beside the lesion
+    for text, sentences in zip(train, split):
+        model_text = select_text(text, "positive")
+        assert swap_sides(model_text) in stored
+        assert select_text(null_text(text), "positive") in stored
+        assert sentences is None or set(sentences) <= set(stored)
