@@ -29,7 +29,7 @@ from helpers.training.methods import (
     method_uses,
     register,
 )
-from tests.training import one_lesion
+from tests.training import lower_lesion, one_lesion
 
 RIGHT = "Nodule in the right lung."  # names one side (the patient's right: the image's left)
 
@@ -138,9 +138,7 @@ def test_one_sentence_alone_asks_with_the_lesion_or_the_others():
 
 
 def test_paste_to_the_other_level_asks_with_the_level_swapped_text():
-    images = np.full((1, 40, 40), 40, np.uint8)
-    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
-    masks = (images > 100).astype(np.uint8)
+    images, masks = lower_lesion()  # in the lower zone of the image's left lung
     torch.manual_seed(0)
     ds = cases_with({"paste": 1.0}, images, masks, ["Opacity at the lung base."],
                     {"report": [0], "flipped": [0], "leveled": [3]})
@@ -167,9 +165,7 @@ def test_undescribed_lesions_are_marked_in_the_target():
 
 
 def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
-    images = np.full((1, 40, 40), 40, np.uint8)
-    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
-    masks = (images > 100).astype(np.uint8)
+    images, masks = lower_lesion()  # in the lower zone of the image's left lung
     torch.manual_seed(1)
     ds = cases_with({"paste": 1.0}, images, masks, ["Opacity at the right base."],
                     {"report": [0], "flipped": [1], "leveled": [2]}, undescribed=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.training import one_lesion
+from tests.training import lower_lesion, one_lesion
 
 
 def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
@@ -27,9 +27,7 @@ def test_paste_mirror_copies_the_lesion_to_its_mirror_place():
 def test_paste_copies_the_lesion_to_the_other_level():
     from helpers.training.paste import copy_is_free, level_shift, paste_copy
 
-    images = np.full((1, 40, 40), 40, np.uint8)
-    images[0, 26:32, 4:10] = 220  # the lower zone of the image's left lung
-    masks = (images > 100).astype(np.uint8)
+    images, masks = lower_lesion()  # in the lower zone of the image's left lung
     shift = level_shift("lower", 40)
     assert shift == -12 and level_shift("mixed", 40) == 0 and level_shift("upper", 40) == 12
     mask = torch.from_numpy(masks[0])
