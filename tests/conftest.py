@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
-from helpers.core.settings import FinetuneConfig, PretrainConfig, TINY_TEXT_MODEL
+from helpers.core.settings import TINY_TEXT_MODEL, FinetuneConfig, PretrainConfig
 from helpers.data.catalog import load_catalog
-from helpers.data.split import split_cases
 from helpers.data.demo.generate import make_demo_dataset
+from helpers.data.split import split_cases
+from helpers.inference.segmenter import Segmenter
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +62,33 @@ def checkpoint(cases, tmp_path_factory, text_dir):
                               num_workers=0, augment=False)
     return finetune(cfg, cases, tmp_path_factory.mktemp("p2"), text_cache_dir=text_dir,
                     progress=False).best_path
+
+
+@pytest.fixture(scope="module")
+def reading_segmenter(checkpoint, text_dir):
+    """The test checkpoint's Segmenter with its fusion's weights drawn larger, as after a longer
+    training: the text moves the mask."""
+    seg = Segmenter.from_checkpoint(checkpoint, device="cpu", text_cache_dir=text_dir)
+    with torch.no_grad():  # as after a longer training: the text moves the mask
+        for module in seg.model.fusion.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.weight.normal_(std=0.2)
+    return seg
+
+
+@pytest.fixture(scope="module")
+def segmenter(checkpoint, text_dir):
+    """The test checkpoint's Segmenter, as `Segmenter.from_checkpoint` loads it."""
+    return Segmenter.from_checkpoint(checkpoint, device="cpu", text_cache_dir=text_dir)
+
+
+@pytest.fixture
+def rgb_weights(tmp_path):
+    """A self-made ImageNet-style resnet18 state dict (torchvision's keys, 3 input channels)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "resnet18_rgb.pth"
+    torch.save(state, path)
+    return path, state

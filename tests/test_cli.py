@@ -1,14 +1,20 @@
-"""The command line: one flag per settings field, generated from helpers/core/settings.py."""
+"""The command line (helpers/__main__.py): one flag per settings field, and the commands end to end."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
+from helpers.__main__ import build_parser, main
 from helpers.core import settings as config
-from helpers.__main__ import build_parser
 from helpers.core.settings import apply_flags as _apply
+from helpers.data.io import load_mask
+from tests import POSITIVES, REPORT
 from tests.test_structure import ROOT
 
 EXPOSED = [("pretrain", config.PretrainConfig), ("finetune", config.FinetuneConfig),
@@ -110,3 +116,62 @@ def test_override_names_unknown_settings():
         config.override(config.FinetuneConfig(), {"fusionx": "concat"})
     cfg = config.override(config.FinetuneConfig(), {"pretrained_encoder": None}, epochs=None, lr=0.5)
     assert (cfg.lr, cfg.epochs, cfg.pretrained_encoder) == (0.5, config.FinetuneConfig().epochs, None)
+
+
+def test_cli_predict_per_sentence_writes_overlay_masks_and_json(checkpoint, catalog, tmp_path, capsys):
+    image = catalog.cases["image_path"].iloc[0]
+    out = tmp_path / "o" / "report.png"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", image, "--text", REPORT,
+                 "--out", str(out), "--per-sentence", "--json"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout holds the JSON alone
+    rows = [r for r in payload["sentences"] if r["index"]]
+    assert [r["text"] for r in rows] == POSITIVES and payload["describes_finding"]
+    size = Image.open(image).size
+    for row in rows:
+        assert Image.open(row["mask_file"]).size == size
+        assert set(np.unique(load_mask(row["mask_file"]))) <= {0, 1}
+    assert out.is_file() and "dropped: negated" in captured.err
+    table = tmp_path / "t.json"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", image, "--text", REPORT,
+                 "--out", str(out), "--per-sentence", "--json", str(table)]) == 0
+    assert json.loads(table.read_text())["sentences"] == payload["sentences"]
+    assert "1. Nodule in the right upper lobe." in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", image, "--text", REPORT,
+                 "--out", str(out), "--json"]) == 1
+    assert "add --per-sentence" in capsys.readouterr().err
+
+
+def test_cli_evaluate_per_sentence(checkpoint, demo_root, tmp_path, capsys):
+    out = tmp_path / "eval" / "test.csv"
+    assert main(["evaluate", "--data", str(demo_root), "--mode", "smoke", "--checkpoint", str(checkpoint),
+                 "--split", "train", "--out-dir", str(tmp_path / "run"), "--per-sentence", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{"): printed.rindex("}") + 1])["per_sentence"]
+    table = pd.read_csv(out.with_suffix(".sentences.csv"))
+    assert summary["n_sentences"] == len(table) > 0 and set(table["n_lesions"]) == {3}
+    assert summary["on_own_share"] == pytest.approx(table["on_own"].mean())
+    assert summary["on_own_share_lo"] <= summary["on_own_share"] <= summary["on_own_share_hi"]
+
+
+def test_cli_predict_writes_overlay_and_mask(checkpoint, catalog, tmp_path, capsys):
+    image = catalog.cases["image_path"].iloc[0]
+    out, mask_out = tmp_path / "o" / "overlay.png", tmp_path / "m" / "mask.png"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", image, "--text",
+                 "Opacity at the left lung base.", "--out", str(out), "--mask-out", str(mask_out)]) == 0
+    size = Image.open(image).size
+    assert Image.open(out).size == size and Image.open(mask_out).size == size
+    assert set(np.unique(load_mask(mask_out))) <= {0, 1}
+    assert "tiny offline CLIP" in capsys.readouterr().out
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pth"), "--image", "x.png",
+                 "--text", "t", "--out", str(tmp_path / "o.png")]) == 1
+    assert "none.pth" in capsys.readouterr().err
+
+
+def test_cli_prepare_prints_summary_and_split(demo_root, tmp_path, capsys):
+    assert main(["prepare", "--data", str(demo_root), "--mode", "smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"labeled_cases": 12' in out and (tmp_path / "splits.csv").exists()

@@ -1,5 +1,5 @@
-"""The data step of the notebooks: masks kept apart from the images, no masks at all, run.json, and
-the inputs one notebook takes from another."""
+"""The data step of the notebooks (helpers/pipeline.py): masks kept apart from the images, no masks at all,
+run.json, and the inputs one notebook takes from another."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +27,44 @@ def masks_zip(demo_root, tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         for mask in sorted((demo_root / MASKS_DIR).iterdir()):
             zf.write(mask, f"Masks/{MASKS_DIR}/{mask.name}")
+    return path
+
+
+def _openi_name(kaggle_name: str) -> str:
+    """`1_IM-0001-4001.dcm_mask.png` -> OpenI's `CXR1_1_IM-0001-4001.png` (uid, series, IM numbers)."""
+    uid, rest = kaggle_name.split("_", 1)
+    return f"CXR{uid}_1_{rest.split('.')[0]}.png"
+
+
+@pytest.fixture
+def no_kaggle_credentials(monkeypatch, tmp_path):
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.setenv(name, "")  # recorded, so that what the test sets is undone after it
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
+    monkeypatch.setitem(__import__("sys").modules, "google.colab", None)  # not on Colab
+
+
+def _fake_kagglehub(monkeypatch, folder, calls):
+    import sys
+    import types
+
+    def dataset_download(handle, path=None, **kwargs):
+        calls.append(handle)
+        return str(folder)
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
+
+
+@pytest.fixture
+def dataset_zip(demo_root, tmp_path):
+    """The demo dataset as a zip on "Drive" (masks included), under one extra top folder."""
+    path = tmp_path / "drive" / "Dataset.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(demo_root.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"Dataset/{file.relative_to(demo_root)}")
     return path
 
 
@@ -71,12 +109,6 @@ def test_missing_inputs_name_the_notebook_and_the_way_out(demo_root, tmp_path):
         ensure_phase2(prep)
 
 
-def _openi_name(kaggle_name: str) -> str:
-    """`1_IM-0001-4001.dcm_mask.png` -> OpenI's `CXR1_1_IM-0001-4001.png` (uid, series, IM numbers)."""
-    uid, rest = kaggle_name.split("_", 1)
-    return f"CXR{uid}_1_{rest.split('.')[0]}.png"
-
-
 def test_openi_mask_names_and_a_masks_csv_inside_masks_source(demo_root, kaggle_root, catalog, tmp_path):
     """Masks shared under OpenI names pair with their Kaggle images; a masks.csv beside them is
     read (its text wins), not listed as a stray file."""
@@ -115,26 +147,6 @@ def test_masks_that_pair_with_nothing_are_shown_beside_the_images(kaggle_root, t
     assert len(lines) == 3 and all(".dcm.png" in line for line in lines)  # mask | image, side by side
     with pytest.raises(DatasetError, match="none of the 4 mask file"):
         prep.require_masks()
-
-
-@pytest.fixture
-def no_kaggle_credentials(monkeypatch, tmp_path):
-    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        monkeypatch.setenv(name, "")  # recorded, so that what the test sets is undone after it
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
-    monkeypatch.setitem(__import__("sys").modules, "google.colab", None)  # not on Colab
-
-
-def _fake_kagglehub(monkeypatch, folder, calls):
-    import sys
-    import types
-
-    def dataset_download(handle, path=None, **kwargs):
-        calls.append(handle)
-        return str(folder)
-
-    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
 
 
 def test_kaggle_source_downloads_with_kagglehub_and_is_recorded(kaggle_root, tmp_path, monkeypatch,
@@ -189,48 +201,14 @@ def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, 
         download_kaggle("owner/data")
 
 
-def test_real_preset_runs_a_light_ablation_and_the_full_one_on_request():
-    from helpers.core.settings import ablation_set, preset
-    from helpers.evaluation.ablation import ablation_variants
-
-    real = preset("real", "x")
-    light, full = ablation_set(real, "light"), ablation_set(real, "full")
-    assert ablation_set(real, None) is None
-    encoders = {"masked": "m.pth", "reconstruct": "r.pth"}
-    base = dataclasses.replace(real.finetune, pretrained_encoder="m.pth")
-
-    def trainings(settings):
-        return sum(len(v.seeds or settings.seeds) for v in ablation_variants(base, settings, encoders)
-                   if v.texts == "report")
-
-    assert light.seeds == (0,) and trainings(light) <= 8
-    names = [v.name for v in ablation_variants(base, light, encoders)]
-    assert "no place training" in names and "no place prior" in names
-    assert full.seeds == (0, 1, 2) and trainings(full) >= 20
-    with pytest.raises(ValueError, match="light"):
-        ablation_set(real, "everything")
-
-
-@pytest.fixture
-def dataset_zip(demo_root, tmp_path):
-    """The demo dataset as a zip on "Drive" (masks included), under one extra top folder."""
-    path = tmp_path / "drive" / "Dataset.zip"
-    path.parent.mkdir()
-    with zipfile.ZipFile(path, "w") as zf:
-        for file in sorted(demo_root.rglob("*")):
-            if file.is_file():
-                zf.write(file, f"Dataset/{file.relative_to(demo_root)}")
-    return path
-
-
 def test_later_machines_read_the_run_folder_not_the_source(dataset_zip, tmp_path):
     """Notebook 01 extracts the zip on its machine and stages catalog + image cache in the run
     folder; a later machine (nothing extracted) reads both and extracts nothing, until it asks for
     pixels no cache holds: then it fetches the source (still on Drive) on its own machine."""
     import numpy as np
 
-    from helpers.training.datasets import labeled_arrays
     from helpers.data.unlabeled import iu_pretrain_paths
+    from helpers.training.datasets import labeled_arrays
 
     run, first_machine = tmp_path / "run", tmp_path / "machine1"
     first = prepare(str(dataset_zip), "smoke", data_dir=first_machine, out_dir=run)

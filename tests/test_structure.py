@@ -12,14 +12,17 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
 PACKAGE = ROOT / "helpers"
 
-# The subpackages, bottom to top (README "Layout"); the modules directly in `helpers/` are the top
-# (settings of a run, pipeline, Colab, notebook runner, CLI). A module imports from its own
-# subpackage and from those below it, never from one above.
+
 LAYERS = ["core", "data", "text", "model", "training", "inference", "evaluation", "viz", ""]
-# The demo generator is a data source: only `sources` (and what sits above `data`) knows it.
+
+
 DEMO = "helpers.data.demo"
+
+
 MAX_LINES = 350
 
 
@@ -62,6 +65,16 @@ def layer(name: str) -> int:
     parts = name.split(".")
     sub = parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else ""
     return LAYERS.index(sub)
+
+
+def stored_notebooks() -> dict[str, nbformat.NotebookNode]:
+    """The numbered notebooks by file name: the source of the notebooks, stored with the outputs of
+    the smoke run that nbval compares."""
+    return {p.name: nbformat.read(p, as_version=4) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
+
+
+def _code(cell) -> str:
+    return cell.source.removeprefix("# NBVAL_IGNORE_OUTPUT\n").strip()
 
 
 def test_every_module_lives_in_a_known_layer():
@@ -111,16 +124,6 @@ def test_modules_are_small():
     (README "Layout")."""
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
-
-
-def stored_notebooks() -> dict[str, nbformat.NotebookNode]:
-    """The numbered notebooks by file name: the source of the notebooks, stored with the outputs of
-    the smoke run that nbval compares."""
-    return {p.name: nbformat.read(p, as_version=4) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
-
-
-def _code(cell) -> str:
-    return cell.source.removeprefix("# NBVAL_IGNORE_OUTPUT\n").strip()
 
 
 def test_notebooks_say_their_outputs_are_the_smoke_run():
@@ -183,7 +186,7 @@ def test_texts_speak_of_the_project_only():
         ("measured ", "here"), ("(as ", "here)"), ("DESIGN", ".md"), ("Phase-2 ", "issues"),
         ("seed's ", "premise"), ("this project's ", "2-core"))]
     files = [*texts(), ROOT / "Makefile", *ROOT.glob("notebooks/*.ipynb"), *PACKAGE.rglob("*.py"),
-             *ROOT.glob("tests/*.py")]
+             *ROOT.glob("tests/**/*.py")]
     found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in files for phrase in about_the_making
              if phrase.lower() in p.read_text().lower()]
     assert found == []

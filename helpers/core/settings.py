@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 SMOKE_ENV = "CXR_SMOKE"
+MODE_ENV = "CXR_MODE"  # set by `python -m helpers notebooks` for the notebooks it runs
 DEFAULT_TEXT_MODEL = "openai/clip-vit-base-patch32"
 TINY_TEXT_MODEL = "tiny-clip"  # sentinel: build the tiny offline CLIP text model (tests, offline demo)
 MODES = ("real", "demo", "smoke")
@@ -35,18 +36,22 @@ def demo_variant(data_source: object) -> str | None:
     return None
 
 
+def mode_from_env() -> str | None:
+    """The run mode the environment asks for: "smoke" under `CXR_SMOKE=1`, else `CXR_MODE` when it
+    names a mode, else None. The one place that reads the mode from the environment."""
+    if smoke_mode():
+        return "smoke"
+    return os.environ[MODE_ENV] if os.environ.get(MODE_ENV) in MODES else None
+
+
 def resolve_mode(mode: str | None = None, data_source: str = "demo") -> str:
-    """`mode` if given; else smoke under `CXR_SMOKE=1`, then `CXR_MODE`, then demo for the demo
-    data and real for any other source."""
+    """`mode` if given; else the environment's (`mode_from_env`), then demo for the demo data and
+    real for any other source."""
     if mode is not None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         return mode
-    if smoke_mode():
-        return "smoke"
-    if os.environ.get("CXR_MODE") in MODES:  # set by `python -m helpers notebooks`
-        return os.environ["CXR_MODE"]
-    return "demo" if demo_variant(data_source) is not None else "real"
+    return mode_from_env() or ("demo" if demo_variant(data_source) is not None else "real")
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -118,36 +123,49 @@ class SplitConfig:
     seed: int = setting(42, "seed of the split")
 
 
-@dataclass
-class PretrainConfig:
-    """Phase 1: self-supervised U-Net autoencoder."""
+def redefault(cls, name: str, default):
+    """The field `name` of the settings dataclass `cls` with another default, its help kept (a
+    phase whose default differs from the shared one)."""
+    return setting(default, setting_help(cls)[name])
 
-    image_size: int = setting(256, "side of the square training images, px")
-    epochs: int = setting(20, "training epochs")
+
+@dataclass
+class TrainingConfig:
+    """The settings both phases share (the defaults are Phase 1's where the phases differ)."""
+
+    image_size: int = setting(256, "side of the square training images, px (Phase 2: as in Phase 1)")
+    epochs: int = setting(20, "training epochs (Phase 2: at most, see patience)")
     batch_size: int = setting(32, "images per batch (per GPU under torchrun)")
-    lr: float = setting(1e-3, "peak learning rate (AdamW, warm-up then cosine)")
+    lr: float = setting(1e-3, "peak learning rate (AdamW, warm-up then cosine); Phase 2: of the "
+                              "decoder, fusion and head")
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     warmup_epochs: float = setting(1.0, "epochs of linear learning-rate warm-up")
+    encoder: str = setting("resnet34", "smp encoder name (Phase 2: as in Phase 1)")
+    augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
+    num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
+                                            "a GPU")
+    device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
+    seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
+
+
+@dataclass
+class PretrainConfig(TrainingConfig):
+    """Phase 1: self-supervised U-Net autoencoder."""
+
     objective: str = setting("masked", '"reconstruct" (plain MSE) or "masked" (hidden patches, '
                                        "see helpers/model/losses.py)")
-    encoder: str = setting("resnet34", "smp encoder name")
     frontal_only: bool = setting(False, "frontal images only (else frontal and lateral)")
     max_images: int | None = setting(None, "use at most this many images; none: all")
     val_fraction: float = setting(0.05, "share of the images held out for the validation loss")
     mask_ratio: float = setting(0.5, "masked objective: share of the patches hidden")
     patch_size: int = setting(16, "masked objective: patch side at 256 px, scaled with the image size")
     hidden_weight: float = setting(4.0, "masked objective: loss weight of the hidden patches")
-    augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
-    num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
-                                            "a GPU")
-    device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
-    seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
     encoder_weights: str | None = setting(None, 'encoder start: none (random), "imagenet" '
                                                 "(downloaded by smp) or a weights file")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainingConfig):
     """Phase 2: multimodal U-Net fine-tuning.
 
     The defaults of `fusion` and `text_mode` read the text best in the README's ablation (3 seeds,
@@ -156,23 +174,19 @@ class FinetuneConfig:
     bottleneck, README "Results") is one change away: fusion="concat", text_mode="raw".
     """
 
-    image_size: int = setting(256, "side of the square training images, px (as in Phase 1)")
     # The rates and batch that converge on ~170 labeled cases (README "Results"): 3e-4 / 1e-4 at
     # batch 16 stopped while validation Dice was still rising.
-    epochs: int = setting(60, "training epochs at most (early stopping: patience)")
-    batch_size: int = setting(8, "images per batch (per GPU under torchrun)")
-    lr: float = setting(1e-3, "peak learning rate of the decoder, fusion and head")
+    epochs: int = redefault(TrainingConfig, "epochs", 60)
+    batch_size: int = redefault(TrainingConfig, "batch_size", 8)
     encoder_lr: float = setting(5e-4, "peak learning rate of the image encoder")
-    weight_decay: float = setting(1e-4, "AdamW weight decay")
-    warmup_epochs: float = setting(1.0, "epochs of linear learning-rate warm-up")
-    encoder: str = setting("resnet34", "smp encoder name (as in Phase 1)")
     text_model: str = setting(DEFAULT_TEXT_MODEL, "text encoder: a Hugging Face name or a local "
                                                   f'save_pretrained folder; "{TINY_TEXT_MODEL}": the '
                                                   "tiny offline CLIP with random weights")
     text_fallback: bool = setting(False, "use the tiny offline CLIP when the model hub is "
                                          "unreachable (demo)")
     fusion: str = setting("cross_attn", 'how the text conditions the U-Net: "concat", "film", '
-                                        '"film_multi", "cross_attn" or "none" (image only)')
+                                        '"film_multi", "cross_attn" or "none" (image only: no text '
+                                        "is read, so no place prior and no text method either)")
     text_mode: str = setting("positive", '"raw": the findings as written; "positive": only the '
                                          "sentences that describe something present (normal and "
                                          "negated ones dropped)")
@@ -192,7 +206,8 @@ class FinetuneConfig:
     concordant_flip: float = setting(0.0, "probability of flipping image and mask AND swapping "
                                           "left/right in the text")
     # Training that makes the place in the text matter where one picture would do without it
-    # (README "Results"; shares of the training items, one method per item, see LabeledCases):
+    # (README "Results"; shares of the training items, one method per item: the text methods of
+    # helpers/training/methods.py, where each field below is named):
     paste_prob: float = setting(0.5, "copy the lesion to its mirror place or the lung's other level; "
                                      "the text as written, or with the place swapped, says which "
                                      "copy is meant")
@@ -208,12 +223,7 @@ class FinetuneConfig:
     shared_decoder: bool = setting(False, "the decoder reads the image alone, once per image; the "
                                           "text picks from its features in a light head, so a "
                                           "report's sentences cost little more than one text")
-    augment: bool = setting(True, "small random affine and brightness/contrast augmentation")
     shuffle_text: bool = setting(False, "ablation: train with the texts shuffled across cases")
-    num_workers: int | None = setting(None, "DataLoader workers; none: 0 on the CPU, up to 4 beside "
-                                            "a GPU")
-    device: str = setting("auto", '"auto" (CUDA, then MPS, else CPU), "cpu", "cuda", "cuda:1", ...')
-    seed: int = setting(42, "seed of initialisation, shuffling and augmentation")
     allow_seen_patients: bool = setting(False, "use a Phase-1 encoder that saw validation/test "
                                                "patients on purpose (recorded)")
 
@@ -251,7 +261,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
     mode = resolve_mode(mode, data_source)
     p = Preset(mode=mode)
     if mode == "real":
-        # The light set by default (the full one, `ablation_set(p, "full")`: ~21 trainings): one
+        # The light set by default (the full one, `studies.ablation_set(p, "full")`: ~21 trainings): one
         # seed, the controls, the baseline design, no place training, no place prior, and the
         # Phase-1 init rows.
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
@@ -275,22 +285,6 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         p.ablation = AblationConfig(seeds=(0,), fusions=("concat",), with_upsampling=False,
                                     with_init=False, bootstrap=100)
     return p
-
-
-ABLATION_SETS = ("light", "full")
-
-
-def ablation_set(p: Preset, which: str | None) -> AblationConfig | None:
-    """The ablations to run: "light" (the preset's), "full" (3 seeds, four fusions, both text
-    modes, upsampling and Phase-1 init: ~21 Phase-2 trainings), None / "none" (skip)."""
-    if which in (None, "none", False):
-        return None
-    if which == "light":
-        return p.ablation
-    if which == "full":
-        return dataclasses.replace(AblationConfig(), text_modes=("raw",),
-                                   bootstrap=p.ablation.bootstrap)
-    raise ValueError(f"ablations must be one of {ABLATION_SETS} or None, got {which!r}")
 
 
 def override(cfg, changes: dict | None = None, **fields):

@@ -8,8 +8,8 @@ Entries that are missing or not PNG/JPEG are listed, skipped and counted, never 
 exist but cannot be decoded are caught later by the cache (`build_image_cache(...).failed`).
 
 No leak of validation or test patients: `iu_pretrain_paths` leaves them out of Phase 1, `iu_patients`
-names the patients a Phase-1 encoder saw (its checkpoint records them), and
-`check_encoder_patients` refuses, before Phase 2 trains, an encoder that saw one of them.
+names the patients a Phase-1 encoder saw (its record keeps them), and
+`model.record.check_encoder_patients` refuses, before Phase 2 trains, an encoder that saw one of them.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..core.checkpoint import load_checkpoint
-from ..core.settings import FinetuneConfig
 from ..core.layout import DatasetError
 
 UNLABELED_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -142,34 +140,3 @@ def iu_patients(images: pd.DataFrame, paths: Sequence[str]) -> list[int]:
     `images`: the catalog's images (uid, path). Paths of other collections add none."""
     chosen = images[images["path"].isin(set(map(str, paths)))]
     return sorted({int(u) for u in chosen["uid"]})
-
-
-def check_encoder_patients(cfg: FinetuneConfig, cases: pd.DataFrame) -> None:
-    """Refuse (DatasetError) a Phase-1 encoder whose checkpoint records that it saw validation or
-    test patients of `cases`, unless `cfg.allow_seen_patients`; warn when it records nothing."""
-    path = cfg.pretrained_encoder
-    if not path or not Path(path).is_file() or Path(path).suffix == ".safetensors":
-        return  # none, "imagenet", ImageNet weights, or a missing file (loading it says so)
-    payload = load_checkpoint(path)
-    if "encoder" not in payload:
-        return  # ImageNet-style weights (a plain state dict): no patient of this collection
-    seen = (payload.get("config") or {}).get("patients")
-    held = set(cases.loc[cases["split"].isin(["val", "test"]), "uid"].astype(int))
-    if seen is None:
-        print(f"{path} does not record which patients Phase 1 saw: cannot check that it never saw "
-              "a validation or test patient (pretrain again to record them)")
-        return
-    overlap = sorted(held & set(seen))
-    if not overlap:
-        return
-    what = (f"Phase 1 ({path}) saw {len(overlap)} of the {len(held)} validation/test patients of "
-            f"Phase 2 (uid {', '.join(map(str, overlap[:5]))}{', ...' if len(overlap) > 5 else ''})")
-    if cfg.allow_seen_patients:
-        print(f"{what}: used anyway (allow_seen_patients=True); the test is then on patients the "
-              "encoder learned from, and the checkpoint records it")
-        return
-    raise DatasetError(f"{what}, so the test would be on images the encoder learned from (Phase 1 "
-                       "ran before the split existed, e.g. before the masks were added). Pretrain "
-                       "again now that the split is fixed (notebook 02 / `python -m helpers "
-                       "pretrain` leave those patients out), or set ALLOW_SEEN_PATIENTS = True "
-                       "(`--allow-seen-patients`) to use this encoder on purpose.")

@@ -20,10 +20,9 @@ from ..inference.segmenter import Segmenter
 from ..core.layout import BEST_FILE, LAST_FILE
 from ..model.metrics import bootstrap_ci
 from ..training.finetune import finetune
+from ..training.methods import active_methods, image_only
 
 CASES_FILE = "ablation_cases.csv"
-PLACE_METHODS = ("paste_prob", "swap_prob", "null_rate")  # FinetuneConfig fields, see LabeledCases
-TEXT_METHODS = (*PLACE_METHODS, "sentence_prob")  # every item method that asks with another text
 
 
 @dataclasses.dataclass
@@ -44,14 +43,14 @@ def _text_variant(fusion: str, text_mode: str) -> str:
 def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
     """The ablations: text vs shuffled text vs image only; the fusions, each with the text modes;
-    mismatched-text negatives; the place training (none of it, and each method left out), the
-    per-sentence training and the place prior;
+    mismatched-text negatives; the text methods of a group (`training.methods`: the place training,
+    none of it and each method left out; the per-sentence training) and the place prior;
     Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
+    # the image-only control reads no text: no place prior, no text method (`methods.image_only`)
+    control = dataclasses.asdict(image_only(dataclasses.replace(base, fusion="none")))
     variants = [Variant(_text_variant(base.fusion, base.text_mode), {}),
                 Variant(f"shuffled test text ({base.fusion}, {base.text_mode})", {}, "shuffled"),
-                # the image-only control cannot read which copy or text is meant: no place training
-                Variant("image only (none)", {"fusion": "none", "negative_rate": 0.0, "place_prior": False,
-                                              **{name: 0.0 for name in TEXT_METHODS}})]
+                Variant("image only (none)", {k: v for k, v in control.items() if getattr(base, k) != v})]
     for fusion in settings.fusions:
         for mode in dict.fromkeys((base.text_mode, *settings.text_modes)):
             if (fusion, mode) != (base.fusion, base.text_mode):
@@ -59,13 +58,13 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                                         {"fusion": fusion, "text_mode": mode}))
     variants += [Variant(f"negatives {rate:g}", {"negative_rate": rate})
                  for rate in settings.negative_rates if rate != base.negative_rate]
-    methods = [name for name in PLACE_METHODS if getattr(base, name) > 0]
-    if settings.place_each and len(methods) > 1:
-        variants += [Variant(f"without {name}", {name: 0.0}) for name in methods]
-    if settings.place_each and base.sentence_prob > 0:
-        variants.append(Variant("without sentence_prob", {"sentence_prob": 0.0}))
-    if settings.with_place and methods:
-        variants.append(Variant("no place training", {name: 0.0 for name in methods}))
+    grouped = [method for method, _ in active_methods(base) if method.group]
+    place = [method.setting for method in grouped if method.group == "place"]
+    if settings.place_each:  # each method left out; the place training's when it has several
+        variants += [Variant(f"without {m.setting}", {m.setting: 0.0}) for m in grouped
+                     if m.group != "place" or len(place) > 1]
+    if settings.with_place and place:
+        variants.append(Variant("no place training", {name: 0.0 for name in place}))
     if settings.with_place and base.place_prior:
         variants.append(Variant("no place prior", {"place_prior": False}))
     if settings.with_init:

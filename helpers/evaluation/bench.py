@@ -20,7 +20,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,8 @@ from ..text.tiny_clip import make_tiny_clip
 from ..training.loop import amp_dtype, describe_precision, make_loader
 from ..training.finetune import finetune
 from ..training.pretrain import pretrain
+from ..training.methods import METHODS, MethodContext, active_methods, method_texts, method_uses
+from ..text.reader import ReportReader
 
 
 GROUNDING_SIZE = 256
@@ -154,10 +156,20 @@ def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, siz
             "forward": forward, "encode_and_decodes": split}
 
 
+BENCH_PARTS = ("loading", "phase2", "phase1", "grounding")  # what `run_bench` can measure
+
+
 def run_bench(image_size: int | None = None, batch_size: int | None = None, device: str = "auto",
               text_model: str | None = None, n_images: int | None = None, steps: int | None = None,
-              source_size: int | None = None, workdir: str | Path | None = None) -> pd.DataFrame:
-    """Measure and print the table; returns it (columns measurement, value, unit, note)."""
+              source_size: int | None = None, workdir: str | Path | None = None,
+              parts: Sequence[str] | None = None) -> pd.DataFrame:
+    """Measure and print the table; returns it (columns measurement, value, unit, note). `parts`
+    (default all of `BENCH_PARTS`): data loading, the Phase-2 steps (and the model alone), the
+    Phase-1 step, a report read sentence by sentence; a ratio is given when both its rows are."""
+    parts = list(BENCH_PARTS if parts is None else parts)
+    if set(parts) - set(BENCH_PARTS):
+        raise ValueError(f"unknown bench part(s) {sorted(set(parts) - set(BENCH_PARTS))}; the parts: "
+                         f"{', '.join(BENCH_PARTS)}")
     dev = pick_device(device)
     smoke = smoke_mode()
     size = image_size or (64 if smoke else 256 if dev.type == "cuda" else 128)
@@ -169,9 +181,11 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     work = Path(workdir or tmp.name)
     rows: list[dict] = []
+    got: dict[str, float] = {}
 
-    def row(name: str, value: float, unit: str = "images/s", note: str = "") -> None:
+    def row(name: str, value: float, unit: str = "images/s", note: str = "", key: str = "") -> None:
         rows.append({"measurement": name, "value": value, "unit": unit, "note": note})
+        got[key or name] = value
         print(f"{name:<62} {value:10.1f}  {note}", flush=True)
 
     print(f"device {dev}, image size {size}, batch {batch}, {n_images} images of ~{source_size} px, "
@@ -181,8 +195,9 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
                              image_size=(source_size, source_size + source_size // 8),
                              make_zip=False, quirks=False)
     cases = split_cases(load_catalog(root).cases, val_fraction=0.1, test_fraction=0.1)
-    encoder, text_note = benchmark_text_model(work, text_model, dev)
-    print(f"text encoder: {text_note}")
+    if {"phase2", "grounding"} & set(parts):
+        encoder, text_note = benchmark_text_model(work, text_model, dev)
+        print(f"text encoder: {text_note}")
 
     start = time.perf_counter()
     cache = build_image_cache(sorted(cases["image_path"]), size, work / "cache", progress=False)
@@ -191,27 +206,72 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
     index = cache.index_of()
     images = np.stack([cache.array[index[p]] for p in cases["image_path"]])
     masks = np.stack([load_mask(p, size) for p in cases["mask_path"]])
-
     naive_loader = torch.utils.data.DataLoader(StraightforwardCases(cases, size), batch_size=batch,
                                                shuffle=True)
-    ours_loader = make_loader(LabeledCases(images, masks, list(range(len(images))), augment=True),
-                              batch, shuffle=True, device=dev)
-    # The place training of the defaults: copies pasted, texts swapped (on the cached uint8 arrays)
-    place = FinetuneConfig()
-    idx = list(range(len(images)))
-    place_loader = make_loader(LabeledCases(
-        images, masks, idx, augment=True, paste_prob=place.paste_prob, swap_prob=place.swap_prob,
-        null_rate=place.null_rate, flipped_text_index=idx, sided=[True] * len(idx),
-        null_text_index=idx, levels=["lower"] * len(idx), level_text_index=idx,
-        undescribed=place.undescribed_weight), batch, shuffle=True, device=dev)
-    naive_load = _rate(lambda: _epoch(naive_loader))
-    ours_load = _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1))
-    place_load = _rate(lambda: _epoch(place_loader), warmup=lambda: _epoch(place_loader, 1))
-    row("data loading + augmentation, straightforward (PIL/item)", naive_load)
-    row("data loading + augmentation, ours (cache)", ours_load)
-    row("data loading + augmentation + place training, ours", place_load,
-        note=f"paste {place.paste_prob:g}, swap {place.swap_prob:g}, null {place.null_rate:g}")
+    if "loading" in parts:
+        ours_loader = make_loader(LabeledCases(images, masks, list(range(len(images))), augment=True),
+                                  batch, shuffle=True, device=dev)
+        # The text methods of the defaults (`training.methods`): copies pasted, texts swapped, ...
+        # on the cached uint8 arrays; every text asks with row 0 (the rows only index a table)
+        place = FinetuneConfig()
+        methods = active_methods(place)
+        reader = ReportReader(place.text_mode)
+        context = MethodContext(list(cases["text"]), [reader.model_text(t) for t in cases["text"]],
+                                masks, reader)
+        text_rows = {kind: [0] * len(images) for kind in ("report", *method_texts(methods, context))}
+        place_loader = make_loader(LabeledCases(images, masks, [0] * len(images),
+                                                method_uses(methods, context, text_rows), augment=True,
+                                                undescribed=place.undescribed_weight),
+                                   batch, shuffle=True, device=dev)
+        row("data loading + augmentation, straightforward (PIL/item)", _rate(lambda: _epoch(naive_loader)),
+            key="naive_load")
+        row("data loading + augmentation, ours (cache)",
+            _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1)), key="ours_load")
+        row("data loading + augmentation + place training, ours",
+            _rate(lambda: _epoch(place_loader), warmup=lambda: _epoch(place_loader, 1)),
+            note=", ".join(f"{method.name} {share:g}" for method, share in methods))
+    if "phase2" in parts:
+        _phase2_rows(row, encoder, cases, images, masks, naive_loader, dev, size, batch, steps, work)
+    if "phase1" in parts:
+        pre_cfg = dataclasses.replace(PretrainConfig(), image_size=size, batch_size=batch, epochs=1,
+                                      warmup_epochs=0.0, device=str(dev), val_fraction=0.1)
+        phase1 = _real_loop_rate(
+            lambda n: pretrain(pre_cfg, cache.paths, work / "pretrain", cache_dir=work / "cache",
+                               progress=False, max_steps=n), steps)
+        row("Phase-1 training step, ours (end to end)", phase1, note="a few steps of pretrain(), masked")
 
+    ratios = {name: got[a] / got[b] for name, a, b in (
+        ("Phase-2 training, ours / straightforward", "ours_step", "naive_step"),
+        ("Phase-2 training, ours / model-alone limit", "ours_step", "limit"),
+        ("data loading, ours / straightforward", "ours_load", "naive_load"),
+        ("Phase-2 training, with place training / without", "ours_step", "plain_step")) if a in got and b in got}
+    gsize = 64 if smoke else GROUNDING_SIZE
+    for shared in (False, True) if "grounding" in parts else ():
+        cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5,
+                              shared_decoder=shared)
+        n, decoder = cost["sentences"], "shared decoder" if shared else "decoder per text"
+        print(f"a report with {n} positive sentences, {gsize} px, cross_attn, {decoder}, one image "
+              f"of ~{source_size} px:")
+        row(f"predict, one mask for the report, {decoder} (ms)", 1000 * cost["predict"], "ms",
+            "end to end")
+        row(f"ground_report, a mask per sentence, {decoder} (ms)", 1000 * cost["ground_report"],
+            "ms", f"1 encoding + {n} decodings")
+        ratios[f"ground_report ({n} sentences) / predict, {decoder}"] = cost["ground_report"] / cost["predict"]
+        ratios[f"model: 1 encoding + {n} decodings / 1 forward, {decoder}"] = (
+            cost["encode_and_decodes"] / cost["forward"])
+    for name, value in ratios.items():
+        print(f"{name + ':':<66} {value:6.2f}x")
+        rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})
+    if tmp is not None:
+        tmp.cleanup()
+    return pd.DataFrame(rows)
+
+
+def _phase2_rows(row: Callable, encoder: TextEncoder, cases: pd.DataFrame, images: np.ndarray,
+                 masks: np.ndarray, naive_loader: Iterable, dev: torch.device, size: int, batch: int,
+                 steps: int, work: Path) -> None:
+    """The Phase-2 rows: a straightforward training step, ours with and without the text
+    methods (the real loop), and the model alone on a batch in memory."""
     model = MultimodalUnet("resnet34", text_dim=encoder.dim).to(dev)
     criterion = DiceBCELoss(10.0)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
@@ -230,26 +290,23 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
         _sync(dev)
         return n
 
-    naive_step = _rate(lambda: naive_steps(steps), warmup=lambda: naive_steps(1))
-    row("Phase-2 training step, straightforward (end to end)", naive_step,
-        note="PIL, text encoder per batch, fp32")
-
+    row("Phase-2 training step, straightforward (end to end)",
+        _rate(lambda: naive_steps(steps), warmup=lambda: naive_steps(1)),
+        note="PIL, text encoder per batch, fp32", key="naive_step")
     # Ours: the real loop. The text encoder is a local folder, loaded as finetune always does.
     fine_cfg = dataclasses.replace(FinetuneConfig(), image_size=size, batch_size=batch,
                                    text_model=encoder.name, fusion="concat", device=str(dev),
                                    epochs=1, warmup_epochs=0.0)
-    ours_step = _real_loop_rate(
+    row("Phase-2 training step, ours (end to end)", _real_loop_rate(
         lambda n: finetune(fine_cfg, cases, work / "finetune", cache_dir=work / "cache",
-                           progress=False, max_steps=n), steps)
-    row("Phase-2 training step, ours (end to end)", ours_step,
-        note="a few steps of finetune()" + (", channels_last + autocast" if dev.type == "cuda" else ""))
-    plain_cfg = dataclasses.replace(fine_cfg, paste_prob=0.0, swap_prob=0.0, null_rate=0.0,
-                                    sentence_prob=0.0)
-    plain_step = _real_loop_rate(
+                           progress=False, max_steps=n), steps),
+        note="a few steps of finetune()" + (", channels_last + autocast" if dev.type == "cuda" else ""),
+        key="ours_step")
+    plain_cfg = dataclasses.replace(fine_cfg, **{m.setting: 0.0 for m in METHODS.values()})
+    row("Phase-2 training step, ours without place training", _real_loop_rate(
         lambda n: finetune(plain_cfg, cases, work / "finetune-plain", cache_dir=work / "cache",
-                           progress=False, max_steps=n), steps)
-    row("Phase-2 training step, ours without place training", plain_step,
-        note="the same loop, no copies pasted, no texts swapped")
+                           progress=False, max_steps=n), steps),
+        note="the same loop, no copies pasted, no texts swapped", key="plain_step")
 
     dtype = amp_dtype(dev)
     x0 = normalize(torch.from_numpy(images[:batch])[:, None]).to(dev)
@@ -269,37 +326,5 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
         _sync(dev)
         return n_steps * batch
 
-    limit = _rate(lambda: alone(steps), warmup=lambda: alone(1))
-    row("Phase-2 model alone (forward + backward, batch in memory)", limit, note="compute limit")
-
-    pre_cfg = dataclasses.replace(PretrainConfig(), image_size=size, batch_size=batch, epochs=1,
-                                  warmup_epochs=0.0, device=str(dev), val_fraction=0.1)
-    phase1 = _real_loop_rate(
-        lambda n: pretrain(pre_cfg, cache.paths, work / "pretrain", cache_dir=work / "cache",
-                           progress=False, max_steps=n), steps)
-    row("Phase-1 training step, ours (end to end)", phase1, note="a few steps of pretrain(), masked")
-
-    ratios = {"Phase-2 training, ours / straightforward": ours_step / naive_step,
-              "Phase-2 training, ours / model-alone limit": ours_step / limit,
-              "data loading, ours / straightforward": ours_load / naive_load,
-              "Phase-2 training, with place training / without": ours_step / plain_step}
-    gsize = 64 if smoke else GROUNDING_SIZE
-    for shared in (False, True):
-        cost = grounding_cost(encoder, cases["image_path"].iloc[0], dev, gsize, 1 if smoke else 5,
-                              shared_decoder=shared)
-        n, decoder = cost["sentences"], "shared decoder" if shared else "decoder per text"
-        print(f"a report with {n} positive sentences, {gsize} px, cross_attn, {decoder}, one image "
-              f"of ~{source_size} px:")
-        row(f"predict, one mask for the report, {decoder} (ms)", 1000 * cost["predict"], "ms",
-            "end to end")
-        row(f"ground_report, a mask per sentence, {decoder} (ms)", 1000 * cost["ground_report"],
-            "ms", f"1 encoding + {n} decodings")
-        ratios[f"ground_report ({n} sentences) / predict, {decoder}"] = cost["ground_report"] / cost["predict"]
-        ratios[f"model: 1 encoding + {n} decodings / 1 forward, {decoder}"] = (
-            cost["encode_and_decodes"] / cost["forward"])
-    for name, value in ratios.items():
-        print(f"{name + ':':<66} {value:6.2f}x")
-        rows.append({"measurement": name, "value": value, "unit": "ratio", "note": ""})
-    if tmp is not None:
-        tmp.cleanup()
-    return pd.DataFrame(rows)
+    row("Phase-2 model alone (forward + backward, batch in memory)",
+        _rate(lambda: alone(steps), warmup=lambda: alone(1)), note="compute limit", key="limit")

@@ -16,12 +16,14 @@ import pandas as pd
 import torch
 
 from ..data.split import model_split
+from ..core.anatomy import IMAGE_HALVES, SIDES, image_half
 from ..training.datasets import labeled_arrays
 from ..inference.results import save_results
 from ..inference.segmenter import EMPTY_AREA, Segmenter
 from ..data.io import load_masks
 from ..model.metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
-from ..text.places import SIDES, mirror_overlaps, names_side, paste_mirror, swap_sides
+from ..text.places import names_side, swap_sides
+from ..training.paste import mirror_overlaps, paste_mirror
 from ..text.sentences import describes_finding
 
 TEXTS = ("report", "shuffled", "swapped")  # how `evaluate` gives the cases' texts
@@ -32,13 +34,13 @@ def image_side(prob: np.ndarray) -> str:
 
     By the radiological convention the image's left half shows the patient's RIGHT side."""
     half = prob.shape[-1] // 2
-    return "image-left" if prob[..., :half].sum() >= prob[..., -half:].sum() else "image-right"
+    return IMAGE_HALVES[0] if prob[..., :half].sum() >= prob[..., -half:].sum() else IMAGE_HALVES[1]
 
 
 def expected_image_side(text: str) -> str | None:
     """The image half a text's side word points to (patient's right -> image-left)."""
     side = names_side(text)
-    return {"right": "image-left", "left": "image-right"}.get(side or "")
+    return image_half(side) if side in SIDES else None
 
 
 def held_out(segmenter: Segmenter, cases: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -231,7 +233,7 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
 def mirror_probe(segmenter: Segmenter, cases: pd.DataFrame, *,
                  cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The reading probe for any labeled data, the real masks included: the described lesion is
-    copied to its mirror place (`places.paste_mirror`), then the image is asked about twice, with
+    copied to its mirror place (`training.paste.paste_mirror`), then the image is asked about twice, with
     the case's text and with its sides swapped. The mask follows the text when more probability
     lies in the original lesion for the text as written and in the copy for the swapped text.
 

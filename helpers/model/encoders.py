@@ -2,7 +2,7 @@
 the Phase-1 autoencoder, and loading ImageNet or Phase-1 weights into an encoder.
 
 Both phases build the encoder the same way (`build_encoder`), so the encoder weights that Phase 1
-saves (`encoder_checkpoint`) load strictly into Phase 2 (`load_pretrained_encoder`).
+saves (`record.EncoderRecord`) load strictly into Phase 2 (`load_pretrained_encoder`).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.checkpoint import CheckpointError, load_checkpoint
+from .record import EncoderRecord
 
 ENCODER_DEPTH = 5
 IMAGENET = "imagenet"
@@ -95,20 +96,14 @@ def _load_rgb_state(encoder: nn.Module, name: str, state: dict, source: str) -> 
         encoder.load_state_dict(rgb.state_dict())
 
 
-def encoder_checkpoint(model: nn.Module, encoder_name: str, **extra) -> dict:
-    """Payload of `my_pretrained_encoder.pth`: `model.encoder`'s weights, how to rebuild it, and
-    `extra` (settings, metrics)."""
-    return {"encoder": model.encoder.state_dict(), "encoder_name": encoder_name,
-            "in_channels": model.encoder.out_channels[0], **extra}
-
-
 def load_pretrained_encoder(encoder: nn.Module, path_or_payload: str | Path | dict,
                             encoder_name: str) -> dict:
-    """Load Phase-1 encoder weights strictly into `encoder`; "imagenet", a `.safetensors` file or a
-    plain state dict (`conv1.weight`, ...) load as ImageNet-style weights (`load_encoder_weights`).
+    """Load Phase-1 encoder weights (`record.EncoderRecord`) strictly into `encoder`; "imagenet", a
+    `.safetensors` file or a plain state dict (`conv1.weight`, ...) load as ImageNet-style weights
+    (`load_encoder_weights`).
 
     Returns:
-        The checkpoint's other entries (settings, metrics) for logging.
+        What the file says besides the weights (settings, metrics), for logging.
 
     Raises:
         CheckpointError: the checkpoint holds no encoder, another encoder architecture, or any
@@ -125,17 +120,15 @@ def load_pretrained_encoder(encoder: nn.Module, path_or_payload: str | Path | di
     if "encoder" not in payload and "conv1.weight" in payload:  # a plain (ImageNet) state dict
         _load_rgb_state(encoder, encoder_name, payload, str(path_or_payload))
         return {"encoder_name": encoder_name, "weights": str(path_or_payload)}
-    if "encoder" not in payload:
-        raise CheckpointError(f"{source} holds no 'encoder' weights: give the Phase-1 checkpoint "
-                              "(my_pretrained_encoder.pth).")
-    saved_name = payload.get("encoder_name")
+    record = EncoderRecord.from_payload(payload, source)
+    saved_name = record.encoder_name
     if saved_name is not None and saved_name != encoder_name:
         raise CheckpointError(f"{source} holds a {saved_name} encoder, but the model expects "
                               f"{encoder_name}: set the encoder to {saved_name} or pre-train a "
                               f"{encoder_name}.")
     try:
-        encoder.load_state_dict(payload["encoder"], strict=True)
+        encoder.load_state_dict(record.state_dict, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{source} (encoder {saved_name or 'unknown'}) does not fit the "
                               f"expected {encoder_name} encoder: {err}") from err
-    return {k: v for k, v in payload.items() if k != "encoder"}
+    return record.info()

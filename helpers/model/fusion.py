@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.anatomy import image_x_sign
 from ..text.places import PLACE_CODE
 
 FUSIONS = ("concat", "film", "film_multi", "cross_attn", "none")
@@ -175,7 +176,7 @@ class PlacePrior(nn.Module):
         [B, 6, H, W] at `like`'s size: the five named places and their region (0 everywhere for a
         text that names no place)."""
         x, y = coordinate_maps(like[:, :1]).to(code.dtype).unbind(1)  # [B, H, W] each, in [-1, 1]
-        right = torch.sigmoid(-x / 0.08)  # the patient's right: the image's left half
+        right = torch.sigmoid(image_x_sign("right") * x / 0.08)  # the image's left half
         spatial = torch.stack([right, 1 - right, torch.sigmoid((-0.1 - y) / 0.1),
                                torch.exp(-(y / 0.3) ** 2), torch.sigmoid((y - 0.1) / 0.1)], 1)
         named = code[:, :, None, None] * spatial  # [B, 5, H, W]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..data.io import normalize
 from .encoders import ENCODER_DEPTH, build_encoder
 from .fusion import TOKEN_FUSIONS, ConcatFusion, PlacePrior, SelectHead, build_fusion
-from ..text.places import PLACE_CODE
+from ..text.places import split_text_input, text_input_dim
 
 UPSAMPLINGS = ("interp", "transpose")
 SIZE_DIVISOR = 2 ** ENCODER_DEPTH
@@ -133,7 +133,7 @@ class MultimodalUnet(nn.Module):
     @property
     def input_dim(self) -> int:
         """Width of the `text_emb` the model reads: the text embedding, then the place code."""
-        return self._config["text_dim"] + (len(PLACE_CODE) if self.place_prior is not None else 0)
+        return text_input_dim(self._config["text_dim"], self.place_prior is not None)
 
     @property
     def needs_tokens(self) -> bool:
@@ -181,10 +181,9 @@ class MultimodalUnet(nn.Module):
                 raise ValueError(f"features of {batch} images cannot be read with {n} texts: give "
                                  "one text per image, or the features of one image")
             features = [f.expand(n, *f.shape[1:]) for f in features]
-        dim = self._config["text_dim"]
-        text = (text_emb[:, :dim].float() - self.text_mean) / self.text_std
+        text, code = (x.float() for x in split_text_input(text_emb, self._config["text_dim"]))
+        text = (text - self.text_mean) / self.text_std
         features = self.fusion(list(features), text, text_tokens, token_mask)
-        code = text_emb[:, dim:].float()
         if self.place_prior is not None:
             features = self.place_prior(features, code)
         if self.select is not None:

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWith
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..core.settings import TINY_TEXT_MODEL
 from ..core.layout import TEXT_MODELS_DIR
-from .places import PLACE_CODE, place_code
+from .places import text_input, text_input_dim
 from .tiny_clip import TINY_MARKER, make_tiny_clip, quiet_transformers
 
 CLIP_MODEL_TYPES = ("clip", "clip_text_model")
@@ -256,7 +256,7 @@ class EmbeddingCache:
         self.drawn = drawn  # the masks' vocabulary (`MaskVocabulary.describes_drawn`) or None
         self.path = Path(path) if path is not None else None
         self.with_tokens, self.places = with_tokens, places
-        self.dim = encoder.dim + (len(PLACE_CODE) if places else 0)  # width of `get`'s rows
+        self.dim = text_input_dim(encoder.dim, places)  # width of `get`'s rows
         self.n_encoded = 0
         self._emb: dict[str, torch.Tensor] = {}
         self._tok: dict[str, torch.Tensor] = {}
@@ -300,7 +300,7 @@ class EmbeddingCache:
         if not texts:
             return torch.empty(0, self.dim)
         emb = torch.stack([self._emb[t] for t in texts])
-        return torch.cat([emb, place_code(list(texts), self.drawn)], 1) if self.places else emb
+        return text_input(emb, texts, self.places, self.drawn)
 
     def tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states of `texts` padded to the longest: (float32 [N, L, H], bool mask [N, L],

@@ -2,35 +2,18 @@
 
 `ReportReader(text_mode)` turns a report (a findings text) into the model's text: "raw" keeps it as
 written (whitespace normalised), "positive" keeps only the sentences that describe something
-present (`helpers.sentences`). Training also builds, from the same reports, the texts of its place
-training (`helpers.places`: sides or levels swapped, the report's normal and negated sentences) and
-the statistics that `best_model.pth` records (`text_report`). The text mode is saved in the
-checkpoint, so a `Segmenter` reads a report exactly as training did.
+present (`helpers.sentences`). Training asks with more texts made from the model texts (the text
+methods, `training.methods`) and records the statistics of `text_report` in `best_model.pth`. The
+text mode is saved in the checkpoint, so a `Segmenter` reads a report exactly as training did.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
-from .places import swap_levels, swap_sides
-from .sentences import (TEXT_MODES, SentenceSelection, label_sentences, null_text, select_sentences,
-                        select_text, split_by_lesion, split_sentences)
+from .sentences import (TEXT_MODES, SentenceSelection, label_sentences, select_sentences, select_text,
+                        split_sentences)
 from .encoders import TextEncoder
-
-
-@dataclass
-class TrainingTexts:
-    """The model texts of the training reports, one per report in each list; a list is empty when
-    its kind was not asked for."""
-
-    texts: list[str]  # each report as the model reads it
-    flipped: list[str] = field(default_factory=list)  # left and right exchanged (flip, paste, swap)
-    nulls: list[str] = field(default_factory=list)  # what the report says besides its findings
-    leveled: list[str] = field(default_factory=list)  # upper and lower exchanged (paste)
-    # the sentence that names the report's lesion, and its other positive sentences ("" where
-    # `sentences.split_by_lesion` cannot tell them apart)
-    lesion: list[str] = field(default_factory=list)
-    beside: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,22 +41,6 @@ class ReportReader:
         in order: the report read sentence by sentence, whatever the text mode (each positive
         sentence is a text of its own)."""
         return label_sentences(report)
-
-    def training_texts(self, reports: Sequence[str], *, sides: bool = False, nulls: bool = False,
-                       levels: bool = False, sentences: bool = False) -> TrainingTexts:
-        """The model texts of `reports`, and those the place training asks with: `sides`, each with
-        left and right swapped; `nulls`, each report's normal and negated sentences
-        (`sentences.null_text`) as the model reads them; `levels`, upper and lower swapped;
-        `sentences`, the sentence that names the lesion and the other positive ones, each a text
-        of its own as `Segmenter.ground_report` reads them."""
-        texts = [self.model_text(t) for t in reports]
-        split = [split_by_lesion(t) or ("", "") for t in reports] if sentences else []
-        return TrainingTexts(texts=texts,
-                             flipped=[swap_sides(t) for t in texts] if sides else [],
-                             nulls=[self.model_text(null_text(t)) for t in reports] if nulls else [],
-                             leveled=[swap_levels(t) for t in texts] if levels else [],
-                             lesion=[lesion for lesion, _ in split],
-                             beside=[beside for _, beside in split])
 
     def text_report(self, reports: Sequence[str], texts: Sequence[str], encoder: TextEncoder) -> dict:
         """What the checkpoint says about the texts: the text mode, the encoder's pooling, how many

@@ -27,15 +27,14 @@ from ..model.losses import (
 )
 from ..model.metrics import best_threshold, dice_per_image, follows_text
 from ..model.unet import MultimodalUnet, freeze_encoder, predict_arrays
-from ..text.places import SIDES, names_level, names_side, place_questions
+from ..text.places import split_text_input
+from .methods import MethodContext, active_methods, image_only, method_texts, method_uses
+from .questions import place_questions
 from ..text.reader import ReportReader
-from ..text.vocabulary import learn_vocabulary
-from ..model.record import ModelRecord
+from ..model.record import ModelRecord, check_encoder_patients
 from ..text.encoders import EmbeddingCache, load_text_encoder
+from ..text.vocabulary import learn_vocabulary
 from ..data.split import split_keys
-from ..data.unlabeled import check_encoder_patients
-
-
 
 
 def _split(cases: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -46,24 +45,21 @@ def _split(cases: pd.DataFrame, name: str) -> pd.DataFrame:
     return part
 
 
-def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
-    """For each mask of uint8 [N, S, S], the other cases whose mask does not touch it."""
-    flat = torch.from_numpy(np.asarray(masks)).flatten(1).float()
-    overlap = (flat @ flat.T) > 0
-    return [[j for j in range(len(flat)) if j != i and not overlap[i, j]] for i in range(len(flat))]
-
-
 class SegmentationTask(Task):
     """Phase 2: the multimodal U-Net learns the mask of the finding a text describes.
 
-    Each case's text goes through `ReportReader(cfg.text_mode).model_text`; every unique
-    text (with its side-swapped twin for the concordant flip) is encoded once by the frozen text
-    encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L] for a fusion that
-    attends); batches carry row indices into them.
+    Each case's text goes through `ReportReader(cfg.text_mode).model_text`; every unique text
+    (the cases', and those the active text methods ask with, `training.methods`) is encoded once
+    by the frozen text encoder into `table` [U, D] (and `tokens` [U, L, H] + `token_mask` [U, L]
+    for a fusion that attends); batches carry row indices into them.
     """
 
     def __init__(self, cfg: FinetuneConfig, train: LabeledArrays, val: LabeledArrays,
                  device: torch.device, out_dir: Path, text_cache_dir: str | Path | None = None):
+        if image_only(cfg) != cfg:
+            print('fusion "none" is the image-only control: it reads no text, so the place prior '
+                  "and the text methods are off")
+            cfg = image_only(cfg)
         self.cfg, self.device, self.val = cfg, device, val
         encoder = load_text_encoder(cfg.text_model, device=device, cache_dir=text_cache_dir,
                                     fallback=cfg.text_fallback)
@@ -75,22 +71,16 @@ class SegmentationTask(Task):
                                place_prior=cfg.place_prior, shared_decoder=cfg.shared_decoder)
         self.reader = reader = ReportReader(cfg.text_mode)
         self.vocabulary = learn_vocabulary(train.cases["text"], train.masks)  # what the masks draw
-        swapping = cfg.concordant_flip > 0 or cfg.paste_prob > 0 or cfg.swap_prob > 0
-        training = reader.training_texts(train.cases["text"], sides=swapping, nulls=cfg.null_rate > 0,
-                                         levels=cfg.paste_prob > 0, sentences=cfg.sentence_prob > 0)
-        train_texts = training.texts
+        train_texts = [reader.model_text(t) for t in train.cases["text"]]
         val_texts = [reader.model_text(t) for t in val.cases["text"]]
-        texts = train_texts + val_texts
         # the validation place probe: each val lesion copied to its mirror place or other level
         probe_images, probe_texts, self.probe_meant, self.probe_other = place_questions(
             torch.from_numpy(val.images), torch.from_numpy(val.masks), val_texts)
         self.probe_images = probe_images.numpy()
-        # a report whose lesion sentence is not known asks with its own text there (index -1 below)
-        known = [bool(t) for t in training.lesion]
-        lesion, beside = ([t or own for t, own in zip(column, train_texts)]
-                          for column in (training.lesion, training.beside))
-        extra = [training.flipped, training.nulls, training.leveled, lesion, beside, probe_texts]
-        every = texts + [t for e in extra for t in e]
+        context = MethodContext(list(train.cases["text"]), train_texts, train.masks, reader)
+        methods = active_methods(cfg)
+        asked = method_texts(methods, context)  # the texts the methods ask with, by kind
+        every = train_texts + val_texts + [t for texts in asked.values() for t in texts] + probe_texts
         embeddings = EmbeddingCache(encoder, out_dir / TEXT_EMBEDDINGS_FILE,
                                     with_tokens=model.needs_tokens, places=cfg.place_prior,
                                     drawn=self.vocabulary.describes_drawn)
@@ -99,22 +89,21 @@ class SegmentationTask(Task):
         if model.needs_tokens:
             self.tokens = tuple(t.to(device) for t in embeddings.tokens(list(dict.fromkeys(every))))
         embeddings.save()
-        n_train, n_texts = len(train.cases), len(texts)
-        train_idx, self.val_idx = index[:n_train], index[n_train:n_texts]
-        starts = np.cumsum([n_texts] + [len(e) for e in extra])
-        flipped_idx, null_idx, level_idx, lesion_idx, beside_idx, self.probe_idx = (
-            index[a:b] or None for a, b in zip(starts, starts[1:]))
-        lesion_idx = lesion_idx and [j if k else -1 for j, k in zip(lesion_idx, known)]
+        row = dict(zip(every, index))
+        rows = {kind: [row[t] for t in texts] for kind, texts in asked.items()}
+        train_idx, self.val_idx = [row[t] for t in train_texts], [row[t] for t in val_texts]
+        self.probe_idx = [row[t] for t in probe_texts]
         if cfg.shuffle_text:  # ablation: the same texts, paired with the wrong images
             train_idx = list(np.random.default_rng(cfg.seed).permutation(train_idx))
-        self.text_report = reader.text_report(train.cases["text"], texts, encoder)
+        rows["report"] = train_idx
+        self.text_report = reader.text_report(train.cases["text"], train_texts + val_texts, encoder)
         if self.text_report["truncation"]["n_truncated"]:
             t = self.text_report["truncation"]
             print(f"{t['n_truncated']} of {t['n_texts']} training/validation texts are longer than "
                   f"the text encoder's {t['max_length']} tokens and lose {t['mean_tokens_lost']:.0f} "
                   f"tokens at the end on average (text_mode={cfg.text_mode!r}).")
 
-        train_emb = table[sorted(set(train_idx)), :encoder.dim]  # the text, not the place code
+        train_emb = split_text_input(table[sorted(set(train_idx))], encoder.dim)[0]  # not the code
         model.set_text_norm(train_emb.mean(0), train_emb.std(0, unbiased=False) if len(train_emb) > 1
                             else torch.ones(encoder.dim))
         if cfg.pretrained_encoder:
@@ -132,18 +121,9 @@ class SegmentationTask(Task):
             {"params": encoder_params, "lr": cfg.encoder_lr},
             {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": cfg.lr},
         ], weight_decay=cfg.weight_decay)
-        negatives = ([[train_idx[j] for j in others] for others in disjoint_cases(train.masks)]
-                     if cfg.negative_rate > 0 else None)
-        train_set = LabeledCases(train.images, train.masks, train_idx, augment=cfg.augment,
-                                 flip_prob=cfg.concordant_flip, flipped_text_index=flipped_idx,
-                                 negative_rate=cfg.negative_rate, negative_text_index=negatives,
-                                 paste_prob=cfg.paste_prob, swap_prob=cfg.swap_prob,
-                                 sided=[names_side(t) in SIDES for t in train_texts],
-                                 null_rate=cfg.null_rate, null_text_index=null_idx,
-                                 levels=[names_level(t) for t in train_texts],
-                                 level_text_index=level_idx, undescribed=cfg.undescribed_weight,
-                                 sentence_prob=cfg.sentence_prob, lesion_text_index=lesion_idx,
-                                 beside_text_index=beside_idx)
+        train_set = LabeledCases(train.images, train.masks, train_idx,
+                                 method_uses(methods, context, rows), augment=cfg.augment,
+                                 undescribed=cfg.undescribed_weight)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.loader = make_loader(train_set, cfg.batch_size, shuffle=True, device=device,
                                   num_workers=cfg.num_workers, generator=self.generator)
@@ -212,7 +192,8 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     (tens of cases), the threshold search needs all its probabilities, and identical weights give
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
-    check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
+    # before any time is spent: no leak of validation/test patients through Phase 1
+    check_encoder_patients(cfg.pretrained_encoder, cases, cfg.allow_seen_patients)
     out = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)

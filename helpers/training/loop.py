@@ -28,9 +28,10 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..core import distributed as dist
-from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.checkpoint import save_checkpoint
 from ..core.settings import default_num_workers
 from ..core.layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
+from ..model.record import TrainingState
 
 
 LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
@@ -216,18 +217,18 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     history: list[dict] = []
     best_value, best_epoch, start_epoch = -math.inf if settings.maximize else math.inf, 0, 0
     last_path, best_path = out_dir / LAST_FILE, out_dir / settings.best_name
-    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    state = TrainingState.load(last_path) if resume and last_path.exists() else None
     dist.barrier()  # every rank has read last.pth before rank 0 may move it
-    if state is not None and state.get("config") != task.config:
+    if state is not None and state.config != task.config:
         kept = last_path.with_name(PREVIOUS_LAST_FILE)
         if dist.is_main():
             last_path.replace(kept)
         print(f"{last_path} was written with other settings: starting a new run "
               f"(the previous state is kept as {kept.name})")
         state = None
-    if state is not None and state.get("complete"):  # a finished run: nothing left to train
-        frame = pd.DataFrame(state["history"])
-        return FitResult(frame, best_path, last_path, state["best_value"], state["best_epoch"], 0.0, 0.0)
+    if state is not None and state.complete:  # a finished run: nothing left to train
+        frame = pd.DataFrame(state.history)
+        return FitResult(frame, best_path, last_path, state.best_value, state.best_epoch, 0.0, 0.0)
     progress = progress and dist.is_main()
     if dist.is_distributed() and progress:
         per_rank, n = loader.batch_size, dist.world_size()
@@ -235,14 +236,14 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         print(f"DDP: {n} processes x batch {per_rank} = effective batch {per_rank * n}; lr {lrs} "
               "(as set: not rescaled for the larger batch)")
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        task.generator.set_state(state["rng"]["loader"])
-        history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
-        start_epoch = state["epoch"]
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        scaler.load_state_dict(state.scaler)
+        torch.set_rng_state(state.rng["torch"])
+        task.generator.set_state(state.rng["loader"])
+        history, best_value, best_epoch = state.history, state.best_value, state.best_epoch
+        start_epoch = state.epoch
     stale, steps = start_epoch - best_epoch, 0
     seen, start, by_steps = 0, time.perf_counter(), False
     save_every, last_saved = last_save_interval(), time.perf_counter()
@@ -296,12 +297,10 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             stale += 1
         if dist.is_main() and time.perf_counter() - last_saved >= save_every:
             last_saved = time.perf_counter()
-            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "rng": {"torch": torch.get_rng_state(),
-                                     "loader": task.generator.get_state()},
-                             "epoch": epoch + 1, "history": history, "best_value": best_value,
-                             "best_epoch": best_epoch, "config": task.config}, last_path)
+            TrainingState(model.state_dict(), epoch + 1, history, best_value, best_epoch, task.config,
+                          optimizer.state_dict(), scheduler.state_dict(), scaler.state_dict(),
+                          rng={"torch": torch.get_rng_state(), "loader": task.generator.get_state()}
+                          ).save(last_path)
         if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
             print(f"epoch {epoch + 1}/{settings.epochs}: {shown}")
@@ -319,9 +318,8 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
     if dist.is_main():
         if not by_steps and history:  # finished (all epochs or early stop): drop the
             # optimizer/scheduler state (2/3 of the file); the final weights stay (Phase-1 figures)
-            save_checkpoint({"complete": True, "model": model.state_dict(), "epoch": len(history),
-                             "history": history, "best_value": best_value,
-                             "best_epoch": best_epoch, "config": task.config}, last_path)
+            TrainingState(model.state_dict(), len(history), history, best_value, best_epoch,
+                          task.config, complete=True).save(last_path)
         frame.to_csv(out_dir / history_file(settings.best_name), index=False)
     dist.barrier()  # the files are complete before any rank reads them
     return FitResult(frame, best_path, last_path, best_value, best_epoch, seconds,

@@ -13,8 +13,8 @@ from ..core import distributed as dist
 from ..data.cache import build_image_cache
 from ..core.settings import PretrainConfig, pick_device
 from .datasets import UnlabeledImages
-from ..model.encoders import build_autoencoder, encoder_checkpoint
-from ..core.checkpoint import load_checkpoint
+from ..model.encoders import build_autoencoder
+from ..model.record import EncoderRecord, TrainingState
 from ..core.layout import ENCODER_FILE, LAST_FILE, DatasetError
 from ..data.io import normalize
 from .loop import FitResult, FitSettings, Task, fit, make_loader, seed_everything, writable_dir
@@ -72,8 +72,9 @@ class AutoencoderTask(Task):
         return {"val_loss": dist.all_reduce_mean(sum(losses), len(self.val_set))}
 
     def best_checkpoint(self, row: dict) -> dict:
-        return encoder_checkpoint(self.model, self.cfg.encoder, config=self.config,
-                                  epoch=row["epoch"], val_loss=row["val_loss"])
+        encoder = self.model.encoder
+        return EncoderRecord(encoder.state_dict(), self.cfg.encoder, encoder.out_channels[0],
+                             self.config, row["epoch"], row["val_loss"]).to_payload()
 
 
 def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Path, *,
@@ -123,9 +124,9 @@ def reconstruct_examples(encoder_path: str | Path, images: np.ndarray,
     """Inputs, masked inputs (None for the plain objective) and reconstructions of the final
     autoencoder, saved in `last.pth` next to `encoder_path` (for the Phase-1 figure).
     images: uint8 [N, S, S] -> float arrays [N, S, S] in the model's [-1, 1] scale."""
-    state = load_checkpoint(Path(encoder_path).with_name(LAST_FILE))
+    state = TrainingState.load(Path(encoder_path).with_name(LAST_FILE))
     model = build_autoencoder(cfg.encoder)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.model)
     model.eval()
     x = normalize(torch.from_numpy(np.array(images))[:, None])
     masked = None

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..core.anatomy import SIDES
+
 DEFAULT_STOPWORDS = frozenset(
     """a about above after again all also an and any are as at be been being below both but by can
     could did do does each for from further had has have having here how if in into is it its itself
@@ -114,7 +116,7 @@ def plot_mask_stats(areas: Sequence[float], centroids: np.ndarray) -> Figure:
     ax_c.scatter(centroids[:, 0], centroids[:, 1], s=6, c="tab:red", alpha=0.6)
     ax_c.set_xlim(0, 1)
     ax_c.set_ylim(1, 0)
-    ax_c.set_xticks([0.25, 0.75], ["patient's right", "patient's left"])
+    ax_c.set_xticks([0.25, 0.75], [f"patient's {side}" for side in SIDES])  # image-left first
     ax_c.set_yticks([1 / 6, 0.5, 5 / 6], ["upper", "middle", "lower"])
     ax_c.set_title("mask centroids (image as displayed)")
     return fig

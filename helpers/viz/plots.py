@@ -1,8 +1,7 @@
 """Static figures for the notebooks: the data, training curves, predictions and ablations.
 
 The figures that draw X-rays share the drawing primitives at the top; the charts of the data (bars
-and histograms: `plot_counts`, `plot_text_lengths`, `plot_term_frequencies`, `plot_mask_stats`)
-live in `helpers.charts` and are offered here under the same names. Every function returns a
+and histograms) live in `viz.charts`. Every function returns a
 matplotlib `Figure` and never calls `plt.show()`: a notebook displays the returned figure, a script
 saves it. Images are uint8 grayscale `[H, W]`, masks uint8 {0, 1} `[H, W]`, probability maps
 float32 `[H, W]` in [0, 1].
@@ -25,11 +24,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-# the charts of the data (notebook 01) live in `charts`; the notebooks call them as `plots.<name>`
-from .charts import plot_counts as plot_counts
-from .charts import plot_mask_stats as plot_mask_stats
-from .charts import plot_term_frequencies as plot_term_frequencies
-from .charts import plot_text_lengths as plot_text_lengths
 from ..model.metrics import dice_score
 from .overlay import HEAT_CMAP, check_same_shape, overlay
 from ..text.sentences import NO_FINDING_NOTE, describes_finding

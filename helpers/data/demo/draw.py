@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ...core.anatomy import image_half_index, image_x_sign
 from .reports import Lesion
 
 Array = np.ndarray
@@ -135,8 +136,7 @@ def lateral(shape: tuple[int, int], rng: np.random.Generator) -> Array:
 def _zone_centre(zone: str, anatomy: _Anatomy, rng: np.random.Generator) -> tuple[float, float]:
     """(u, v) of a lesion in `zone`; the patient's right lung lies on the image's LEFT."""
     side, level = zone.split()
-    cu = anatomy.lung_cu[0] if side == "right" else anatomy.lung_cu[1]
-    lateral = -1.0 if side == "right" else 1.0
+    cu, lateral = anatomy.lung_cu[image_half_index(side)], image_x_sign(side)
     dv = {"upper": -0.17, "middle": 0.0, "lower": 0.15}[level]
     return (cu + lateral * rng.uniform(0.0, 0.05), anatomy.lung_cv + dv + rng.uniform(-0.03, 0.03))
 
@@ -178,8 +178,7 @@ def _lesion_footprint(lesion: Lesion, shape: tuple[int, int], anatomy: _Anatomy,
 
 def _effusion(u: Array, v: Array, side: str, anatomy: _Anatomy, rng: np.random.Generator) -> Array:
     """float [H, W]: fluid filling the costophrenic angle, its meniscus rising toward the chest wall."""
-    cu = anatomy.lung_cu[0] if side == "right" else anatomy.lung_cu[1]
-    lateral = -1.0 if side == "right" else 1.0
+    cu, lateral = anatomy.lung_cu[image_half_index(side)], image_x_sign(side)
     level = anatomy.dome - rng.uniform(0.05, 0.1)
     towards_wall = np.clip(lateral * (u - cu) / anatomy.lung_au + 1.0, 0, None) / 2  # 0 medial .. 1 wall
     meniscus = level - rng.uniform(0.08, 0.13) * towards_wall ** 2

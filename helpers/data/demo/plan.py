@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reports import KINDS, LEVELS, SIDES, Lesion
+from ...core.anatomy import SIDES, other_side
+from .reports import KINDS, LEVELS, Lesion
 
 DISTRACTORS = ("realistic", "forced")
 EXTRA_LESION_SHARE = 0.35  # realistic: labeled images with one undescribed lesion besides the target
@@ -43,9 +44,8 @@ def _other_zones(zone: str) -> tuple[list[str], list[str]]:
     """Zones a second lesion may take without touching one in `zone`: (same lung, other lung).
     Neighbouring levels of one lung would overlap, so the same lung offers upper <-> lower only."""
     side, level = zone.split()
-    other_side = SIDES[1 - SIDES.index(side)]
     same = [f"{side} {lv}" for lv in LEVELS if {lv, level} == {"upper", "lower"}]
-    return same, [f"{other_side} {lv}" for lv in LEVELS]
+    return same, [f"{other_side(side)} {lv}" for lv in LEVELS]
 
 
 def second_lesion(target: Lesion, role: str, same_kind: bool, other_lung: bool,

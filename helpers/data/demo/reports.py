@@ -21,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-SIDES = ("right", "left")
+from ...core.anatomy import SIDES
+
 LEVELS = ("upper", "middle", "lower")
 ZONES: list[str] = [f"{side} {level}" for side in SIDES for level in LEVELS]
 KINDS = ("nodule", "mass", "opacity", "consolidation", "effusion", "atelectasis")

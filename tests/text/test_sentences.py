@@ -1,4 +1,4 @@
-"""Sentence splitting, NegEx-style labelling and selection of the positive sentences."""
+"""Sentence splitting, NegEx-style labelling and selection of the positive sentences (helpers/text/sentences.py)."""
 from __future__ import annotations
 
 import ast
@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 
 from helpers.text import sentences as sentences_module
-from helpers.text.sentences import (TEXT_MODES, SentenceSelection, select_text, select_sentences,
-                               sentence_status, split_sentences)
+from helpers.text.sentences import (
+    TEXT_MODES,
+    SentenceSelection,
+    select_sentences,
+    select_text,
+    sentence_status,
+    split_sentences,
+)
 
 POS, NEG, NORM = "positive", "negated", "normal"
+
 
 STATUS_TABLE = [
     # Normal statements in many forms.
@@ -115,8 +122,6 @@ def test_status_ignores_case_and_anonymisation_holes():
     assert sentence_status("XXXX.") == NORM
 
 
-# --- Splitting ------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("text, expected", [
     ("The heart is normal. No effusion.", ["The heart is normal.", "No effusion."]),
     ("A 1.2 cm nodule. No effusion.", ["A 1.2 cm nodule.", "No effusion."]),
@@ -146,8 +151,6 @@ def test_status_ignores_case_and_anonymisation_holes():
 def test_split_sentences(text, expected):
     assert split_sentences(text) == expected
 
-
-# --- Selection ------------------------------------------------------------------------------------
 
 def test_select_keeps_only_the_positive_sentence():
     selection = select_sentences("No left effusion. Right basilar opacity.")
@@ -190,8 +193,6 @@ def test_selection_text_joins_kept_with_one_space():
     assert SentenceSelection(kept=["A.", "B."], dropped=["C."]).text == "A. B."
 
 
-# --- select_text ---------------------------------------------------------------------------------
-
 def test_every_listed_text_mode_is_implemented():
     """TEXT_MODES is what the settings and the errors offer: each must select a text."""
     for mode in TEXT_MODES:
@@ -216,8 +217,6 @@ def test_select_text_unknown_mode_names_the_valid_ones(mode):
     with pytest.raises(ValueError, match=r"raw, positive"):
         select_text("Lungs are clear.", mode)
 
-
-# --- Independence ---------------------------------------------------------------------------------
 
 def test_module_imports_no_other_helpers_module():
     tree = ast.parse(Path(sentences_module.__file__).read_text())
@@ -269,29 +268,3 @@ def test_split_by_lesion_finds_the_one_sentence_that_names_the_lesion():
     assert split_by_lesion("Patchy opacity at the left base. No effusion.") is None  # nothing beside
     assert split_by_lesion("Mild cardiomegaly. Tortuous aorta.") is None  # no lesion named
     assert split_by_lesion("Left basal opacity. Small right effusion. Tortuous aorta.") is None  # two
-
-
-# --- ReportReader: report -> the model's text --------------------------------------------------------
-
-def test_report_reader_reads_as_its_text_mode_and_builds_the_place_texts():
-    from helpers.text.reader import ReportReader
-
-    report = "Heart size is normal. No left effusion. Patchy opacity at the right upper lobe."
-    positive, raw = ReportReader("positive"), ReportReader("raw")
-    assert positive.model_text(report) == "Patchy opacity at the right upper lobe."
-    assert raw.model_text(" " + report + "\n") == report
-    assert positive.sentences(report).dropped == ["Heart size is normal.", "No left effusion."]
-    assert raw.sentences(report).kept == split_sentences(report) and raw.sentences(report).dropped == []
-    texts = positive.training_texts([report], sides=True, nulls=True, levels=True)
-    assert texts.texts == ["Patchy opacity at the right upper lobe."]
-    assert texts.flipped == ["Patchy opacity at the left upper lobe."]
-    assert texts.leveled == ["Patchy opacity at the right lower lobe."]
-    assert texts.nulls == ["Heart size is normal. No left effusion."]  # all normal: all kept
-    plain = raw.training_texts([report])
-    assert plain.texts == [report] and plain.flipped == plain.nulls == plain.leveled == []
-    both = f"Mild cardiomegaly. {report}"
-    split = positive.training_texts([both, report], sentences=True)
-    assert split.lesion == ["Patchy opacity at the right upper lobe.", ""]
-    assert split.beside == ["Mild cardiomegaly.", ""]
-    with pytest.raises(ValueError, match=r"raw, positive"):
-        ReportReader("shuffled")

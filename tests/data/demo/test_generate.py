@@ -1,3 +1,4 @@
+"""The demo generator (helpers/data/demo/): images, masks, reports, probes, as the data contract says."""
 from __future__ import annotations
 
 import re
@@ -9,11 +10,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers.core.layout import PATIENT_SPLITS_CSV
+from helpers.data.catalog import load_catalog
 from helpers.data.demo import generate as synthetic
 from helpers.data.demo import reports as st
-from helpers.data.catalog import load_catalog
+from helpers.data.demo.generate import report_items
+from helpers.data.demo.reports import NORMALS
 from helpers.data.io import load_gray, load_mask
-from helpers.core.layout import PATIENT_SPLITS_CSV
+from helpers.text.sentences import sentence_status, split_sentences
 
 SMALL = dict(n_reports=12, n_masks=8, image_size=(64, 96), distractors="forced")
 
@@ -30,6 +34,99 @@ def catalog(demo):
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+N_LABELED = 160
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("texts") / "demo", n_reports=200,
+                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False,
+                                       distractors="forced")
+    reports = pd.read_csv(root / "indiana_reports.csv", keep_default_na=False).set_index("uid")
+    lesions = pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
+    splits = pd.read_csv(root / PATIENT_SPLITS_CSV)
+    return root, reports, lesions, splits
+
+
+def _kind_word(kind: str) -> str:
+    return {"nodule": "nodul", "atelectasis": "atelecta"}.get(kind, kind)
+
+
+def _places_in(text: str) -> list[tuple[str, str, str]]:
+    """(zone, phrase, pool) of each place phrase in `text`, leaving out those inside a longer one
+    ("right lower lobe" inside "posterior segment of the right lower lobe")."""
+    hits = []
+    for table in (st.LOCATIONS, st.MODIFIERS):
+        for zone, phrases in table.items():
+            for pool in ("train", "held"):
+                for phrase in st.pooled(phrases, pool):
+                    for m in re.finditer(r"(?<![\w-])" + re.escape(phrase) + r"(?![\w-])", text, re.IGNORECASE):
+                        hits.append((m.start(), m.end(), zone, phrase, pool))
+    return [h[2:] for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o[1] - o[0] > h[1] - h[0]
+                                           for o in hits)]
+
+
+def _alternation(options) -> str:
+    return "(?:" + "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) + ")"
+
+
+def _shape_regex(shape: str, kind: str) -> re.Pattern:
+    """A full-sentence pattern of one sentence shape for `kind`, its slots filled by any variant."""
+    sides = "(?:right|left)"
+    tails = [re.escape(t).replace(re.escape("{s}"), sides).replace(re.escape("{size}"), r"\d+(?:\.\d)? (?:cm|mm)")
+             for t in st.TAILS[kind]]
+    slots = {"a": "(?:an? )?", "adj": _alternation(st.QUALIFIERS[kind]), "s": sides,
+             "noun": _alternation(st.NOUNS.get(kind, ["effusion"])), "sd": f"{sides}(?:-sided)?",
+             "loc": _alternation(p for v in st.LOCATIONS.values() for p in v),
+             "mod": _alternation(p for v in st.MODIFIERS.values() for p in v),
+             "tail": "(?:" + "|".join(sorted(tails, key=len, reverse=True)) + ")"}
+    parts = re.split(r"\{(\w+)\}", shape)
+    pattern = "".join(slots[p.lower()] if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def _shapes_matching(sentence: str, kind: str, pool: str) -> list[str]:
+    shapes = st.EFFUSION_SHAPES if kind == "effusion" else st.SHAPES
+    return [s for s in st.pooled(shapes, pool) if _shape_regex(s, kind).fullmatch(sentence)]
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory):
+    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("realistic") / "demo", n_reports=200,
+                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False)
+    return root, pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
+
+
+def test_report_items_describe_every_lesion_of_an_image(demo_root, catalog):
+    denies = {text: set(kinds) for _, kinds, text in NORMALS}
+    normals = set(denies)
+    items = report_items(demo_root, catalog.cases)
+    assert set(items["n_lesions"]) == {3}  # forced setting: the target and two undescribed lesions
+    assert items["report_id"].nunique() == len(catalog.cases) and len(items) == 3 * len(catalog.cases)
+    for _, rows in items.groupby("report_id"):
+        sentences = split_sentences(rows["report"].iloc[0])
+        assert set(rows["sentence"]) <= set(sentences)
+        others = [s for s in sentences if s not in set(rows["sentence"])]
+        assert 1 <= len(others) <= 2 and set(others) <= normals
+        assert not any(kinds & set(rows["kind"]) for kinds in map(denies.get, others))  # none denies a lesion
+        assert all(sentence_status(s) == "positive" for s in rows["sentence"])
+        assert rows["mask_path"].nunique() == 3 and all((load_mask(p) > 0).any() for p in rows["mask_path"])
+    assert items.equals(report_items(demo_root, catalog.cases))  # seeded
+    orders = [report_items(demo_root, catalog.cases, seed=s)["report"].tolist() for s in (0, 1)]
+    assert orders[0] != orders[1]
+
+
+def test_demo_probe_items_pair_each_distractor_with_the_target(demo_root, catalog):
+    from helpers.data.demo.generate import probe_items
+
+    items = probe_items(demo_root, catalog.cases.head(3))
+    assert len(items) == 3 * 2 * 2  # 2 distractors per image, both directions
+    first = items.iloc[0]
+    assert first["mask_path"] == catalog.cases["mask_path"].iloc[0]
+    assert items.iloc[1]["other_mask_path"] == first["mask_path"]
+    assert (load_mask(items.iloc[1]["mask_path"]) > 0).any()
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path, demo):
@@ -157,66 +254,6 @@ def test_bad_arguments_raise(tmp_path, kwargs):
         synthetic.make_demo_dataset(tmp_path / "x", **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------
-# Report texts (helpers.data.demo.reports): a bigger demo at a tiny image size
-# ---------------------------------------------------------------------------------------------
-
-N_LABELED = 160
-
-
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("texts") / "demo", n_reports=200,
-                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False,
-                                       distractors="forced")
-    reports = pd.read_csv(root / "indiana_reports.csv", keep_default_na=False).set_index("uid")
-    lesions = pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
-    splits = pd.read_csv(root / PATIENT_SPLITS_CSV)
-    return root, reports, lesions, splits
-
-
-def _kind_word(kind: str) -> str:
-    return {"nodule": "nodul", "atelectasis": "atelecta"}.get(kind, kind)
-
-
-def _places_in(text: str) -> list[tuple[str, str, str]]:
-    """(zone, phrase, pool) of each place phrase in `text`, leaving out those inside a longer one
-    ("right lower lobe" inside "posterior segment of the right lower lobe")."""
-    hits = []
-    for table in (st.LOCATIONS, st.MODIFIERS):
-        for zone, phrases in table.items():
-            for pool in ("train", "held"):
-                for phrase in st.pooled(phrases, pool):
-                    for m in re.finditer(r"(?<![\w-])" + re.escape(phrase) + r"(?![\w-])", text, re.IGNORECASE):
-                        hits.append((m.start(), m.end(), zone, phrase, pool))
-    return [h[2:] for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o[1] - o[0] > h[1] - h[0]
-                                           for o in hits)]
-
-
-def _alternation(options) -> str:
-    return "(?:" + "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) + ")"
-
-
-def _shape_regex(shape: str, kind: str) -> re.Pattern:
-    """A full-sentence pattern of one sentence shape for `kind`, its slots filled by any variant."""
-    sides = "(?:right|left)"
-    tails = [re.escape(t).replace(re.escape("{s}"), sides).replace(re.escape("{size}"), r"\d+(?:\.\d)? (?:cm|mm)")
-             for t in st.TAILS[kind]]
-    slots = {"a": "(?:an? )?", "adj": _alternation(st.QUALIFIERS[kind]), "s": sides,
-             "noun": _alternation(st.NOUNS.get(kind, ["effusion"])), "sd": f"{sides}(?:-sided)?",
-             "loc": _alternation(p for v in st.LOCATIONS.values() for p in v),
-             "mod": _alternation(p for v in st.MODIFIERS.values() for p in v),
-             "tail": "(?:" + "|".join(sorted(tails, key=len, reverse=True)) + ")"}
-    parts = re.split(r"\{(\w+)\}", shape)
-    pattern = "".join(slots[p.lower()] if i % 2 else re.escape(p) for i, p in enumerate(parts))
-    return re.compile(pattern, re.IGNORECASE)
-
-
-def _shapes_matching(sentence: str, kind: str, pool: str) -> list[str]:
-    shapes = st.EFFUSION_SHAPES if kind == "effusion" else st.SHAPES
-    return [s for s in st.pooled(shapes, pool) if _shape_regex(s, kind).fullmatch(sentence)]
-
-
 def test_findings_vocabulary_and_length_are_like_real_reports(texts):
     _, reports, _, _ = texts
     findings = reports.loc[1:N_LABELED, "findings"].iloc[:150]
@@ -322,17 +359,6 @@ def test_probe_masks_cover_each_distractor(texts):
             assert mask.shape == img.size[::-1]
         assert set(np.unique(mask)) == {0, 255} and mask[d.y, d.x] == 255
         assert (mask > 0).sum() == d.area
-
-
-# ---------------------------------------------------------------------------------------------
-# The realistic distractor setting: most labeled images show only the described lesion
-# ---------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def realistic(tmp_path_factory):
-    root = synthetic.make_demo_dataset(tmp_path_factory.mktemp("realistic") / "demo", n_reports=200,
-                                       n_masks=N_LABELED, image_size=(48, 56), make_zip=False)
-    return root, pd.read_csv(root / synthetic.LESIONS_CSV, keep_default_na=False)
 
 
 def test_realistic_setting_mostly_shows_only_the_described_lesion(realistic):

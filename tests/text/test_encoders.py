@@ -1,13 +1,11 @@
-"""Text encoder, tiny offline CLIP, embedding cache and left/right helpers."""
+"""Text encoders and the embedding cache (helpers/text/encoders.py)."""
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -16,76 +14,43 @@ from transformers import (
     CLIPConfig,
     CLIPModel,
     CLIPTextConfig,
-    CLIPTextModelWithProjection,
 )
 
 from helpers.core.settings import TINY_TEXT_MODEL
-from helpers.text.places import names_side, swap_sides
 from helpers.text.encoders import (
     TINY_MARKER,
     EmbeddingCache,
     TextEncoder,
     TextModelError,
     load_text_encoder,
-    make_tiny_clip,
 )
-
-DIM = 32
-REPORT = ("The heart size is normal. The lungs are clear. There is a small right pleural effusion "
-          "and a calcified granuloma in the left upper lobe. No pneumothorax. No acute bony "
-          "abnormality.")
+from tests.text import DIM, REPORT
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("tiny") / "clip", hidden_size=DIM,
-                          num_heads=2, projection_dim=DIM)
+def save_full_clip(tiny_dir, dest, projection_dim: int) -> CLIPModel:
+    """A full CLIP checkpoint (model_type "clip", like openai/clip-vit-base-patch32)."""
+    text = CLIPTextConfig.from_pretrained(tiny_dir).to_dict()
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision,
+                                 projection_dim=projection_dim)).eval()
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(dest)
+    return model
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny_dir):
-    return TextEncoder(tiny_dir)
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return F.cosine_similarity(a, b, dim=0).item()
-
-
-def test_tiny_clip_loads_through_from_pretrained(tiny_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    model = CLIPTextModelWithProjection.from_pretrained(tiny_dir)
-    assert model.config.eos_token_id == tokenizer.eos_token_id != 2
-    assert model.config.bos_token_id == tokenizer.bos_token_id
-    assert model.config.vocab_size == len(tokenizer)
-    assert tokenizer.model_max_length == 77
-    assert (tiny_dir / "merges.txt").read_text().startswith("#version")
-    ids = tokenizer(REPORT)["input_ids"]
-    for cls in (transformers.CLIPTokenizer, transformers.CLIPTokenizerFast):
-        assert cls.from_pretrained(tiny_dir)(REPORT)["input_ids"] == ids
-
-
-def test_tiny_tokenizer_keeps_report_words_whole(tiny_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    tokens = tokenizer.tokenize("nodule in the right upper lobe, pleural effusion")
-    assert tokens == ["nodule</w>", "in</w>", "the</w>", "right</w>", "upper</w>", "lobe</w>",
-                      ",</w>", "pleural</w>", "effusion</w>"]
-    # unseen characters fall back to byte symbols, never to the end token
-    ids = tokenizer("naïve 🙂 xyzzy")["input_ids"]
-    assert ids.count(tokenizer.eos_token_id) == 1
-
-
-def test_make_tiny_clip_is_idempotent_per_arguments(tiny_dir):
-    weights = next(tiny_dir.glob("*.safetensors"))
-    stamp = weights.stat().st_mtime_ns
-    assert make_tiny_clip(tiny_dir, hidden_size=DIM, num_heads=2, projection_dim=DIM) == tiny_dir
-    assert weights.stat().st_mtime_ns == stamp
-    other = tiny_dir.parent / "other"
-    make_tiny_clip(other, hidden_size=16, num_heads=2, projection_dim=8, num_layers=1)
-    assert TextEncoder(other).dim == 8
-    make_tiny_clip(other, hidden_size=16, num_heads=2, projection_dim=4, vocab_size=600)
-    assert json.loads((other / TINY_MARKER).read_text())["vocab_size"] == 600
-    rebuilt = TextEncoder(other)
-    assert rebuilt.dim == 4 and len(rebuilt.tokenizer) == rebuilt.model.config.vocab_size == 600
+def save_tiny_bert(dest) -> tuple[BertModel, BertTokenizerFast]:
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "left", "right", "lung", "nodule"]
+    (dest / "vocab.txt").write_text("\n".join(words))
+    tokenizer = BertTokenizerFast(str(dest / "vocab.txt"))
+    tokenizer.save_pretrained(dest)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32,
+                                max_position_embeddings=40)).eval()
+    bert.save_pretrained(dest)
+    return bert, tokenizer
 
 
 def test_encode_shape_dtype_and_frozen(encoder):
@@ -103,16 +68,6 @@ def test_encoding_does_not_depend_on_batch_or_padding(tiny_dir):
     torch.testing.assert_close(small_batches.encode(texts), TextEncoder(tiny_dir).encode(texts))
 
 
-def test_tiny_embeddings_separate_sides_and_places(encoder):
-    right, left, lower, same = encoder.encode([
-        "nodule in the right upper lobe", "nodule in the left upper lobe",
-        "nodule in the right lower lobe", "nodule in the right upper lobe"])
-    assert torch.equal(right, same)
-    assert cosine(right, left) < 0.99  # about 0.96 at this size, 0.95 at the default size
-    assert cosine(right, lower) < 0.99
-    assert (right - left).norm() > 0.1 * right.norm()
-
-
 def test_count_tokens_and_truncation(encoder):
     assert encoder.count_tokens(["nodule in the right upper lobe"]) == [8]  # + start and end
     assert encoder.count_tokens([REPORT])[0] <= 45  # a 30-word report fits CLIP's 77 easily
@@ -124,19 +79,6 @@ def test_count_tokens_and_truncation(encoder):
     assert emb.shape == (2, DIM) and torch.isfinite(emb).all()
 
 
-def save_full_clip(tiny_dir, dest, projection_dim: int) -> CLIPModel:
-    """A full CLIP checkpoint (model_type "clip", like openai/clip-vit-base-patch32)."""
-    text = CLIPTextConfig.from_pretrained(tiny_dir).to_dict()
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision,
-                                 projection_dim=projection_dim)).eval()
-    model.save_pretrained(dest)
-    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(dest)
-    return model
-
-
 def test_full_clip_checkpoint_gives_projected_text_embeds(tiny_dir, tmp_path):
     clip = save_full_clip(tiny_dir, tmp_path, projection_dim=DIM)
     enc = TextEncoder(tmp_path)
@@ -146,19 +88,6 @@ def test_full_clip_checkpoint_gives_projected_text_embeds(tiny_dir, tmp_path):
     with torch.no_grad():
         expected = clip.text_projection(clip.text_model(**inputs).pooler_output)
     torch.testing.assert_close(enc.encode(texts), expected)
-
-
-def save_tiny_bert(dest) -> tuple[BertModel, BertTokenizerFast]:
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "left", "right", "lung", "nodule"]
-    (dest / "vocab.txt").write_text("\n".join(words))
-    tokenizer = BertTokenizerFast(str(dest / "vocab.txt"))
-    tokenizer.save_pretrained(dest)
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=32,
-                                max_position_embeddings=40)).eval()
-    bert.save_pretrained(dest)
-    return bert, tokenizer
 
 
 def test_bert_like_model_is_mean_pooled_over_real_tokens(tmp_path):
@@ -246,29 +175,6 @@ def test_embedding_cache_ignores_corrupt_file(encoder, tmp_path):
     assert len(cache) == 0
     with pytest.raises(ValueError, match="no file"):
         EmbeddingCache(encoder).save()
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("Left lower lobe opacity", "Right lower lobe opacity"),
-    ("RIGHT effusion, left nodule", "LEFT effusion, right nodule"),
-    ("left-sided and right.", "right-sided and left."),
-    ("Leftover brightness, no leftward shift", "Leftover brightness, no leftward shift"),
-    ("", ""),
-])
-def test_swap_sides(text, expected):
-    assert swap_sides(text) == expected
-    assert swap_sides(swap_sides(text)) == text
-
-
-@pytest.mark.parametrize("text, side", [
-    ("Right upper lobe nodule.", "right"),
-    ("small LEFT effusion", "left"),
-    ("left and right basilar atelectasis", "both"),
-    ("Bilateral pleural effusions", "both"),
-    ("Lungs are clear. Bright spot.", None),
-])
-def test_names_side(text, side):
-    assert names_side(text) == side
 
 
 def test_demo_falls_back_to_the_tiny_model_when_the_hub_is_unreachable(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,288 @@
+"""The training-text methods: one registry of the ways a training item is asked with another text
+than its report (and, for some, shown another picture).
+
+Each method (`TextMethod`) declares
+- its setting: the `FinetuneConfig` field that holds its share of the training items;
+- what it needs from a report: the texts it asks with (kinds of `TEXTS`, one text per case, all
+  encoded once into the task's text table) and, given the training set as a whole
+  (`MethodContext`), what it can do with each case (`plan`: e.g. the free places a lesion may be
+  copied to; None where it cannot, and the item then stays as it is);
+- how it turns an item (image, mask, text) into a training item (`apply`).
+
+`LabeledCases` draws, per item, at most one of the methods that share the items (`exclusive`), in
+the registry's order; the concordant flip is drawn on its own, after the augmentation, for the
+items that no other method changed. `SegmentationTask` builds its one text table from the active
+methods' texts, and the ablation's and the bench's rows come from the registry. A new method is
+one `register(...)` entry (with a `TEXTS` entry when it asks with a new kind of text), its
+settings field in `core/settings.py`, and its test.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.anatomy import SIDES
+from ..text.places import names_level, names_side, swap_levels, swap_sides
+from ..text.reader import ReportReader
+from ..text.sentences import null_text, split_by_lesion
+from .paste import copy_is_free, level_shift, paste_copy
+
+
+@dataclass
+class MethodContext:
+    """What the training set as a whole tells a method: its cases' reports, their model texts and
+    masks, and what is known of what the masks draw (the dataset's vocabulary, when given)."""
+
+    reports: list[str]  # the training cases' reports, as written
+    texts: list[str]  # each as the model reads it (`reader.model_text`)
+    masks: np.ndarray  # uint8 [N, S, S] in {0, 1}
+    reader: ReportReader
+    vocabulary: Any = None  # which findings the masks draw, for methods that ask it
+
+
+@dataclass
+class Item:
+    """A training item on its way: image uint8 [1, S, S], target [1, S, S] (1 on the described
+    lesion, `hard` on a lesion the text does not describe), and its text's row in the table."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    text: int
+    hard: int  # the target of an undescribed lesion: `losses.UNDESCRIBED`, or 0
+
+    def emptied(self, text: int) -> Item:
+        """The same picture asked with `text`, which describes nothing there: an empty target (the
+        lesion marked `hard`)."""
+        return Item(self.image, self.mask * self.hard, text, self.hard)
+
+
+class TextMethod:
+    """One entry of the registry (see the module docstring); subclasses set the class attributes
+    and implement `plan` and `apply`."""
+
+    name: str = ""  # short name ("paste")
+    setting: str = ""  # the FinetuneConfig field of its share of the training items
+    texts: tuple[str, ...] = ()  # the kinds of `TEXTS` it asks with
+    exclusive: bool = True  # shares the items with the other exclusive methods, one per item
+    group: str | None = None  # "place": part of the place training (ablation rows)
+
+    def plan(self, ctx: MethodContext, rows: Mapping[str, list[int]]) -> list:
+        """Per training case, what `apply` needs, or None where the method does not apply.
+        `rows[kind][i]`: the table row of case i's text of that kind (`rows["report"]`: its own)."""
+        raise NotImplementedError
+
+    def apply(self, item: Item, plan: Any) -> Item:
+        """The training item made from `item` with the case's `plan` (random draws: torch's)."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, TextMethod] = {}  # by name, in the order one draw picks among them
+
+
+def register(method: type[TextMethod]) -> type[TextMethod]:
+    """Class decorator: add an instance of `method` to `METHODS`."""
+    if method.name in METHODS or not method.name or not method.setting:
+        raise ValueError(f"a text method needs a new name and a setting, got {method.name!r}")
+    METHODS[method.name] = method()
+    return method
+
+
+def _lesion_and_beside(ctx: MethodContext) -> list[tuple[str, str]]:
+    # a report whose lesion sentence is not known asks with its own text (the sentence method
+    # leaves it as it is)
+    return [split_by_lesion(r) or (own, own) for r, own in zip(ctx.reports, ctx.texts)]
+
+
+# The kinds of texts the methods ask with, one per training case, in the order the text table
+# holds them.
+TEXTS: dict[str, Callable[[MethodContext], list[str]]] = {
+    "flipped": lambda ctx: [swap_sides(t) for t in ctx.texts],  # left and right exchanged
+    "null": lambda ctx: [ctx.reader.model_text(null_text(r)) for r in ctx.reports],
+    "leveled": lambda ctx: [swap_levels(t) for t in ctx.texts],  # upper and lower exchanged
+    "lesion": lambda ctx: [lesion for lesion, _ in _lesion_and_beside(ctx)],
+    "beside": lambda ctx: [beside for _, beside in _lesion_and_beside(ctx)],
+}
+
+
+@register
+class ConcordantFlip(TextMethod):
+    """Image and mask mirrored AND left and right swapped in the text, so the report still
+    describes the picture (never a bare flip: the patient's right is the image's left)."""
+
+    name, setting, texts, exclusive = "flip", "concordant_flip", ("flipped",), False
+
+    def plan(self, ctx, rows):
+        return rows["flipped"]
+
+    def apply(self, item, plan):
+        return Item(item.image.flip(-1), item.mask.flip(-1), plan, item.hard)
+
+
+@register
+class NullText(TextMethod):
+    """The report's normal and negated sentences (`sentences.null_text`), with an empty target."""
+
+    name, setting, texts, group = "null", "null_rate", ("null",), "place"
+
+    def plan(self, ctx, rows):
+        return rows["null"]
+
+    def apply(self, item, plan):
+        return item.emptied(plan)
+
+
+@register
+class Paste(TextMethod):
+    """The lesion copied to its mirror place (a text that names one side) or to the other level of
+    its lung (a text that names one), where that place is free; half the time to both when both
+    are. Then the text as written asks for the original, or the place-swapped text for a copy,
+    with equal chance: the lesions look alike, only the place in the words tells."""
+
+    name, setting, texts, group = "paste", "paste_prob", ("flipped", "leveled"), "place"
+
+    def plan(self, ctx, rows):
+        plans = []
+        for i, text in enumerate(ctx.texts):
+            mask = torch.from_numpy(np.asarray(ctx.masks[i]))
+            moves: list[tuple[str | int, int]] = []
+            if names_side(text) in SIDES and copy_is_free(mask, "mirror"):
+                moves.append(("mirror", rows["flipped"][i]))
+            shift = level_shift(names_level(text), mask.shape[-2])
+            if copy_is_free(mask, shift):
+                moves.append((shift, rows["leveled"][i]))
+            plans.append(moves or None)
+        return plans
+
+    def apply(self, item, plan):
+        """Copy the lesion to one of the planned places, or to all (half the time, when there are
+        two: three lesions alike, as in a layout where side and level both matter); then ask for
+        one lesion by its text. The lesions not asked for are marked `hard`."""
+        image, mask = item.image, item.mask
+        chosen = plan if len(plan) > 1 and torch.rand(()) < 0.5 else [plan[int(torch.randint(len(plan), ()))]]
+        lesions, pasted = [(mask, item.text)], image
+        for how, other_text in chosen:  # every copy is taken from the original picture
+            pasted, copy = paste_copy(image, mask, how, onto=pasted)
+            lesions.append((copy, other_text))
+        target, text = lesions[int(torch.randint(len(lesions), ()))]
+        out = target.clone()
+        for other, _ in lesions:
+            if other is not target:
+                out = torch.where((other > 0) & (target == 0), torch.full_like(out, item.hard), out)
+        return Item(pasted, out, text, item.hard)
+
+
+@register
+class SwapSides(TextMethod):
+    """The text with its sides swapped, an empty target: nothing lies where it points."""
+
+    name, setting, texts, group = "swap", "swap_prob", ("flipped",), "place"
+
+    def plan(self, ctx, rows):
+        return [row if names_side(t) in SIDES else None for t, row in zip(ctx.texts, rows["flipped"])]
+
+    def apply(self, item, plan):
+        return item.emptied(plan)
+
+
+def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
+    """For each mask of uint8 [N, S, S], the other cases whose mask does not touch it."""
+    flat = torch.from_numpy(np.asarray(masks)).flatten(1).float()
+    overlap = (flat @ flat.T) > 0
+    return [[j for j in range(len(flat)) if j != i and not overlap[i, j]] for i in range(len(flat))]
+
+
+@register
+class Negative(TextMethod):
+    """Another case's text whose lesion lies elsewhere (its mask does not touch this one), with an
+    empty target: the model must check that the described finding is where it looks."""
+
+    name, setting = "negative", "negative_rate"
+
+    def plan(self, ctx, rows):
+        return [[rows["report"][j] for j in others] or None for others in disjoint_cases(ctx.masks)]
+
+    def apply(self, item, plan):
+        return item.emptied(plan[int(torch.randint(len(plan), ()))])
+
+
+@register
+class Sentence(TextMethod):
+    """One sentence of the report alone, as a report is read sentence by sentence: the one that
+    names the lesion with its mask, or the report's other positive sentences ("Mild
+    cardiomegaly.") with an empty target, half and half; where the words do not tell which
+    sentence the mask belongs to (`sentences.split_by_lesion`), the item stays as it is."""
+
+    name, setting, texts, group = "sentence", "sentence_prob", ("lesion", "beside"), "sentence"
+
+    def plan(self, ctx, rows):
+        known = [split_by_lesion(r) is not None for r in ctx.reports]
+        return [(a, b) if k else None for k, a, b in zip(known, rows["lesion"], rows["beside"])]
+
+    def apply(self, item, plan):
+        lesion, beside = plan
+        if torch.rand(()) < 0.5:
+            return Item(item.image, item.mask, lesion, item.hard)
+        return item.emptied(beside)
+
+
+# --- Which methods a training uses ------------------------------------------------------------
+
+@dataclass
+class MethodUse:
+    """A method in one training set: its share of the items and its plan per case."""
+
+    method: TextMethod
+    share: float
+    plan: list
+
+
+def image_only(cfg):
+    """`cfg` as training uses it: the image-only control (fusion "none") reads no text at all, so
+    its place prior and every text method are off; other settings are returned as they are."""
+    if cfg.fusion != "none":
+        return cfg
+    return dataclasses.replace(cfg, place_prior=False,
+                               **{m.setting: 0.0 for m in METHODS.values() if hasattr(cfg, m.setting)})
+
+
+def active_methods(cfg) -> list[tuple[TextMethod, float]]:
+    """The registered methods with a share above 0 in the settings `cfg`, in registry order.
+    ValueError when a share is outside [0, 1], the exclusive ones add up to more than 1, or a
+    registered method has no settings field."""
+    missing = [m.setting for m in METHODS.values() if not hasattr(cfg, m.setting)]
+    if missing:
+        raise ValueError(f"{type(cfg).__name__} has no setting {', '.join(missing)}: give each "
+                         "registered text method its share field in helpers/core/settings.py")
+    shares = [(m, float(getattr(cfg, m.setting))) for m in METHODS.values()]
+    bad = [m.setting for m, share in shares if not 0 <= share <= 1]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be shares between 0 and 1")
+    exclusive = [m.setting for m, share in shares if m.exclusive and share > 0]
+    if sum(share for m, share in shares if m.exclusive) > 1:
+        raise ValueError(f"{' + '.join(exclusive)} must be <= 1 (one method per item)")
+    return [(m, share) for m, share in shares if share > 0]
+
+
+def method_texts(methods: Sequence[tuple[TextMethod, float]], ctx: MethodContext) -> dict[str, list[str]]:
+    """The texts the methods ask with, by kind (in `TEXTS` order), one per training case."""
+    wanted = {kind for method, _ in methods for kind in method.texts}
+    unknown = wanted - set(TEXTS)
+    if unknown:
+        raise ValueError(f"unknown text kind(s) {sorted(unknown)}: add them to TEXTS")
+    return {kind: make(ctx) for kind, make in TEXTS.items() if kind in wanted}
+
+
+def method_uses(methods: Sequence[tuple[TextMethod, float]], ctx: MethodContext,
+                rows: Mapping[str, list[int]]) -> list[MethodUse]:
+    """Each method with its plan for the training cases (`rows`: see `TextMethod.plan`)."""
+    uses = [MethodUse(method, share, method.plan(ctx, rows)) for method, share in methods]
+    for use in uses:
+        if len(use.plan) != len(ctx.texts):
+            raise ValueError(f"the plan of {use.method.name} has {len(use.plan)} entries for "
+                             f"{len(ctx.texts)} cases")
+    return uses
