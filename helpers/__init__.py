@@ -41,13 +41,16 @@ _EXPORTS = {
     **dict.fromkeys(("METHODS", "TextMethod", "register"), "helpers.training.methods"),
     "Segmenter": "helpers.inference.segmenter",
     **dict.fromkeys(("evaluate", "counterfactual_sides", "mirror_probe", "two_lesion_probe",
-                     "empty_on_normal", "normal_reports", "other_findings", "per_sentence",
-                     "best_median_worst"), "helpers.evaluation.scores"),
+                     "empty_on_normal", "normal_reports", "save_evaluation", "best_median_worst"),
+                    "helpers.evaluation.scores"),
+    **dict.fromkeys(("other_findings", "per_sentence"), "helpers.evaluation.sentence_scores"),
+    **dict.fromkeys(("MaskVocabulary", "learn_vocabulary"), "helpers.text.vocabulary"),
     "run_ablations": "helpers.evaluation.ablation",
     "run_bench": "helpers.evaluation.bench",
     **dict.fromkeys(("prepare", "describe", "ensure_phase1", "ensure_phase2", "demo_probe",
                      "demo_reports", "folder_size", "relative"), "helpers.pipeline"),
     "run_notebooks": "helpers.notebooks",
+    **dict.fromkeys(("export_model", "open_model"), "helpers.share"),
 }
 
 __all__ = sorted(_EXPORTS)
