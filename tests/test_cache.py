@@ -1,0 +1,59 @@
+"""The image cache proves it is whole: a file cut short or changed is found on load and rebuilt,
+on both ways a cache is found (its own key, or a larger cache that covers the paths)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from helpers.data.cache import build_image_cache, covering_cache
+
+
+def _truncate(npy, keep: float = 0.5) -> None:
+    data = npy.read_bytes()
+    npy.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_cache_is_found_and_rebuilt_by_its_own_key(catalog, tmp_path, capsys):
+    paths = catalog.image_paths()[:6]
+    first = build_image_cache(paths, 32, tmp_path, progress=False)
+    expected = np.array(first.array)
+    record = json.loads(first.location.with_suffix(".json").read_text())["integrity"]
+    assert record["bytes"] == first.location.stat().st_size and record["rows"][-1] == 5
+    _truncate(first.location)
+    again = build_image_cache(paths, 32, tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert f"image cache {first.location} is damaged" in out and "cut short" in out
+    assert "rebuilt from the images" in out
+    assert again.rebuilt and again.location == first.location
+    np.testing.assert_array_equal(np.asarray(again.array), expected)
+    assert not build_image_cache(paths, 32, tmp_path, progress=False).rebuilt  # whole again
+
+
+def test_a_changed_cache_is_found_and_a_covering_one_is_not_used(catalog, tmp_path, capsys):
+    paths = catalog.image_paths()
+    whole = build_image_cache(paths, 32, tmp_path, progress=False)
+    subset = paths[2:5]
+    expected = np.asarray(whole.array)[2:5].copy()
+    assert covering_cache(subset, 32, tmp_path) is not None
+    array = np.load(whole.location, mmap_mode="r+")  # the same size, other pixels in a sampled row
+    array[0] = 255 - array[0]
+    array.flush()
+    del array
+    assert covering_cache(subset, 32, tmp_path) is None
+    assert "its contents changed after it was written" in capsys.readouterr().out
+    rebuilt = build_image_cache(subset, 32, tmp_path, progress=False)  # decoded from the images
+    assert rebuilt.rebuilt
+    np.testing.assert_array_equal(np.asarray(rebuilt.array), expected)
+
+
+def test_a_covering_cache_cut_short_is_not_read(catalog, tmp_path, capsys):
+    """A later machine that has no image files and a cut cache: not a raw NumPy error, the
+    message, then the images (here: on this machine) are decoded again."""
+    paths = catalog.image_paths()
+    whole = build_image_cache(paths, 32, tmp_path, progress=False)
+    _truncate(whole.location, 0.9)
+    os.utime(whole.location)
+    part = build_image_cache(paths[:3], 32, tmp_path, progress=False)
+    assert part.rebuilt and "cut short" in capsys.readouterr().out
