@@ -181,3 +181,12 @@ def test_texts_speak_of_the_project_only():
     found = [f"{p.relative_to(ROOT)}: {phrase!r}" for p in files for phrase in about_the_making
              if phrase.lower() in p.read_text().lower()]
     assert found == []
+
+
+def test_only_the_notebooks_that_train_ask_colab_for_a_gpu():
+    """01 (download, decode) and 04 (look) run on Colab's CPU machines and spend no GPU hours; 02 and
+    03 train and ask for one (Colab's keys: `accelerator`, `colab.gpuType`)."""
+    for name, nb in stored_notebooks().items():
+        trains = name[:2] in ("02", "03")
+        assert nb.metadata.get("accelerator") == ("GPU" if trains else None), name
+        assert ("gpuType" in nb.metadata.get("colab", {})) == trains, name
