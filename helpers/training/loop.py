@@ -31,6 +31,7 @@ from ..core import distributed as dist
 from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.settings import default_num_workers
 from ..core.layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
+from .rng import EpochSampler, EpochSeeded, restore_rng, rng_state
 
 
 LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
@@ -183,7 +184,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
     with pinned memory and prefetch so the GPU never waits.
 
     Under torchrun a shuffled loader gets a `DistributedSampler`: each rank draws its own shard
-    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step."""
+    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step. With workers
+    a shuffled loader draws each epoch from (seed, epoch) (`rng.EpochSampler`, `rng.EpochSeeded`),
+    so that a resumed run draws what an uninterrupted one would."""
     workers = default_num_workers(device) if num_workers is None else num_workers
     extra = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
     sampler = None
@@ -192,6 +195,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
         sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True,
                                      seed=generator.initial_seed() if generator else 0)
     per_rank = len(dataset) // dist.world_size() if sampler is not None else len(dataset)
+    if shuffle and workers > 0:  # exact resume with workers: each epoch drawn from (seed, epoch)
+        seed = generator.initial_seed() if generator else 0
+        sampler, dataset = EpochSampler(sampler or len(dataset), seed), EpochSeeded(dataset, seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
                       drop_last=shuffle and per_rank > batch_size, generator=generator, **extra)
@@ -239,8 +245,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        task.generator.set_state(state["rng"]["loader"])
+        restore_rng(state["rng"], task.generator)
         history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
         start_epoch = state["epoch"]
     stale, steps = start_epoch - best_epoch, 0
@@ -251,7 +256,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             break
         model.train()
         task.start_epoch(epoch)
-        if isinstance(loader.sampler, DistributedSampler):
+        if hasattr(loader.sampler, "set_epoch"):  # Distributed- / EpochSampler
             loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         task.model = dist.wrap_ddp(model, device)  # the task's steps go through DDP (a no-op alone)
         total, count, t0 = 0.0, 0, time.perf_counter()
@@ -298,8 +303,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             last_saved = time.perf_counter()
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                             "rng": {"torch": torch.get_rng_state(),
-                                     "loader": task.generator.get_state()},
+                             "rng": rng_state(task.generator),
                              "epoch": epoch + 1, "history": history, "best_value": best_value,
                              "best_epoch": best_epoch, "config": task.config}, last_path)
         if progress:
