@@ -12,6 +12,7 @@ best checkpoint holds) lives in a `Task`: `train.AutoencoderTask` (Phase 1) and
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..core import distributed as dist
 from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.drive import Mirror
 from ..core.settings import default_num_workers
 from ..core.layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
 from .rng import EpochSampler, EpochSeeded, restore_rng, rng_state
@@ -139,6 +141,12 @@ def writable_dir(path: str | Path) -> Path:
                              "Choose a writable folder (on Colab: one under /content or your "
                              "mounted Drive).") from err
     return out
+
+
+def in_run_folder(result: FitResult, mirror: Mirror) -> FitResult:
+    """`result` with the paths its files have in the run folder, where `mirror` copied them."""
+    return dataclasses.replace(result, best_path=mirror.in_run_folder(result.best_path),
+                               last_path=mirror.in_run_folder(result.last_path))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
