@@ -57,3 +57,32 @@ def test_a_covering_cache_cut_short_is_not_read(catalog, tmp_path, capsys):
     os.utime(whole.location)
     part = build_image_cache(paths[:3], 32, tmp_path, progress=False)
     assert part.rebuilt and "cut short" in capsys.readouterr().out
+
+
+def test_each_notebook_reads_the_run_folders_cache_once(demo_root, tmp_path, monkeypatch):
+    """Notebook 01 stages the collection; notebook 03 on another machine (a new process: nothing
+    opened yet) stages its cases, reads train / val / test and probe subsets and a viewer's
+    images: the run folder's cache file is read once, copied once to the machine's disk."""
+    from collections import Counter
+
+    from helpers.core import drive
+    from helpers.data import cache
+    from helpers.pipeline import prepare
+    from helpers.training.datasets import labeled_arrays
+
+    monkeypatch.setenv(drive.WORK_ENV, str(tmp_path / "local"))
+    run = tmp_path / "run"
+    prepare(str(demo_root), "smoke", out_dir=run).stage_images(32)  # notebook 01
+    assert json.loads((run / "run.json").read_text())["bytes_written"]["image cache"] > 0
+    monkeypatch.setattr(cache, "_OPEN", {})
+    monkeypatch.setattr(cache, "READS", Counter())
+    later = prepare(None, "smoke", out_dir=run)
+    later.stage_images(32, later.cases["image_path"])
+    for split in ("train", "val", "test", "test"):
+        part = later.cases[later.cases["split"] == split]
+        assert len(labeled_arrays(part, 32, run / "cache").images) == len(part)
+    labeled_arrays(later.cases.head(2), 32, run / "cache")  # a probe's few cases
+    reader = later.image_reader(32)
+    assert reader(later.catalog.image_paths()[0]).shape == (32, 32)
+    assert list(cache.READS.values()) == [1]
+    assert len(list((tmp_path / "local").rglob("images_32px_*.npy"))) == 1

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core import distributed as dist
+from ..core.drive import count_written, local_work_dir
 from .io import load_gray
 from ..core.layout import DatasetError
 
@@ -100,10 +101,24 @@ def _damage(npy: Path, record: dict | None) -> tuple[str | None, np.ndarray | No
     return None, array
 
 
+def _local_copy(npy: Path, record: dict | None) -> Path:
+    """Where to map `npy` from: on Colab a cache in the run folder on Drive is copied once to the
+    machine's disk (one sequential read; the training then reads pages locally)."""
+    local = local_work_dir(npy.parent)
+    if local is None or not isinstance(record, dict) or npy.stat().st_size != record["bytes"]:
+        return npy
+    copy = local / npy.name
+    if not copy.is_file() or copy.stat().st_size != record["bytes"]:
+        local.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(npy, copy.with_suffix(".tmp"))
+        os.replace(copy.with_suffix(".tmp"), copy)
+    return copy
+
+
 def open_cache(npy: Path, record: dict | None) -> np.ndarray | None:
-    """The read-only memory map of the cache file `npy`, checked against its integrity `record`
-    once per process and then reused (a changed file is checked again); None, after a message
-    that says why, when the file is damaged."""
+    """The read-only memory map of the cache file `npy` (of its local copy, `_local_copy`),
+    checked against its integrity `record` once per process and then reused (a changed file is
+    checked again); None, after a message that says why, when the file is damaged."""
     npy = Path(npy)
     try:
         st = npy.stat()
@@ -113,7 +128,7 @@ def open_cache(npy: Path, record: dict | None) -> np.ndarray | None:
     key = str(npy.resolve())
     if key not in _OPEN or _OPEN[key][0] != stamp:
         READS[key] += 1
-        why, array = _damage(npy, record)
+        why, array = _damage(_local_copy(npy, record) if stamp else npy, record)
         if why is not None:
             print(f"image cache {npy} is damaged ({why}): it is rebuilt from the images")
         _OPEN[key] = (stamp, array)
@@ -215,13 +230,15 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: str | Path | N
         tmp = npy.with_suffix(".tmp.npy")
         np.save(tmp, array)
         os.replace(tmp, npy)
+        count_written(cache_dir, npy.stat().st_size, "image cache")
         kept_index = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         _write_meta(meta, {"kept": kept_index, "paths": [p for p, _ in kept],
                            "failed": [[i, d] for i, d in enumerate(decoded) if isinstance(d, str)],
                            "files": [_name_and_bytes(paths[i]) for i in kept_index],
                            "failed_files": [_name_and_bytes(p) for p, _ in failed],
                            "integrity": integrity(npy, array)})
-        array = open_cache(npy, _read_meta(meta)["integrity"])
+        st, _ = npy.stat(), array.setflags(write=False)  # the pixels are here: not read back
+        _OPEN[str(npy.resolve())] = ((st.st_size, st.st_mtime_ns, st.st_ino), array)
     return ImageCache(array, [p for p, _ in kept], size, failed, time.perf_counter() - start, True, npy)
 
 
