@@ -3,6 +3,8 @@
 # `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
 # `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
+# `make gpu-check`: on a GPU, a few steps of both phases, the resume and inference (< 5 min, offline)
+#              -> runs/gpu-check.json; without a GPU it says so and does nothing.
 # `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
@@ -12,7 +14,7 @@ STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
 COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
 
-.PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs
+.PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs gpu-check
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,9 @@ test: $(STAMP)
 notebook-outputs: $(STAMP)
 	rm -rf runs/smoke data/smoke
 	CXR_SMOKE=1 $(PY) -m helpers notebooks --mode smoke --out notebooks --restart
+
+gpu-check: $(STAMP)
+	$(PY) -m helpers gpu-check --out runs/gpu-check.json
 
 # A second venv that sees the main one's packages through a .pth file (torch is not downloaded
 # twice) and installs the pinned floors into itself, where they take precedence.

@@ -124,6 +124,35 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def model_alone_rate(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, text_dim: int,
+                     dev: torch.device, steps: int) -> float:
+    """Images per second of `model` (a `MultimodalUnet`) training on one batch already in memory
+    (uint8 images and masks [B, S, S], random text embeddings): forward + backward + AdamW step
+    under the loop's autocast, channels_last on CUDA. The compute limit of a perfect loader."""
+    dtype = amp_dtype(dev)
+    x0 = normalize(torch.from_numpy(np.asarray(images))[:, None]).to(dev)
+    y0 = torch.from_numpy(np.asarray(masks))[:, None].float().to(dev)
+    e0 = torch.randn(len(x0), text_dim, device=dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        x0 = x0.to(memory_format=torch.channels_last)
+    criterion, optimizer = DiceBCELoss(10.0), torch.optim.AdamW(model.parameters(), 1e-4)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+    def alone(n_steps: int) -> int:
+        for _ in range(n_steps):
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = criterion(model(x0, e0), y0)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        _sync(dev)
+        return n_steps * len(x0)
+
+    return _rate(lambda: alone(steps), warmup=lambda: alone(1))
+
+
 def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
                    repeats: int, shared_decoder: bool = False) -> dict[str, float]:
     """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
@@ -251,25 +280,7 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
     row("Phase-2 training step, ours without place training", plain_step,
         note="the same loop, no copies pasted, no texts swapped")
 
-    dtype = amp_dtype(dev)
-    x0 = normalize(torch.from_numpy(images[:batch])[:, None]).to(dev)
-    y0 = torch.from_numpy(masks[:batch])[:, None].float().to(dev)
-    e0 = torch.randn(len(x0), encoder.dim, device=dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        x0 = x0.to(memory_format=torch.channels_last)
-
-    def alone(n_steps: int) -> int:
-        for _ in range(n_steps):
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = criterion(model(x0, e0), y0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        _sync(dev)
-        return n_steps * batch
-
-    limit = _rate(lambda: alone(steps), warmup=lambda: alone(1))
+    limit = model_alone_rate(model, images[:batch], masks[:batch], encoder.dim, dev, steps)
     row("Phase-2 model alone (forward + backward, batch in memory)", limit, note="compute limit")
 
     pre_cfg = dataclasses.replace(PretrainConfig(), image_size=size, batch_size=batch, epochs=1,
