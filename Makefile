@@ -45,27 +45,22 @@ notebook-outputs: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) -m helpers gpu-check --out runs/gpu-check.json
 
-# A second venv that sees the main one's packages through a .pth file (torch is not downloaded
-# twice) and installs the pinned floors into itself, where they take precedence.
-$(COMPAT)/.installed: $(STAMP) requirements-compat.txt
-	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+# A second venv over the main one, `.venv-<name>` (compat, colab): it sees the main venv's
+# packages through a .pth file (torch is not downloaded twice) and installs the pins of
+# requirements-<name>.txt into itself, where they take precedence.
+.PRECIOUS: .venv-%/.installed
+.venv-%/.installed: $(STAMP) requirements-%.txt
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
 	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
-	  "$$($(COMPAT)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
-	$(COMPAT)/bin/python -m pip install --quiet -r requirements-compat.txt
+	  "$$(.venv-$*/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
+	.venv-$*/bin/python -m pip install --quiet -r requirements-$*.txt
 	touch $@
 
 test-compat: $(COMPAT)/.installed
 	$(COMPAT)/bin/python tools/check_pins.py requirements-compat.txt
 	$(COMPAT)/bin/python -m pytest -q -p no:nbval -o addopts="" $(COMPAT_TESTS)
 
-# The same over the main venv, with Colab's versions; the whole suite, notebooks included.
-$(COLAB)/.installed: $(STAMP) requirements-colab.txt
-	test -x $(COLAB)/bin/python || $(PYTHON) -m venv $(COLAB)
-	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
-	  "$$($(COLAB)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
-	$(COLAB)/bin/python -m pip install --quiet -r requirements-colab.txt
-	touch $@
-
+# Colab's versions over the main venv: the whole suite, notebooks included.
 test-colab-stack: $(COLAB)/.installed
 	$(COLAB)/bin/python tools/check_pins.py requirements-colab.txt
 	$(COLAB)/bin/python -m pytest -q
