@@ -210,12 +210,13 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     identical metrics, hence the same best epoch and early stop, on every rank.
     """
     check_encoder_patients(cfg, cases)  # before any time is spent: no leak of val/test patients
-    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
-    mirror = Mirror.for_training(writable_dir(out_dir), BEST_FILE, resume)
-    out = writable_dir(mirror.work)
+    out_dir = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)
+    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
+    mirror = Mirror.for_training(out_dir, BEST_FILE, resume)
+    out = writable_dir(mirror.work)
     seed_everything(cfg.seed)
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
     with dist.main_first():  # rank 0 builds the text model and embedding cache, the others reuse

@@ -97,12 +97,13 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
     (the check then only warns).
     """
-    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
-    mirror = Mirror.for_training(writable_dir(out_dir), ENCODER_FILE, resume)
-    out = writable_dir(mirror.work)
+    out_dir = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)
+    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
+    mirror = Mirror.for_training(out_dir, ENCODER_FILE, resume)
+    out = writable_dir(mirror.work)
     seed_everything(cfg.seed)  # the same seed on every rank: one saved RNG state resumes them all
     paths = list(image_paths)[: cfg.max_images] if cfg.max_images else list(image_paths)
     cache = build_image_cache(paths, cfg.image_size, cache_dir, progress=progress)
