@@ -72,11 +72,15 @@ def count_written(folder: str | Path, nbytes: int, kind: str) -> None:
 
 
 def written_text(record: dict | None = None) -> str:
-    """'0.60 GB (image cache 0.50 GB, checkpoints 0.10 GB)' of this process, or of a run.json
+    """'0.60 GB (checkpoints 100.0 MB, image cache 0.50 GB)' of this process, or of a run.json
     record's `bytes_written`."""
     counts = WRITTEN if record is None else record.get(WRITTEN_KEY, {})
-    parts = ", ".join(f"{kind} {n / 1e9:.2f} GB" for kind, n in sorted(counts.items()))
-    return f"{sum(counts.values()) / 1e9:.2f} GB" + (f" ({parts})" if parts else "")
+
+    def size(n: int) -> str:
+        return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+    parts = ", ".join(f"{kind} {size(n)}" for kind, n in sorted(counts.items()))
+    return size(sum(counts.values())) + (f" ({parts})" if parts else "")
 
 
 def _stamp(path: Path) -> tuple | None:
