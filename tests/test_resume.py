@@ -10,7 +10,6 @@ import torch
 from helpers.core.checkpoint import load_checkpoint, save_checkpoint
 from helpers.training import rng
 from helpers.training.finetune import finetune
-from helpers.training.pretrain import pretrain
 
 
 def _interrupt_at(epoch: int):
@@ -27,21 +26,10 @@ def _same_weights(a_path, b_path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_with_two_loader_workers_matches_an_uninterrupted_run(catalog, tmp_path, pretrain_cfg):
-    """Phase 1 with augmentation drawn in two worker processes: the persistent workers of the
-    resumed run start at epoch 2, those of the other at epoch 0; both draw epoch 2 alike."""
-    cfg = dataclasses.replace(pretrain_cfg, objective="masked", max_images=8, batch_size=2,
-                              augment=True, num_workers=2)
-    paths = catalog.image_paths()
-    straight = pretrain(cfg, paths, tmp_path / "straight", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(cfg, paths, tmp_path / "resumed", progress=False, on_epoch_end=_interrupt_at(2))
-    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 2
-    resumed = pretrain(cfg, paths, tmp_path / "resumed", resume=True, progress=False)
-    _same_weights(straight.last_path, resumed.last_path)
-
-
-def test_phase2_place_items_drawn_by_workers_resume_exactly(cases, tmp_path, finetune_cfg, text_dir):
+def test_place_items_drawn_by_two_workers_resume_exactly(cases, tmp_path, finetune_cfg, text_dir):
+    """Phase 2's place items, augmentations and flips drawn in two worker processes: the
+    persistent workers of the resumed run start at epoch 1, those of the other at epoch 0; both
+    draw epoch 1 alike, and the weights end the same."""
     cfg = dataclasses.replace(finetune_cfg, epochs=2, num_workers=2, augment=True, paste_prob=0.4,
                               swap_prob=0.2, null_rate=0.2, concordant_flip=0.5)
     straight = finetune(cfg, cases, tmp_path / "straight", text_cache_dir=text_dir, progress=False)
