@@ -108,9 +108,9 @@ def _local_copy(npy: Path, record: dict | None) -> Path:
     if local is None or not isinstance(record, dict) or npy.stat().st_size != record["bytes"]:
         return npy
     copy = local / npy.name
-    if not copy.is_file() or copy.stat().st_size != record["bytes"]:
+    if not copy.is_file() or copy.stat().st_mtime_ns != npy.stat().st_mtime_ns:  # new or rebuilt
         local.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(npy, copy.with_suffix(".tmp"))
+        shutil.copy2(npy, copy.with_suffix(".tmp"))
         os.replace(copy.with_suffix(".tmp"), copy)
     return copy
 
@@ -145,7 +145,8 @@ def find_covering(paths: Sequence[str], size: int, cache_dir: Path
     """A whole cache of this size in `cache_dir` that holds every one of `paths` (matched by file
     name and byte size, or by name alone for a file not on this machine): (its memory map, the
     (path, row) of each path it holds, the paths it lists as undecodable, its file); None when no
-    cache holds them all. Nothing but the `.json` files and a few sampled rows is read."""
+    cache holds them all. Of its pixels only a few sampled rows are read here (on Colab the file
+    is copied to this machine once, `open_cache`)."""
     wanted = [_name_and_bytes(p) for p in paths]
     for meta in sorted(cache_dir.glob(f"images_{size}px_*.json"), key=lambda m: m.stat().st_size):
         try:
