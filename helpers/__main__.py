@@ -8,6 +8,7 @@
     predict   mask and overlay for one image and one text
     export    a checkpoint as a model folder (config, safetensors, model card); --push to the hub
     bench     throughput of the data pipeline and training steps (images/s)
+    gpu-check both phases, resume and inference for a few steps on a GPU (< 5 min), as JSON
     notebooks execute the numbered notebooks headless (used by `make demo`)
 
 Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
@@ -196,6 +197,11 @@ def cmd_bench(args) -> None:
               text_model=args.text_model, n_images=args.n_images, steps=args.steps, parts=args.parts)
 
 
+def cmd_gpu_check(args) -> None:
+    from .evaluation.gpu_check import run_gpu_check
+    run_gpu_check(args.out, device=args.device)
+
+
 def cmd_notebooks(args) -> None:
     from .notebooks import run_notebooks
 
@@ -255,15 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
 
     p = sub.add_parser("bench", help="throughput in images/s")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    for flag in ("--image-size", "--batch-size", "--n-images", "--steps"):
+        p.add_argument(flag, type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--text-model", default=None,
                    help="text encoder for the text-cost rows (default: a CLIP of ViT-B/32 size)")
-    p.add_argument("--n-images", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
     p.add_argument("--parts", nargs="+", metavar="PART", help="only: loading, phase2, phase1, grounding")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gpu-check", help="a few steps of everything on the GPU, as JSON")
+    p.add_argument("--out", default="runs/gpu-check.json", help="the JSON (default runs/gpu-check.json)")
+    p.add_argument("--device", default="auto", help="cpu: the same steps on the CPU (tests)")
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser("notebooks", help="execute the notebooks headless")
     p.add_argument("--out", default=None, help="folder for the executed notebooks (default runs/<mode>)")

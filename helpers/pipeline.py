@@ -22,8 +22,9 @@ from .core import distributed as dist
 from .data.demo import generate as synthetic
 from .data.catalog import Catalog, load_catalog
 from .core.settings import MODES, Preset, mode_from_env, preset, resolve_mode
-from .data.cache import build_image_cache, covering_cache
+from .data.cache import build_image_cache, find_covering
 from .data.io import load_gray
+from .core.drive import WRITTEN_KEY, written_text
 from .core.environment import default_runs_root
 from .core.layout import (DATA_ROOT, MASKS_CSV, MASKS_HELP, REPO_ROOT, RUN_SETTINGS_FILE, DatasetError,
                           RunPaths)
@@ -71,9 +72,11 @@ class Prepared:
         when a cache holds them already (no source needed, e.g. on a later Colab machine); else
         the source is fetched on this machine when its images are not here, and the images are
         decoded into the cache. Returns `paths` as they are on this machine (a new fetch may
-        land under another root)."""
+        land under another root). The cache file is opened (on Colab: copied to this machine)
+        once per process, here or by the first call that needs it (`cache.open_cache`); later
+        calls reuse that opening, so a notebook reads the cache from the run folder once."""
         paths = self.catalog.image_paths() if paths is None else [str(p) for p in paths]
-        if covering_cache(paths, size, self.paths.cache) is not None:
+        if find_covering(paths, size, self.paths.cache) is not None:
             return paths
         if not images_on_machine(self.catalog):
             paths = self._fetch_images(paths, size)
@@ -128,11 +131,14 @@ def write_run_settings(run: RunSettings, colab: bool | None = None) -> None:
     under `<key>_this_machine_only` (to recognise the catalog it was read into) with a warning."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"mode": run.mode}
+    written = read_run_settings(run.run_dir).get(WRITTEN_KEY)  # the series' count goes on
     for key, value in (("data_source", run.data_source), ("masks_source", run.masks_source)):
         record[key] = value
         if value and not persistent_source(value, colab):
             record[key], record[key + LOCAL_ONLY] = None, value
             print(local_only_warning(key, value), file=sys.stderr)
+    if written:
+        record[WRITTEN_KEY] = written
     (run.run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(record, indent=1))
 
 
@@ -296,10 +302,14 @@ def ensure_phase2(prep: Prepared, checkpoint: str | Path | None = None) -> Path:
 
 
 def folder_size(folder: str | Path) -> str:
-    """The size of a run folder, e.g. '12.3 MB in runs/smoke'."""
+    """The size of a run folder and what was written to it (image cache, checkpoint copies): by
+    this notebook, and by the series so far (run.json). On Drive a replaced file waits in the
+    trash and counts against the quota until the trash is emptied."""
     folder = Path(folder)
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
-    return f"{total / 1e6:.1f} MB in {relative(folder)}"
+    return (f"{total / 1e6:.1f} MB in {relative(folder)}; written to it by this notebook: "
+            f"{written_text()}, by the series so far: {written_text(read_run_settings(folder))} "
+            "(on Drive, replaced files wait in the trash and count against the quota)")
 
 
 def demo_probe(prep: Prepared, split: str = "test") -> pd.DataFrame | None:

@@ -152,24 +152,62 @@ def test_masks_that_pair_with_nothing_are_shown_beside_the_images(kaggle_root, t
 def test_kaggle_source_downloads_with_kagglehub_and_is_recorded(kaggle_root, tmp_path, monkeypatch,
                                                                 no_kaggle_credentials, capsys):
     """`kaggle:<owner>/<dataset>` goes through kagglehub (the download holds the layout one folder
-    down, as Kaggle's does); without credentials the error says where to put them."""
+    down, as Kaggle's does); a public dataset downloads without credentials."""
     download = tmp_path / "kagglehub-cache" / "versions" / "2"
     shutil.copytree(kaggle_root, download / "Dataset")
     calls: list[str] = []
     _fake_kagglehub(monkeypatch, download, calls)
     source = "kaggle:raddar/chest-xrays-indiana-university"
-    with pytest.raises(DatasetError, match="No Kaggle credentials.*KAGGLE_USERNAME and KAGGLE_KEY"):
-        prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
-    assert calls == []
-    (tmp_path / "no-kaggle-config").mkdir()
-    (tmp_path / "no-kaggle-config" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
     prep = prepare(source, "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "run")
     assert calls == ["raddar/chest-xrays-indiana-university"]
     assert prep.catalog.root == download / "Dataset" and prep.catalog.summary()["images"] > 0
     assert read_run_settings(tmp_path / "run")["data_source"] == source
-    assert "kaggle.json" in capsys.readouterr().out
+    assert "no credentials: a public dataset needs none" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="not a Kaggle dataset; write kaggle:<owner>/<dataset>"):
         prepare("kaggle:just-a-name", "smoke", data_dir=tmp_path / "data", out_dir=tmp_path / "r2")
+
+
+def test_kaggle_asks_for_credentials_only_when_kaggle_refuses(tmp_path, monkeypatch,
+                                                             no_kaggle_credentials):
+    """A dataset that Kaggle refuses to anonymous users: without credentials the message names the
+    one token (KAGGLE_API_TOKEN) and the older pair; with the token as a Colab secret (read only
+    after the refusal) the second try downloads."""
+    import os
+    import sys
+    import types
+
+    from helpers.data.sources import download_kaggle
+
+    class UnauthenticatedError(Exception):  # kagglehub.exceptions' name
+        pass
+
+    folder, calls = tmp_path / "dataset", []
+    folder.mkdir()
+
+    def dataset_download(handle, **kwargs):
+        calls.append(os.environ.get("KAGGLE_API_TOKEN"))
+        if not os.environ.get("KAGGLE_API_TOKEN"):
+            raise UnauthenticatedError("You are not authenticated")
+        return str(folder)
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=dataset_download))
+    with pytest.raises(DatasetError, match=r"owner/rules-first: Kaggle refused the download without "
+                                           r"credentials.*KAGGLE_API_TOKEN.*KAGGLE_USERNAME and KAGGLE_KEY"):
+        download_kaggle("owner/rules-first")
+    assert calls == [None]
+    read = []
+
+    def get(name):
+        read.append(name)
+        if name != "KAGGLE_API_TOKEN":
+            raise KeyError(name)
+        return "token-123"
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=get)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert download_kaggle("owner/rules-first") == folder
+    assert calls == [None, None, "token-123"] and read[0] == "KAGGLE_API_TOKEN"
 
 
 def test_kaggle_credentials_from_colab_secrets_and_download_errors(monkeypatch, tmp_path,

@@ -273,3 +273,12 @@ def test_links_paths_and_names_in_the_texts_exist():
     readme = (ROOT / "README.md").read_text()
     wrong += [f"README.md: no link to {nb}" for nb in stored_notebooks() if f"(notebooks/{nb})" not in readme]
     assert wrong == []
+
+
+def test_only_the_notebooks_that_train_ask_colab_for_a_gpu():
+    """01 (download, decode) and 04 (look) run on Colab's CPU machines and spend no GPU hours; 02 and
+    03 train and ask for one (Colab's keys: `accelerator`, `colab.gpuType`)."""
+    for name, nb in stored_notebooks().items():
+        trains = name[:2] in ("02", "03")
+        assert nb.metadata.get("accelerator") == ("GPU" if trains else None), name
+        assert ("gpuType" in nb.metadata.get("colab", {})) == trains, name

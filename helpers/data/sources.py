@@ -24,11 +24,12 @@ EXTRACTED_MARKER = ".extracted.json"
 KAGGLE_PREFIX = "kaggle:"
 KAGGLE_IU = "kaggle:raddar/chest-xrays-indiana-university"  # the IU collection's Kaggle copy
 _KAGGLE_HANDLE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/versions/\d+)?$")
-KAGGLE_HELP = ("Kaggle needs your API credentials: on Colab add the secrets KAGGLE_USERNAME and "
-               "KAGGLE_KEY (the key panel on the left; values from kaggle.com > Settings > API > "
-               "Create New Token, which downloads kaggle.json) and allow this notebook to read "
-               "them; elsewhere put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY "
-               "(or KAGGLE_API_TOKEN)")
+KAGGLE_HELP = ("Kaggle asks for your API credentials: create a token at kaggle.com > Settings > API > "
+               "Create New Token and, on Colab, add it as the secret KAGGLE_API_TOKEN (one secret; the "
+               "key panel on the left) and allow this notebook to read it, or add the older pair "
+               "KAGGLE_USERNAME and KAGGLE_KEY (the values in kaggle.json); elsewhere set the "
+               "environment variable KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY), or put "
+               "kaggle.json in ~/.kaggle/")
 _DRIVE_ID = re.compile(r"^[A-Za-z0-9_-]{25,}$")
 _DRIVE_URL = re.compile(r"drive\.google\.com/.*?(?:/d/|[?&]id=)([A-Za-z0-9_-]{25,})")
 
@@ -129,9 +130,10 @@ def kaggle_handle(source: str | Path) -> str | None:
     return handle
 
 
-def kaggle_credentials() -> str:
+def kaggle_credentials(colab_secrets: bool = True) -> str | None:
     """Where the Kaggle API credentials come from (environment, ~/.kaggle, Colab's secrets, which
-    are copied into the environment for kagglehub); DatasetError saying how to add them."""
+    are copied into the environment for kagglehub), or None when there are none. Colab asks the
+    user before a notebook reads a secret: `colab_secrets=False` does not look there."""
     if os.environ.get("KAGGLE_API_TOKEN") or (os.environ.get("KAGGLE_USERNAME")
                                               and os.environ.get("KAGGLE_KEY")):
         return "environment variables"
@@ -143,7 +145,7 @@ def kaggle_credentials() -> str:
         from google.colab import userdata  # only on Colab
     except ImportError:
         userdata = None
-    if userdata is not None:
+    if colab_secrets and userdata is not None:
         found = {}
         for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
             try:
@@ -153,31 +155,56 @@ def kaggle_credentials() -> str:
         if found["KAGGLE_API_TOKEN"] or (found["KAGGLE_USERNAME"] and found["KAGGLE_KEY"]):
             os.environ.update({k: v for k, v in found.items() if v})
             return "Colab secrets"
-    raise DatasetError(f"No Kaggle credentials found. {KAGGLE_HELP}.")
+    return None
+
+
+def _refused(err: Exception) -> bool:
+    """Whether kagglehub's error says that Kaggle wants credentials (401/403, or no credentials)."""
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    return (type(err).__name__ in ("UnauthenticatedError", "CredentialError") or status in (401, 403)
+            or bool(re.search(r"\b(401|403)\b|unauthori[sz]ed|forbidden|credential", str(err), re.I)))
 
 
 def download_kaggle(handle: str) -> Path:
     """Download (or reuse from kagglehub's cache on this machine) the Kaggle dataset `handle` and
-    return its folder; DatasetError with the reason and the fix when it fails."""
-    where = kaggle_credentials()
+    return its folder. A public dataset needs no credentials, so the download is first tried with
+    what is there, none at all included; only when Kaggle refuses are the credentials looked for
+    (Colab's secrets too) and the download tried again. DatasetError with the reason and the fix
+    when it fails."""
     try:
         import kagglehub
     except ImportError as err:
         raise DatasetError("kaggle: sources need the kagglehub package (pip install kagglehub; "
                            "it is in requirements.txt)") from err
-    print(f"Kaggle dataset {handle}: downloading with kagglehub (credentials: {where}); "
-          "reused from its cache when already on this machine")
+    where = kaggle_credentials(colab_secrets=False)
+    print(f"Kaggle dataset {handle}: downloading with kagglehub ("
+          + (f"credentials: {where}" if where else "no credentials: a public dataset needs none")
+          + "); reused from its cache when already on this machine")
     try:
         folder = Path(kagglehub.dataset_download(handle))
     except Exception as err:  # kagglehub raises HTTP, auth and many other errors
-        raise DatasetError(
-            f"Kaggle dataset {handle}: the download failed ({type(err).__name__}: {err}). Check "
-            f"the handle (kaggle.com/datasets/{handle} must exist), that your account accepted "
-            f"the dataset's rules on that page, and the credentials ({where}). {KAGGLE_HELP}."
-        ) from err
+        if where or not _refused(err):
+            raise _download_error(handle, err, where) from err
+        where = kaggle_credentials()
+        if where is None:
+            raise DatasetError(f"Kaggle dataset {handle}: Kaggle refused the download without "
+                               f"credentials ({type(err).__name__}: {err}). {KAGGLE_HELP}.") from err
+        print(f"Kaggle refused the download without credentials: trying again with {where}")
+        try:
+            folder = Path(kagglehub.dataset_download(handle))
+        except Exception as again:
+            raise _download_error(handle, again, where) from again
     if not folder.is_dir():
         raise DatasetError(f"Kaggle dataset {handle}: kagglehub returned {folder}, not a folder")
     return folder
+
+
+def _download_error(handle: str, err: Exception, where: str | None) -> DatasetError:
+    return DatasetError(
+        f"Kaggle dataset {handle}: the download failed ({type(err).__name__}: {err}). Check the "
+        f"handle (kaggle.com/datasets/{handle} must exist), that your account accepted the "
+        f"dataset's rules on that page, and the credentials ({where or 'none'}). {KAGGLE_HELP}.")
 
 
 def _has_images(folder: Path) -> bool:

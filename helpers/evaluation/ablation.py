@@ -7,22 +7,26 @@ text and which choices matter, with bootstrap intervals and the spread over seed
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..core.drive import local_work_dir
 from ..core.settings import AblationConfig, FinetuneConfig
 from .scores import (counterfactual_sides, empty_on_normal, evaluate, mirror_probe,
                          two_lesion_probe)
 from ..inference.segmenter import Segmenter
-from ..core.layout import BEST_FILE, LAST_FILE
+from ..core.layout import BEST_FILE, LAST_FILE, history_file
 from ..model.metrics import bootstrap_ci
 from ..training.finetune import finetune
 from ..training.methods import active_methods, image_only
 
 CASES_FILE = "ablation_cases.csv"
+SCORES_FILE, SCORED_CASES_FILE = "scores.json", "scores_cases.csv"  # one row's results, kept
 
 
 @dataclasses.dataclass
@@ -92,6 +96,11 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows;
     every row with the cases' own texts also gets the mirror probe (`evaluation.mirror_probe`) and,
     given `normal_texts`, the share of test images left empty when asked with a normal report.
+
+    Each row's results are kept in its folder (`scores.json`, `scores_cases.csv`), so a run that
+    was cut off continues with the first row not scored. Where the run folder is on Drive (Colab)
+    the models are trained on this machine's disk and only their history and scores go to the run
+    folder: their weights (~400 MB each) would fill a free Drive.
     """
     out = Path(out_dir)
     test = cases[cases["split"] == "test"].reset_index(drop=True)
@@ -102,44 +111,91 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     if progress:  # the cost up front: how many trainings, how many already there
         todo = {_key(_settings(base, v, seed)): _run_dir(out, v, seed) for v, seed in jobs
                 if not (main_checkpoint and not v.overrides and seed == settings.seeds[0])}
-        done = sum((d / LAST_FILE).exists() for d in todo.values())
+        done = sum((d / LAST_FILE).exists() or (d / SCORES_FILE).exists() for d in todo.values())
         print(f"{len(jobs)} ablation rows: {len(todo)} trainings of up to {base.epochs} epochs "
               f"({done} of them started or finished before), then a test evaluation per row")
     for variant, seed in tqdm(jobs, desc="ablations", unit="row", disable=not progress):
         cfg = _settings(base, variant, seed)
         key = _key(cfg)
-        if key not in trained:
-            if main_checkpoint and not variant.overrides and seed == settings.seeds[0]:
-                path = Path(main_checkpoint)
-            else:
-                run_dir = _run_dir(out, variant, seed)
-                # a finished run (best_model.pth and its history) is reused: resume=True
-                finetune(cfg, cases, run_dir, cache_dir=cache_dir, text_cache_dir=text_cache_dir,
-                         resume=True, progress=progress)
-                path = run_dir / BEST_FILE
-            trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
-                                                     text_cache_dir=text_cache_dir)
-        seg = trained[key]
-        cases_eval, summary = evaluate(seg, test, texts=variant.texts, cache_dir=cache_dir,
-                                       n_boot=settings.bootstrap, seed=seed)
-        row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
-               ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
-        if variant.texts == "report":
-            row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
-            row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
-            if normal_texts:
-                row["normal_empty"] = empty_on_normal(seg, test, normal_texts,
-                                                      cache_dir=cache_dir)[1]["empty_share"]
-            if probe is not None:
-                found = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]
-                row["probe_follows"] = found["follows_share"]
-                row["probe_same_kind"] = found.get("follows_share_same_kind", float("nan"))
+        main = bool(main_checkpoint) and not variant.overrides and seed == settings.seeds[0]
+        scored = None if main else _kept_scores(_run_dir(out, variant, seed), cfg, variant)
+        if scored is None:
+            if key not in trained:
+                if main:  # the model of notebook 03, trained before: scored anew each time
+                    path = Path(main_checkpoint)
+                else:
+                    path = _train(cfg, cases, _run_dir(out, variant, seed), cache_dir,
+                                  text_cache_dir, progress)
+                trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
+                                                         text_cache_dir=text_cache_dir)
+            scored = _score(trained[key], variant, seed, test, settings.bootstrap, cache_dir,
+                            normal_texts, probe)
+            if not main:
+                _keep_scores(_run_dir(out, variant, seed), cfg, variant, *scored)
+        row, cases_eval = scored
         runs.append(row)
         per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
     runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     cases_frame.to_csv(out / CASES_FILE, index=False)  # for paired comparisons of variants
     return summarize_runs(runs_frame, cases_frame, settings.bootstrap), runs_frame
+
+
+def _train(cfg: FinetuneConfig, cases: pd.DataFrame, run_dir: Path, cache_dir, text_cache_dir,
+           progress: bool) -> Path:
+    """Train one variant (a finished run is reused: resume=True); its best checkpoint's path. On
+    Colab the weights stay on this machine's disk and the run folder gets the history."""
+    weights = local_work_dir(run_dir) or run_dir
+    finetune(cfg, cases, weights, cache_dir=cache_dir, text_cache_dir=text_cache_dir, resume=True,
+             progress=progress)
+    if weights != run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights / history_file(BEST_FILE), run_dir / history_file(BEST_FILE))
+    return weights / BEST_FILE
+
+
+def _score(seg: Segmenter, variant: Variant, seed: int, test: pd.DataFrame, n_boot: int, cache_dir,
+           normal_texts: Sequence[str], probe: pd.DataFrame | None) -> tuple[dict, pd.DataFrame]:
+    """One row of the table (and its per-case scores): `variant`'s texts on the test cases."""
+    cases_eval, summary = evaluate(seg, test, texts=variant.texts, cache_dir=cache_dir,
+                                   n_boot=n_boot, seed=seed)
+    row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
+           ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
+    if variant.texts == "report":
+        row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+        row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
+        if normal_texts:
+            row["normal_empty"] = empty_on_normal(seg, test, normal_texts,
+                                                  cache_dir=cache_dir)[1]["empty_share"]
+        if probe is not None:
+            found = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]
+            row["probe_follows"] = found["follows_share"]
+            row["probe_same_kind"] = found.get("follows_share_same_kind", float("nan"))
+    return row, cases_eval
+
+
+def _identity(cfg: FinetuneConfig, variant: Variant) -> dict:
+    return json.loads(json.dumps({"settings": dataclasses.asdict(cfg), "texts": variant.texts}))
+
+
+def _keep_scores(run_dir: Path, cfg: FinetuneConfig, variant: Variant, row: dict,
+                 cases_eval: pd.DataFrame) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cases_eval.to_csv(run_dir / SCORED_CASES_FILE, index=False)
+    (run_dir / SCORES_FILE).write_text(json.dumps({**_identity(cfg, variant), "row": row}, indent=1))
+
+
+def _kept_scores(run_dir: Path, cfg: FinetuneConfig, variant: Variant
+                 ) -> tuple[dict, pd.DataFrame] | None:
+    """The results an earlier run kept for this row with these settings, or None."""
+    try:
+        kept = json.loads((run_dir / SCORES_FILE).read_text())
+        cases_eval = pd.read_csv(run_dir / SCORED_CASES_FILE, dtype={"case_id": str, "text": str},
+                                 keep_default_na=False, na_values=[""])
+    except (OSError, ValueError):
+        return None
+    same = {k: kept.get(k) for k in ("settings", "texts")} == _identity(cfg, variant)
+    return (kept["row"], cases_eval) if same else None
 
 
 def paired_difference(per_case: pd.DataFrame, a: str, b: str, metric: str = "dice",

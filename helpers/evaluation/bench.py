@@ -126,6 +126,49 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def model_alone_rate(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, text_dim: int,
+                     dev: torch.device, steps: int) -> float:
+    """Images per second of `model` (a `MultimodalUnet`) training on one batch already in memory
+    (uint8 images and masks [B, S, S], random text embeddings): forward + backward + AdamW step
+    under the loop's autocast, channels_last on CUDA. The compute limit of a perfect loader."""
+    dtype = amp_dtype(dev)
+    x0 = normalize(torch.from_numpy(np.asarray(images))[:, None]).to(dev)
+    y0 = torch.from_numpy(np.asarray(masks))[:, None].float().to(dev)
+    e0 = torch.randn(len(x0), text_dim, device=dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        x0 = x0.to(memory_format=torch.channels_last)
+    criterion, optimizer = DiceBCELoss(10.0), torch.optim.AdamW(model.parameters(), 1e-4)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+    def alone(n_steps: int) -> int:
+        for _ in range(n_steps):
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = criterion(model(x0, e0), y0)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        _sync(dev)
+        return n_steps * len(x0)
+
+    return _rate(lambda: alone(steps), warmup=lambda: alone(1))
+
+
+def method_loader(texts: list[str], images: np.ndarray, masks: np.ndarray, cfg: FinetuneConfig,
+                  batch: int, dev: torch.device, generator: torch.Generator | None = None) -> Iterable:
+    """The training loader with the text methods of `cfg` (`training.methods`: copies pasted,
+    texts swapped, ...) on cached uint8 images and masks [N, S, S] of the reports `texts`; every
+    text asks with row 0 (the rows only index a text table)."""
+    methods = active_methods(cfg)
+    reader = ReportReader(cfg.text_mode)
+    context = MethodContext(list(texts), [reader.model_text(t) for t in texts], masks, reader)
+    text_rows = {kind: [0] * len(images) for kind in ("report", *method_texts(methods, context))}
+    dataset = LabeledCases(images, masks, [0] * len(images), method_uses(methods, context, text_rows),
+                           augment=True, undescribed=cfg.undescribed_weight)
+    return make_loader(dataset, batch, shuffle=True, device=dev, generator=generator)
+
+
 def grounding_cost(encoder: TextEncoder, image_path: str, dev: torch.device, size: int,
                    repeats: int, shared_decoder: bool = False) -> dict[str, float]:
     """Seconds (medians over `repeats`) of `predict` and `ground_report` for `GROUNDING_REPORT` on
@@ -211,25 +254,14 @@ def run_bench(image_size: int | None = None, batch_size: int | None = None, devi
     if "loading" in parts:
         ours_loader = make_loader(LabeledCases(images, masks, list(range(len(images))), augment=True),
                                   batch, shuffle=True, device=dev)
-        # The text methods of the defaults (`training.methods`): copies pasted, texts swapped, ...
-        # on the cached uint8 arrays; every text asks with row 0 (the rows only index a table)
-        place = FinetuneConfig()
-        methods = active_methods(place)
-        reader = ReportReader(place.text_mode)
-        context = MethodContext(list(cases["text"]), [reader.model_text(t) for t in cases["text"]],
-                                masks, reader)
-        text_rows = {kind: [0] * len(images) for kind in ("report", *method_texts(methods, context))}
-        place_loader = make_loader(LabeledCases(images, masks, [0] * len(images),
-                                                method_uses(methods, context, text_rows), augment=True,
-                                                undescribed=place.undescribed_weight),
-                                   batch, shuffle=True, device=dev)
+        place_loader = method_loader(list(cases["text"]), images, masks, FinetuneConfig(), batch, dev)
         row("data loading + augmentation, straightforward (PIL/item)", _rate(lambda: _epoch(naive_loader)),
             key="naive_load")
         row("data loading + augmentation, ours (cache)",
             _rate(lambda: _epoch(ours_loader), warmup=lambda: _epoch(ours_loader, 1)), key="ours_load")
         row("data loading + augmentation + place training, ours",
             _rate(lambda: _epoch(place_loader), warmup=lambda: _epoch(place_loader, 1)),
-            note=", ".join(f"{method.name} {share:g}" for method, share in methods))
+            note=", ".join(f"{method.name} {share:g}" for method, share in active_methods(FinetuneConfig())))
     if "phase2" in parts:
         _phase2_rows(row, encoder, cases, images, masks, naive_loader, dev, size, batch, steps, work)
     if "phase1" in parts:
@@ -308,23 +340,6 @@ def _phase2_rows(row: Callable, encoder: TextEncoder, cases: pd.DataFrame, image
                            progress=False, max_steps=n), steps),
         note="the same loop, no copies pasted, no texts swapped", key="plain_step")
 
-    dtype = amp_dtype(dev)
-    x0 = normalize(torch.from_numpy(images[:batch])[:, None]).to(dev)
-    y0 = torch.from_numpy(masks[:batch])[:, None].float().to(dev)
-    e0 = torch.randn(len(x0), encoder.dim, device=dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        x0 = x0.to(memory_format=torch.channels_last)
-
-    def alone(n_steps: int) -> int:
-        for _ in range(n_steps):
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = criterion(model(x0, e0), y0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        _sync(dev)
-        return n_steps * batch
-
     row("Phase-2 model alone (forward + backward, batch in memory)",
-        _rate(lambda: alone(steps), warmup=lambda: alone(1)), note="compute limit", key="limit")
+        model_alone_rate(model, images[:batch], masks[:batch], encoder.dim, dev, steps),
+        note="compute limit", key="limit")

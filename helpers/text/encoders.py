@@ -7,7 +7,6 @@ path.
 """
 from __future__ import annotations
 
-import json
 import socket
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,20 +14,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from huggingface_hub import hf_hub_download
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..core.settings import TINY_TEXT_MODEL
 from ..core.layout import TEXT_MODELS_DIR
 from .places import text_input, text_input_dim
+from .st_modules import SentenceModules, TextModelError, read_modules
 from .tiny_clip import TINY_MARKER, make_tiny_clip, quiet_transformers
 
 CLIP_MODEL_TYPES = ("clip", "clip_text_model")
-
-
-class TextModelError(RuntimeError):
-    """The text model or its tokenizer could not be loaded."""
 
 
 class TextEncoder:
@@ -38,8 +33,9 @@ class TextEncoder:
     projected `text_embeds`; BERT-like models are mean-pooled over the attention mask, the standard
     sentence embedding (their `pooler_output` head is a next-sentence classifier, not one), unless a
     sentence-transformers model says otherwise (a local folder or a hub name such as
-    `sentence-transformers/all-MiniLM-L6-v2`: the Pooling module's `config.json`: cls / mean / max;
-    a `Normalize` module in `modules.json`; `max_seq_length` in `sentence_bert_config.json`).
+    `sentence-transformers/all-MiniLM-L6-v2`, read by `st_modules.read_modules`: the model's files
+    in the Transformer module's sub-folder, the Pooling module's mode, `Dense` layers and
+    `Normalize` after pooling, `max_seq_length`; a module it cannot apply is refused).
     `encode_tokens` gives the token-level states (`last_hidden_state`) for fusions that attend.
     Texts longer than `max_length` tokens are truncated at the end; `n_truncated` counts them.
     `revision`: a hub name's branch, tag or commit (None: its default branch); `commit` is the
@@ -51,22 +47,24 @@ class TextEncoder:
         self.name = str(name_or_path)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.tokenizer, self.model = _load_pretrained(self.name, revision)
+        st = read_modules(self.name)
+        self.tokenizer, self.model = _load_pretrained(self.name, revision, st.subfolder)
         self.commit = getattr(self.model.config, "_commit_hash", None) or None
         # float32 on every device: embeddings are computed once and cached, speed is not an issue
         self.model.float().to(self.device).eval().requires_grad_(False)
         self.is_clip = isinstance(self.model, CLIPTextModelWithProjection)
+        st = SentenceModules() if self.is_clip else st
         config = self.model.config
+        self.post = torch.nn.Sequential(*st.post).float().to(self.device).eval().requires_grad_(False)
         self.dim = (self.model.text_projection.out_features if self.is_clip
-                    else config.hidden_size)
+                    else st.out_features(config.hidden_size))
         self.token_dim = config.hidden_size
-        st = {} if self.is_clip else _sentence_transformers_config(self.name)
-        self.pooling = "clip" if self.is_clip else st.get("pooling", "mean")
-        self.normalize = bool(st.get("normalize"))
+        self.pooling = "clip" if self.is_clip else st.pooling or "mean"
+        self.normalize = st.normalize
         self.max_length = min(self.tokenizer.model_max_length,
                               getattr(config, "max_position_embeddings",
                                       self.tokenizer.model_max_length),
-                              st.get("max_seq_length", 10 ** 6))
+                              st.max_seq_length or 10 ** 6)
         self.n_truncated = 0
         self.is_tiny = (Path(self.name) / TINY_MARKER).is_file()
 
@@ -129,61 +127,22 @@ class TextEncoder:
             pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)
             if self.pooling == "mean_sqrt_len":
                 pooled = pooled * mask.sum(1).clamp_min(1).sqrt()
-        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return self.post(pooled)  # sentence-transformers' Dense and Normalize, in their order
 
 
-def _model_file_json(name: str, filename: str):
-    """The JSON of `filename` in a local model folder, or in the hub repository `name` (through
-    `huggingface_hub.hf_hub_download`, the download path transformers uses, cached the same
-    way); None when the file does not exist or cannot be fetched."""
-    local = Path(name)
-    if local.is_dir():
-        path = local / filename
-    else:
-        try:
-            path = Path(hf_hub_download(name, filename))
-        except Exception:  # not in the repository, offline, no such repository
-            return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _sentence_transformers_config(name: str) -> dict:
-    """Pooling mode, normalisation and length limit declared by a sentence-transformers model, a
-    local folder or a hub name (`modules.json`, the Pooling module's `config.json`,
-    `sentence_bert_config.json`); empty for other models."""
-    found: dict = {}
-    modules = _model_file_json(name, "modules.json")
-    modules = modules if isinstance(modules, list) else []
-    pooling_dir = next((m.get("path") for m in modules
-                        if str(m.get("type", "")).endswith("Pooling") and m.get("path")), "1_Pooling")
-    flags = _model_file_json(name, f"{pooling_dir}/config.json")
-    if isinstance(flags, dict):
-        for mode in ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens"):
-            if flags.get(f"pooling_mode_{mode}"):
-                found["pooling"] = {"cls_token": "cls", "max_tokens": "max",
-                                    "mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, "mean")
-                break
-    if modules:
-        found["normalize"] = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-    bert_config = _model_file_json(name, "sentence_bert_config.json")
-    if isinstance(bert_config, dict) and bert_config.get("max_seq_length"):
-        found["max_seq_length"] = int(bert_config["max_seq_length"])
-    return found
-
-
-def _load_pretrained(name: str, revision: str | None = None) -> tuple:
-    """(tokenizer, model) of a hub name (at `revision`) or a local `save_pretrained` folder."""
+def _load_pretrained(name: str, revision: str | None = None, subfolder: str = "") -> tuple:
+    """(tokenizer, model) of a hub name (at `revision`) or a local `save_pretrained` folder, whose
+    files may lie in `subfolder` (a sentence-transformers model's Transformer module)."""
+    where = {"subfolder": subfolder} if subfolder and not Path(name).is_dir() else {}
+    path = str(Path(name) / subfolder) if subfolder and Path(name).is_dir() else name
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(name, trust_remote_code=False,  # never prompts
-                                                revision=revision)
-            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False,  # never prompts
+                                                revision=revision, **where)
+            tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, **where)
             model_cls = (CLIPTextModelWithProjection if config.model_type in CLIP_MODEL_TYPES
                          else AutoModel)
-            model = model_cls.from_pretrained(name, revision=revision)
+            model = model_cls.from_pretrained(path, revision=revision, **where)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: weights do not fit
         if "trust_remote_code" not in str(err):
             raise TextModelError(

@@ -127,8 +127,8 @@ def make_tiny_clip(dest: str | Path, corpus: Sequence[str] | None = None, *,
         max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=projection_dim,
         # pooling reads the hidden state at the first eos_token_id (any id but the legacy 2)
         bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
-    torch.manual_seed(seed)
-    with quiet_transformers():
+    with torch.random.fork_rng(devices=[]), quiet_transformers():  # the caller's draws stay its own
+        torch.manual_seed(seed)
         CLIPTextModelWithProjection(config).save_pretrained(dest)
     marker.write_text(json.dumps(spec, indent=1))
     return dest

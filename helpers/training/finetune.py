@@ -20,7 +20,9 @@ from ..core.settings import TINY_TEXT_MODEL, FinetuneConfig, pick_device
 from .datasets import LabeledArrays, LabeledCases, labeled_arrays
 from ..model.encoders import load_pretrained_encoder
 from ..core.layout import BEST_FILE, TEXT_EMBEDDINGS_FILE, DatasetError
-from .loop import FitResult, FitSettings, Task, fit, make_loader, seed_everything, writable_dir
+from ..core.drive import Mirror
+from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, seed_everything,
+                   writable_dir)
 from ..model.losses import (
     DiceBCELoss,
     pos_weight_from_masks,
@@ -194,27 +196,33 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     """
     # before any time is spent: no leak of validation/test patients through Phase 1
     check_encoder_patients(cfg.pretrained_encoder, cases, cfg.allow_seen_patients)
-    out = writable_dir(out_dir)
+    out_dir = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)
+    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
+    mirror = Mirror.for_training(out_dir, BEST_FILE, resume)
+    out = writable_dir(mirror.work)
     seed_everything(cfg.seed)
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
     with dist.main_first():  # rank 0 builds the text model and embedding cache, the others reuse
         task = SegmentationTask(cfg, train, val, device, out, text_cache_dir)
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_select", maximize=True,
                            best_name=BEST_FILE, patience=cfg.patience, max_steps=max_steps)
-    result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    result = fit(task, settings, out, resume=resume, progress=progress,
+                 on_epoch_end=mirror.after_epoch(on_epoch_end))
 
     # Choose the threshold on validation with the best weights, and store it with them.
     best = ModelRecord.load(result.best_path)
     task.model.load_state_dict(best.state_dict)
     probs = task.val_probs()
-    best.threshold = best_threshold(probs, task.val_masks)
-    best.metrics["val_dice_at_threshold"] = dice_per_image(probs >= best.threshold,
-                                                           task.val_masks).mean().item()
+    threshold = best_threshold(probs, task.val_masks)
+    dice = dice_per_image(probs >= threshold, task.val_masks).mean().item()
+    chosen = (best.threshold, best.metrics.get("val_dice_at_threshold")) == (threshold, dice)
+    best.threshold, best.metrics["val_dice_at_threshold"] = threshold, dice
     best.patients = split_keys(cases)  # the model carries its split: scoring leaves its training cases out
-    if dist.is_main():
+    if dist.is_main() and not chosen:  # a finished run resumed: already there, not written again
         best.save(result.best_path)
     dist.barrier()
-    return result
+    mirror.push()  # the best checkpoint with its threshold, then last.pth
+    return in_run_folder(result, mirror)

@@ -12,6 +12,7 @@ best checkpoint holds) lives in a `Task`: `train.AutoencoderTask` (Phase 1) and
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -32,6 +33,8 @@ from ..core.checkpoint import save_checkpoint
 from ..core.settings import default_num_workers
 from ..core.layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
 from ..model.record import TrainingState
+from ..core.drive import Mirror
+from .rng import EpochSampler, EpochSeeded, restore_rng, rng_state
 
 
 LAST_SAVE_ENV = "CXR_LAST_SAVE_S"
@@ -141,6 +144,12 @@ def writable_dir(path: str | Path) -> Path:
     return out
 
 
+def in_run_folder(result: FitResult, mirror: Mirror) -> FitResult:
+    """`result` with the paths its files have in the run folder, where `mirror` copied them."""
+    return dataclasses.replace(result, best_path=mirror.in_run_folder(result.best_path),
+                               last_path=mirror.in_run_folder(result.last_path))
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype: bf16 on GPUs of compute capability >= 8.0 (Ampere and later: A100,
     L4, RTX 30xx), fp16 with a grad scaler below (T4 7.5, V100 7.0: bf16 there is emulated,
@@ -184,7 +193,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
     with pinned memory and prefetch so the GPU never waits.
 
     Under torchrun a shuffled loader gets a `DistributedSampler`: each rank draws its own shard
-    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step."""
+    of every epoch (`fit` calls `set_epoch`), `batch_size` items per rank per step. With workers
+    a shuffled loader draws each epoch from (seed, epoch) (`rng.EpochSampler`, `rng.EpochSeeded`),
+    so that a resumed run draws what an uninterrupted one would."""
     workers = default_num_workers(device) if num_workers is None else num_workers
     extra = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
     sampler = None
@@ -193,6 +204,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
         sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True,
                                      seed=generator.initial_seed() if generator else 0)
     per_rank = len(dataset) // dist.world_size() if sampler is not None else len(dataset)
+    if shuffle and workers > 0:  # exact resume with workers: each epoch drawn from (seed, epoch)
+        seed = generator.initial_seed() if generator else 0
+        sampler, dataset = EpochSampler(sampler or len(dataset), seed), EpochSeeded(dataset, seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
                       drop_last=shuffle and per_rank > batch_size, generator=generator, **extra)
@@ -240,8 +254,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         scaler.load_state_dict(state.scaler)
-        torch.set_rng_state(state.rng["torch"])
-        task.generator.set_state(state.rng["loader"])
+        restore_rng(state.rng, task.generator)
         history, best_value, best_epoch = state.history, state.best_value, state.best_epoch
         start_epoch = state.epoch
     stale, steps = start_epoch - best_epoch, 0
@@ -252,7 +265,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             break
         model.train()
         task.start_epoch(epoch)
-        if isinstance(loader.sampler, DistributedSampler):
+        if hasattr(loader.sampler, "set_epoch"):  # Distributed- / EpochSampler
             loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         task.model = dist.wrap_ddp(model, device)  # the task's steps go through DDP (a no-op alone)
         total, count, t0 = 0.0, 0, time.perf_counter()
@@ -299,8 +312,7 @@ def fit(task: Task, settings: FitSettings, out_dir: Path, *, resume: bool = Fals
             last_saved = time.perf_counter()
             TrainingState(model.state_dict(), epoch + 1, history, best_value, best_epoch, task.config,
                           optimizer.state_dict(), scheduler.state_dict(), scaler.state_dict(),
-                          rng={"torch": torch.get_rng_state(), "loader": task.generator.get_state()}
-                          ).save(last_path)
+                          rng=rng_state(task.generator)).save(last_path)
         if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr"))
             print(f"epoch {epoch + 1}/{settings.epochs}: {shown}")

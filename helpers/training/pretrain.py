@@ -17,7 +17,9 @@ from ..model.encoders import build_autoencoder
 from ..model.record import EncoderRecord, TrainingState
 from ..core.layout import ENCODER_FILE, LAST_FILE, DatasetError
 from ..data.io import normalize
-from .loop import FitResult, FitSettings, Task, fit, make_loader, seed_everything, writable_dir
+from ..core.drive import Mirror
+from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, seed_everything,
+                   writable_dir)
 from ..model.losses import (
     hide_patches,
     masked_reconstruction_loss,
@@ -96,10 +98,13 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
     (the check then only warns).
     """
-    out = writable_dir(out_dir)
+    out_dir = writable_dir(out_dir)
     device = pick_device(cfg.device)
     dist.init_from_env(device)
     device = dist.rank_device(device)
+    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
+    mirror = Mirror.for_training(out_dir, ENCODER_FILE, resume)
+    out = writable_dir(mirror.work)
     seed_everything(cfg.seed)  # the same seed on every rank: one saved RNG state resumes them all
     paths = list(image_paths)[: cfg.max_images] if cfg.max_images else list(image_paths)
     cache = build_image_cache(paths, cfg.image_size, cache_dir, progress=progress)
@@ -111,7 +116,10 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     task.config["patients"] = sorted({int(u) for u in patients}) if patients is not None else None
     settings = FitSettings(cfg.epochs, cfg.warmup_epochs, monitor="val_loss", maximize=False,
                            best_name=ENCODER_FILE, max_steps=max_steps)
-    result = fit(task, settings, out, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
+    result = fit(task, settings, out, resume=resume, progress=progress,
+                 on_epoch_end=mirror.after_epoch(on_epoch_end))
+    mirror.push()
+    result = in_run_folder(result, mirror)
     if cache.failed:
         print(f"Skipped {len(cache.failed)} unreadable image(s), e.g. {cache.failed[0][0]}")
         for path, why in cache.failed[1:10]:

@@ -207,6 +207,7 @@ def test_sentence_transformers_settings_are_read_for_a_hub_name(tmp_path, monkey
     and length from the repository's files, read through hf_hub_download (faked: the hub's files
     are served from a folder; the model itself loads from that folder)."""
     import helpers.text.encoders as text
+    import helpers.text.st_modules as st_modules
 
     hub = tmp_path / "hub"
     hub.mkdir()
@@ -228,9 +229,9 @@ def test_sentence_transformers_settings_are_read_for_a_hub_name(tmp_path, monkey
         return str(hub / filename)
 
     real_load = text._load_pretrained
-    monkeypatch.setattr(text, "hf_hub_download", fake_download)
-    monkeypatch.setattr(text, "_load_pretrained",
-                        lambda n, revision=None: real_load(str(hub) if n == name else n, revision))
+    monkeypatch.setattr(st_modules, "hf_hub_download", fake_download)
+    monkeypatch.setattr(text, "_load_pretrained", lambda n, revision=None, sub="":
+                        real_load(str(hub) if n == name else n, revision, sub))
     enc = TextEncoder(name)
     assert (enc.name, enc.pooling, enc.normalize, enc.max_length) == (name, "mean", True, 5)
     assert (name, "modules.json") in asked and (name, "1_Pooling/config.json") in asked
