@@ -95,7 +95,7 @@ def test_the_commands_and_flags_the_texts_use_exist():
         text = path.read_text()
         used |= set(re.findall(FLAG, text))
         for span in _command_spans(text):
-            for match in re.finditer(r"-m helpers(?: (\w+))?", span):
+            for match in re.finditer(r"-m helpers(?: ([a-z][\w-]*))?", span):
                 name, where = match.group(1), path.relative_to(ROOT)
                 if name is None:  # `python -m helpers --help`, `python -m helpers <command>`
                     continue
