@@ -1,7 +1,7 @@
 """Scoring a trained `Segmenter` on held-out cases, and the counterfactual that swaps left and right.
 
 Metrics are computed at the model's input resolution (masks resized with nearest neighbour), per
-image (see `helpers.metrics` for the empty-mask convention) with bootstrap 95% intervals over cases.
+image (see `model.metrics` for the empty-mask convention) with bootstrap 95% intervals over cases.
 The test split is meant to be touched only here, for the final report.
 """
 from __future__ import annotations
@@ -125,7 +125,7 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
     the described lesion's mask than in the other one's.
 
     items: one row per (image, text) with `image_path`, `text`, `mask_path` (the described
-    lesion) and `other_mask_path` (the other lesion), e.g. `synthetic.probe_items` for the demo.
+    lesion) and `other_mask_path` (the other lesion), e.g. `data.demo.generate.probe_items` for the demo.
     Returns (items with `mass_described`, `mass_other`, `follows`, summary with `follows_share`).
     """
     columns = ["image_path", "text", "mask_path", "other_mask_path"]
@@ -249,7 +249,7 @@ def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | 
                  n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Whole reports read sentence by sentence, each sentence's mask scored against its own lesion.
 
-    items: one row per (report, described lesion), e.g. `synthetic.report_items`: `report_id`,
+    items: one row per (report, described lesion), e.g. `data.demo.generate.report_items`: `report_id`,
     `image_path`, `report` (the whole text), `sentence` (the lesion's sentence, one sentence of
     the report) and `mask_path` (its lesion). Each report is grounded once
     (`Segmenter.predict_sentences`: the image encoded once, each positive sentence decoded alone).
