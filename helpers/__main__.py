@@ -15,7 +15,7 @@ Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` 
 runs the same command as N data-parallel processes (see helpers/core/distributed.py and the README's
 "Phase 1 at scale").
 
-The settings flags are generated from the settings dataclasses (`config.settings_flags`).
+The settings flags are generated from the settings dataclasses (`core.settings.settings_flags`).
 """
 from __future__ import annotations
 

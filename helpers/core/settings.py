@@ -100,7 +100,7 @@ def settings_text(cfg) -> str:
 
 @dataclass
 class DemoDataConfig:
-    """Size of the generated demo dataset (see `helpers.synthetic.make_demo_dataset`)."""
+    """Size of the generated demo dataset (see `data.demo.generate.make_demo_dataset`)."""
 
     n_reports: int = setting(300, "reports (patients), each with a frontal and a lateral image")
     n_masks: int = setting(200, "hand-drawn-style masks, one per labeled frontal image")
@@ -230,7 +230,7 @@ class FinetuneConfig(TrainingConfig):
 
 @dataclass
 class AblationConfig:
-    """What the ablation trains beside the main model (`helpers.experiments`)."""
+    """What the ablation trains beside the main model (`evaluation.ablation`)."""
 
     seeds: tuple[int, ...] = setting((0, 1, 2), "train every variant with each seed")
     fusions: tuple[str, ...] = setting(("concat", "film", "film_multi", "cross_attn"),

@@ -32,7 +32,7 @@ SCORES_FILE, SCORED_CASES_FILE = "scores.json", "scores_cases.csv"  # one row's 
 @dataclasses.dataclass
 class Variant:
     """One row of the ablation table: what to train (overrides of the base settings) and which
-    texts the test cases are given (`evaluation.TEXTS`)."""
+    texts the test cases are given (`scores.TEXTS`)."""
 
     name: str
     overrides: dict
@@ -93,8 +93,8 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     `main_checkpoint`, when given, is reused as the base model of the first seed instead of being
     trained again. Returns (summary table, one row per variant and seed). Variants sharing the
     same training settings and seed are trained once (e.g. text vs shuffled test text).
-    `probe` (items of `evaluation.two_lesion_probe`) adds the share of texts the mask follows;
-    every row with the cases' own texts also gets the mirror probe (`evaluation.mirror_probe`) and,
+    `probe` (items of `scores.two_lesion_probe`) adds the share of texts the mask follows;
+    every row with the cases' own texts also gets the mirror probe (`scores.mirror_probe`) and,
     given `normal_texts`, the share of test images left empty when asked with a normal report.
 
     Each row's results are kept in its folder (`scores.json`, `scores_cases.csv`), so a run that

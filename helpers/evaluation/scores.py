@@ -1,7 +1,7 @@
 """Scoring a trained `Segmenter` on held-out cases, and the counterfactual that swaps left and right.
 
 Metrics are computed at the model's input resolution (masks resized with nearest neighbour), per
-image (see `helpers.metrics` for the empty-mask convention) with bootstrap 95% intervals over cases.
+image (see `model.metrics` for the empty-mask convention) with bootstrap 95% intervals over cases.
 The test split is meant to be touched only here, for the final report. The masks are scored as
 thresholded and, as `_fallback` / `low_confidence`, with the low-confidence mask that a described
 drawn finding gets when nothing passes the threshold (`Segmenter.locate`).
@@ -193,7 +193,7 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
     the described lesion's mask than in the other one's.
 
     items: one row per (image, text) with `image_path`, `text`, `mask_path` (the described
-    lesion) and `other_mask_path` (the other lesion), e.g. `synthetic.probe_items` for the demo.
+    lesion) and `other_mask_path` (the other lesion), e.g. `data.demo.generate.probe_items` for the demo.
     Returns (items with `mass_described`, `mass_other`, `follows`, and of the mask, as
     thresholded and with the low-confidence fallback: `empty`, `hit` (more of it on the described
     lesion than on the other); summary with `follows_share` and those shares).

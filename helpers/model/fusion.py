@@ -148,7 +148,7 @@ class CrossAttentionFusion(nn.Module):
 class PlacePrior(nn.Module):
     """A rule-based place prior from the text's place words, given to the decoder.
 
-    The text's place code (float [B, 5], `helpers.places.place_code`: the patient's right and
+    The text's place code (float [B, 5], `text.places.place_code`: the patient's right and
     left, the upper, middle and lower lung) becomes six coarse maps at each scale: one per named
     place (the patient's right is the image's left half; upper, middle and lower are soft
     horizontal bands) and their product, the region the text points at. Each map set is added to

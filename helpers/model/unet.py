@@ -1,7 +1,7 @@
-"""The Phase-2 multimodal U-Net: image encoder (`helpers.encoders`) + text fusion + decoder.
+"""The Phase-2 multimodal U-Net: image encoder (`model.encoders`) + text fusion + decoder.
 
 Images are 1-channel float tensors normalised as `(uint8 / 255 - 0.5) / 0.5`; text embeddings come
-from `helpers.text.TextEncoder`.
+from `text.encoders.TextEncoder`, with the place code at their end (`text.places.text_input`).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class MultimodalUnet(nn.Module):
         upsampling: "interp" (smp's nearest interpolation) or "transpose" (ConvTranspose2d).
         in_channels: image channels.
         decoder_channels: output channels of the 5 decoder blocks.
-        place_prior: the text embedding ends with the text's place code (`places.place_code`,
+        place_prior: the text embedding ends with the text's place code (`text.places.text_input`,
             5 entries), which `fusion.PlacePrior` turns into maps for the decoder.
         shared_decoder: the decoder reads the image alone, once per image, and the text enters
             through the fusion into a light head (`fusion.SelectHead`) that picks from the

@@ -2,7 +2,7 @@
 
 `ReportReader(text_mode)` turns a report (a findings text) into the model's text: "raw" keeps it as
 written (whitespace normalised), "positive" keeps only the sentences that describe something
-present (`helpers.sentences`). Training asks with more texts made from the model texts (the text
+present (`text.sentences`). Training asks with more texts made from the model texts (the text
 methods, `training.methods`) and records the statistics of `text_report` in `best_model.pth`. The
 text mode is saved in the checkpoint, so a `Segmenter` reads a report exactly as training did.
 """

@@ -1,4 +1,4 @@
-"""Torch Datasets and augmentations over the image cache (`helpers.cache`).
+"""Torch Datasets and augmentations over the image cache (`data.cache`).
 
 No augmentation flips horizontally on its own: the patient's left is on the image's right, and a flip
 would contradict "left"/"right" in the report. The only flip is the *concordant* one, which also swaps

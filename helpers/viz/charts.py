@@ -1,6 +1,6 @@
 """Charts of the data for notebook 01: catalog counts, text lengths, frequent terms, and where and
 how large the labelled pathologies are. Bars and histograms only (no X-ray is drawn: the case
-figures are in `helpers.plots`, which also offers these four under the same names).
+figures are in `viz.plots`).
 """
 from __future__ import annotations
 

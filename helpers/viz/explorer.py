@@ -84,8 +84,8 @@ def explore(cases: pd.DataFrame, segmenter: Any, *,
         segmenter: has `.predict(image, text) -> float32 [H, W]` and a float `.threshold`
             (`helpers.inference.Segmenter`); "per sentence" needs `.ground_report(image, text)`;
             with `.locate(prob, text, threshold)` a low-confidence mask is shown and said so.
-        load_image, load_mask: path -> uint8 `[H, W]`; default `helpers.io.load_gray` and
-            `helpers.io.load_mask`. A mask of another resolution is resized to the image.
+        load_image, load_mask: path -> uint8 `[H, W]`; default `data.io.load_gray` and
+            `data.io.load_mask`. A mask of another resolution is resized to the image.
         plot_fn: called as `plot_fn(image, prob, text, mask=, threshold=, alpha=, title=case_id)`,
             returns a Figure.
         save_dir: where "Save PNG" writes `<case_id>.png`.
