@@ -16,13 +16,11 @@ import pandas as pd
 import torch
 
 from ..core import distributed as dist
-from ..core.settings import TINY_TEXT_MODEL, FinetuneConfig, pick_device
+from ..core.settings import TINY_TEXT_MODEL, FinetuneConfig
 from .datasets import LabeledArrays, LabeledCases, labeled_arrays
 from ..model.encoders import load_pretrained_encoder
 from ..core.layout import BEST_FILE, TEXT_EMBEDDINGS_FILE, DatasetError
-from ..core.drive import Mirror
-from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, seed_everything,
-                   writable_dir)
+from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, start_run)
 from ..model.losses import (
     DiceBCELoss,
     pos_weight_from_masks,
@@ -196,14 +194,7 @@ def finetune(cfg: FinetuneConfig, cases: pd.DataFrame, out_dir: str | Path, *,
     """
     # before any time is spent: no leak of validation/test patients through Phase 1
     check_encoder_patients(cfg.pretrained_encoder, cases, cfg.allow_seen_patients)
-    out_dir = writable_dir(out_dir)
-    device = pick_device(cfg.device)
-    dist.init_from_env(device)
-    device = dist.rank_device(device)
-    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
-    mirror = Mirror.for_training(out_dir, BEST_FILE, resume)
-    out = writable_dir(mirror.work)
-    seed_everything(cfg.seed)
+    out_dir, device, mirror, out = start_run(out_dir, cfg.device, BEST_FILE, resume, cfg.seed)
     train, val = (labeled_arrays(_split(cases, s), cfg.image_size, cache_dir) for s in ("train", "val"))
     with dist.main_first():  # rank 0 builds the text model and embedding cache, the others reuse
         task = SegmentationTask(cfg, train, val, device, out, text_cache_dir)

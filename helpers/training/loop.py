@@ -1,14 +1,12 @@
-"""The training loop, `fit`, for both phases, and what it needs: settings, result, the `Task` it trains,
-loaders, the learning-rate schedule.
+"""The training loop, `fit`, for both phases, and what it needs: settings, the `Task`, loaders, schedule.
 
 `fit` is written so that a reader sees it whole: autocast on CUDA (bf16 on compute capability
 >= 8.0, else fp16 with a grad scaler), a per-step warm-up + cosine schedule, an up-front time
 estimate from the first steps, validation every epoch, the best checkpoint written atomically when
 it improves and `last.pth` at most every ~10 minutes and at the end, and resume from `last.pth`
 with optimizer, scheduler, scaler and RNG states, so that an interrupted run ends exactly where an
-uninterrupted one would. What differs between the phases (model, data, loss, validation, what the
-best checkpoint holds) lives in a `Task`: `train.AutoencoderTask` (Phase 1) and
-`train.SegmentationTask` (Phase 2).
+uninterrupted one would. What differs between the phases lives in a `Task`:
+`pretrain.AutoencoderTask` and `finetune.SegmentationTask`.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..core import distributed as dist
 from ..core.checkpoint import save_checkpoint
-from ..core.settings import default_num_workers
+from ..core.settings import default_num_workers, pick_device
 from ..core.layout import LAST_FILE, PREVIOUS_LAST_FILE, history_file
 from ..model.record import TrainingState
 from ..core.drive import Mirror
@@ -142,6 +140,20 @@ def writable_dir(path: str | Path) -> Path:
                              "Choose a writable folder (on Colab: one under /content or your "
                              "mounted Drive).") from err
     return out
+
+
+def start_run(out_dir: str | Path, device: str, best_name: str, resume: bool, seed: int
+              ) -> tuple[Path, torch.device, Mirror, Path]:
+    """Both phases' start -> (run folder, device: the rank's own, the Drive mirror: after the process
+    group, so rank 0 alone copies, the folder training writes in); the same seed on every rank."""
+    out_dir = writable_dir(out_dir)
+    dev = pick_device(device)
+    dist.init_from_env(dev)
+    dev = dist.rank_device(dev)
+    mirror = Mirror.for_training(out_dir, best_name, resume)
+    work = writable_dir(mirror.work)
+    seed_everything(seed)
+    return out_dir, dev, mirror, work
 
 
 def in_run_folder(result: FitResult, mirror: Mirror) -> FitResult:

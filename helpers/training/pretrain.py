@@ -11,15 +11,13 @@ import torch
 
 from ..core import distributed as dist
 from ..data.cache import build_image_cache
-from ..core.settings import PretrainConfig, pick_device
+from ..core.settings import PretrainConfig
 from .datasets import UnlabeledImages
 from ..model.encoders import build_autoencoder
 from ..model.record import EncoderRecord, TrainingState
 from ..core.layout import ENCODER_FILE, LAST_FILE, DatasetError
 from ..data.io import normalize
-from ..core.drive import Mirror
-from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, seed_everything,
-                   writable_dir)
+from .loop import (FitResult, FitSettings, Task, fit, in_run_folder, make_loader, start_run)
 from ..model.losses import (
     hide_patches,
     masked_reconstruction_loss,
@@ -98,14 +96,7 @@ def pretrain(cfg: PretrainConfig, image_paths: Sequence[str], out_dir: str | Pat
     `finetune` refuses an encoder that saw its validation or test patients. None: not recorded
     (the check then only warns).
     """
-    out_dir = writable_dir(out_dir)
-    device = pick_device(cfg.device)
-    dist.init_from_env(device)
-    device = dist.rank_device(device)
-    # on Colab the run folder is on Drive: train on this machine's disk, copy at most every ~10 min
-    mirror = Mirror.for_training(out_dir, ENCODER_FILE, resume)
-    out = writable_dir(mirror.work)
-    seed_everything(cfg.seed)  # the same seed on every rank: one saved RNG state resumes them all
+    out_dir, device, mirror, out = start_run(out_dir, cfg.device, ENCODER_FILE, resume, cfg.seed)
     paths = list(image_paths)[: cfg.max_images] if cfg.max_images else list(image_paths)
     cache = build_image_cache(paths, cfg.image_size, cache_dir, progress=progress)
     if len(cache.array) < 2:
