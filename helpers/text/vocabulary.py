@@ -260,3 +260,20 @@ def sentence_targets(sentences: Sequence[str], mask: np.ndarray, vocabulary: Mas
             return None
         targets[claims[0]] |= part
     return targets if all(targets[i].any() for i in drawn) else None
+
+
+def split_by_finding(text: str, mask: np.ndarray, vocabulary: MaskVocabulary
+                     ) -> tuple[str, str, np.ndarray, np.ndarray] | None:
+    """`sentences.split_by_lesion` that asks the masks' vocabulary: (the first positive sentence
+    with its own part of `mask` [H, W], the other positive sentences joined, that part, the rest
+    of the mask: bool [H, W] each), when the report has two or more positive sentences and
+    `sentence_targets` can tell the parts apart; None otherwise (the whole report is asked).
+    "Mild cardiomegaly. Patchy opacity at the left base." on masks that draw the heart gives the
+    opacity its own part and "Mild cardiomegaly." the heart's."""
+    positive = [s for s, label in label_sentences(text) if label == POSITIVE]
+    targets = sentence_targets(positive, mask, vocabulary) if len(positive) >= 2 else None
+    own = next((i for i, t in enumerate(targets or []) if t.any()), None)
+    if own is None:
+        return None
+    rest = np.logical_or.reduce([t for i, t in enumerate(targets) if i != own])
+    return positive[own], " ".join(s for i, s in enumerate(positive) if i != own), targets[own], rest

@@ -77,7 +77,7 @@ class SegmentationTask(Task):
         probe_images, probe_texts, self.probe_meant, self.probe_other = place_questions(
             torch.from_numpy(val.images), torch.from_numpy(val.masks), val_texts)
         self.probe_images = probe_images.numpy()
-        context = MethodContext(list(train.cases["text"]), train_texts, train.masks, reader)
+        context = MethodContext(list(train.cases["text"]), train_texts, train.masks, reader, self.vocabulary)
         methods = active_methods(cfg)
         asked = method_texts(methods, context)  # the texts the methods ask with, by kind
         every = train_texts + val_texts + [t for texts in asked.values() for t in texts] + probe_texts

@@ -30,6 +30,7 @@ from ..core.anatomy import SIDES
 from ..text.places import names_level, names_side, swap_levels, swap_sides
 from ..text.reader import ReportReader
 from ..text.sentences import null_text, split_by_lesion
+from ..text.vocabulary import split_by_finding
 from .paste import copy_is_free, level_shift, paste_copy
 
 
@@ -92,10 +93,20 @@ def register(method: type[TextMethod]) -> type[TextMethod]:
     return method
 
 
+def _sentence_splits(ctx: MethodContext) -> list[tuple | None]:
+    """Per case, (the sentence with its own part of the mask, the other positive sentences, that
+    part, the rest: bool [S, S] each, or None for the whole mask and an empty rest) or None where
+    the words do not tell: by the masks' vocabulary when the context has one, else by the rule that
+    a mask draws the one sentence naming a lung lesion."""
+    if ctx.vocabulary is None:
+        return [(*s, None, None) if s else None for s in map(split_by_lesion, ctx.reports)]
+    return [split_by_finding(r, m, ctx.vocabulary) for r, m in zip(ctx.reports, ctx.masks)]
+
+
 def _lesion_and_beside(ctx: MethodContext) -> list[tuple[str, str]]:
-    # a report whose lesion sentence is not known asks with its own text (the sentence method
+    # a report whose sentences cannot be told apart asks with its own text (the sentence method
     # leaves it as it is)
-    return [split_by_lesion(r) or (own, own) for r, own in zip(ctx.reports, ctx.texts)]
+    return [s[:2] if s else (own, own) for s, own in zip(_sentence_splits(ctx), ctx.texts)]
 
 
 # The kinds of texts the methods ask with, one per training case, in the order the text table
@@ -212,22 +223,27 @@ class Negative(TextMethod):
 
 @register
 class Sentence(TextMethod):
-    """One sentence of the report alone, as a report is read sentence by sentence: the one that
-    names the lesion with its mask, or the report's other positive sentences ("Mild
-    cardiomegaly.") with an empty target, half and half; where the words do not tell which
-    sentence the mask belongs to (`sentences.split_by_lesion`), the item stays as it is."""
+    """One sentence of the report alone, as a report is read sentence by sentence: the one with its
+    own part of the mask, or the report's other positive sentences ("Mild cardiomegaly.") with the
+    rest (empty where the masks do not draw what they describe), half and half; the part asked
+    about is 1, the other `hard`. Where the words do not tell which part a sentence owns
+    (`_sentence_splits`: the masks' vocabulary, `text.vocabulary.split_by_finding`), the item
+    stays as it is."""
 
     name, setting, texts, group = "sentence", "sentence_prob", ("lesion", "beside"), "sentence"
 
     def plan(self, ctx, rows):
-        known = [split_by_lesion(r) is not None for r in ctx.reports]
-        return [(a, b) if k else None for k, a, b in zip(known, rows["lesion"], rows["beside"])]
+        return [(a, b, s[2], s[3]) if s else None
+                for s, a, b in zip(_sentence_splits(ctx), rows["lesion"], rows["beside"])]
 
     def apply(self, item, plan):
-        lesion, beside = plan
-        if torch.rand(()) < 0.5:
-            return Item(item.image, item.mask, lesion, item.hard)
-        return item.emptied(beside)
+        lesion, beside, own, rest = plan
+        asked_own = bool(torch.rand(()) < 0.5)
+        if own is None:  # the whole mask is the sentence's, the rest describes nothing drawn
+            return Item(item.image, item.mask, lesion, item.hard) if asked_own else item.emptied(beside)
+        asked, other = (own, rest) if asked_own else (rest, own)
+        asked, other = (torch.from_numpy(p)[None].to(item.mask.dtype) for p in (asked, other))
+        return Item(item.image, asked + other * item.hard, lesion if asked_own else beside, item.hard)
 
 
 # --- Which methods a training uses ------------------------------------------------------------

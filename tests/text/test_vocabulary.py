@@ -367,3 +367,29 @@ def test_the_explorer_shows_and_says_a_low_confidence_mask(segmenter, monkeypatc
     box.controls["text"].value = "Left upper lobe nodule."  # the swapped side: nothing, and nothing said
     prob, kw = shown[-1]
     assert LOW_CONFIDENCE_NOTE not in box.given.value and not (prob >= kw["threshold"]).any()
+
+
+def test_split_by_finding_is_the_lesion_rule_where_the_masks_draw_lesions_only_and_parts_the_heart(demos):
+    """On the default demo (the heart not drawn) the vocabulary splits every report as the rule
+    `split_by_lesion` does; on the union demo a report of a lesion and cardiomegaly gives the
+    lesion its own component and "cardiomegaly" the heart's."""
+    from helpers.text.sentences import split_by_lesion
+    from helpers.text.vocabulary import split_by_finding
+
+    for union in (False, True):
+        cases = load_catalog(demos[union]).cases.dropna(subset=["mask_path"])
+        vocabulary = learned(demos[union])
+        hearts = 0
+        for text, path in zip(cases["text"], cases["mask_path"]):
+            mask = load_mask(path, 64)
+            split, rule = split_by_finding(text, mask, vocabulary), split_by_lesion(text)
+            if not union:
+                assert (split[:2] if split else None) == rule, text
+                if split:
+                    assert np.array_equal(split[2], mask > 0) and not split[3].any()
+            elif split and split[3].any():  # another sentence owns a part: the heart
+                hearts += 1
+                assert not (split[2] & split[3]).any() and np.array_equal(split[2] | split[3], mask > 0)
+                heart = [any(w in s.lower() for w in ("cardiomegal", "enlarg")) for s in split[:2]]
+                assert sum(heart) == 1 and names_lesion(split[heart.index(False)]), split[:2]
+        assert (hearts > 0) == union

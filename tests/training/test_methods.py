@@ -267,3 +267,22 @@ def test_finetune_with_place_training_encodes_swapped_and_null_texts(cases, tmp_
         assert swap_sides(model_text) in stored
         assert select_text(null_text(text), "positive") in stored
         assert sentences is None or set(sentences) <= set(stored)
+
+
+def test_one_sentence_alone_with_its_own_part_of_a_mask_that_holds_two_findings():
+    """With the masks' vocabulary in the context, a sentence is asked with its own part of the mask
+    and the report's other sentences with the rest, the part not asked about marked undescribed."""
+    images, masks = one_lesion()
+    own, rest = masks[0] > 0, np.zeros(masks.shape[1:], bool)
+    rest[-4:, :4] = True  # another finding's part, e.g. the heart
+    plan = [(3, 4, own, rest)]
+    use = MethodUse(METHODS["sentence"], 1.0, plan)
+    both = (masks[:1] | rest[None]).astype(np.uint8)
+    cases = LabeledCases(images, both, [0], [use], undescribed=True)
+    seen = {}
+    for _ in range(30):
+        _, target, text = cases[0]
+        seen[text] = target[0]
+    assert set(seen) == {3, 4}
+    assert torch.equal(seen[3] == 1, torch.from_numpy(own)) and torch.equal(seen[3] == UNDESCRIBED, torch.from_numpy(rest))
+    assert torch.equal(seen[4] == 1, torch.from_numpy(rest)) and torch.equal(seen[4] == UNDESCRIBED, torch.from_numpy(own))
