@@ -7,7 +7,7 @@
 #              the unit tests and every notebook (requirements-colab.txt).
 # `make gpu-check`: on a GPU, a few steps of both phases, the resume and inference (< 5 min, offline)
 #              -> runs/gpu-check.json; without a GPU it says so and does nothing.
-# `make ablate`: the README's studies (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
+# `make ablate`: the studies of docs/studies/ (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv

@@ -12,8 +12,8 @@
     notebooks execute the numbered notebooks headless (used by `make demo`)
 
 Several GPUs or machines: `torchrun --nproc_per_node N -m helpers pretrain ...` (or `finetune`)
-runs the same command as N data-parallel processes (see helpers/core/distributed.py and the README's
-"Phase 1 at scale").
+runs the same command as N data-parallel processes (see helpers/core/distributed.py and
+docs/phase1-at-scale.md).
 
 The settings flags are generated from the settings dataclasses (`core.settings.settings_flags`).
 """

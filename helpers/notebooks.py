@@ -24,7 +24,7 @@ from .core.settings import MODE_ENV, SMOKE_ENV, resolve_mode
 from .core.layout import NOTEBOOKS_STATE_FILE, REPO_ROOT, RUNS_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-# Minutes each notebook took in `make demo` on a 2-core CPU (README "Results": 34 min 32 s in all);
+# Minutes each notebook took in `make demo` on a 2-core CPU (README "Two commands": 34 min 32 s in all);
 # 2-core CPUs differ up to ~3x, so the up-front estimate gives both ends.
 DEMO_MINUTES = {"01": 0.2, "02": 2.7, "03": 31.4, "04": 0.2}
 

@@ -168,13 +168,13 @@ class PretrainConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Phase 2: multimodal U-Net fine-tuning.
 
-    The defaults of `fusion` and `text_mode` read the text best in the README's ablation (3 seeds,
+    The defaults of `fusion` and `text_mode` read the text best in the ablation of docs/studies/ (3 seeds,
     realistic demo reports): cross-attention to the text's tokens, given only the sentences that
     describe something present. The baseline design (sentence embedding concatenated at the
-    bottleneck, README "Results") is one change away: fusion="concat", text_mode="raw".
+    bottleneck, docs/studies/fusion-and-text-modes.md) is one change away: fusion="concat", text_mode="raw".
     """
 
-    # The rates and batch that converge on ~170 labeled cases (README "Results"): 3e-4 / 1e-4 at
+    # The rates and batch that converge on ~170 labeled cases (docs/README.md): 3e-4 / 1e-4 at
     # batch 16 stopped while validation Dice was still rising.
     epochs: int = redefault(TrainingConfig, "epochs", 60)
     batch_size: int = redefault(TrainingConfig, "batch_size", 8)
@@ -206,7 +206,7 @@ class FinetuneConfig(TrainingConfig):
     concordant_flip: float = setting(0.0, "probability of flipping image and mask AND swapping "
                                           "left/right in the text")
     # Training that makes the place in the text matter where one picture would do without it
-    # (README "Results"; shares of the training items, one method per item: the text methods of
+    # (docs/studies/place-training.md; shares of the training items, one method per item: the text methods of
     # helpers/training/methods.py, where each field below is named):
     paste_prob: float = setting(0.5, "copy the lesion to its mirror place or the lung's other level; "
                                      "the text as written, or with the place swapped, says which "
@@ -271,7 +271,7 @@ def preset(mode: str | None = None, data_source: str = "demo") -> Preset:
         # controls and the baseline design beside the default (the 3-seed study: `make ablate`).
         p.pretrain = dataclasses.replace(p.pretrain, image_size=96, epochs=4, batch_size=16, lr=2e-3,
                                          warmup_epochs=0.5, patch_size=16)
-        # 40 epochs: with the place training the level words are read only after ~30 (README)
+        # 40 epochs: with the place training the level words are read only after ~30 (docs/studies/)
         p.finetune = dataclasses.replace(p.finetune, image_size=96, epochs=40, patience=15,
                                          warmup_epochs=0.5, text_fallback=True)
         p.ablation = dataclasses.replace(p.ablation, seeds=(0,), fusions=("concat",),
