@@ -18,7 +18,7 @@ names a drawn term (`MaskVocabulary.describes_drawn`). Places: `regions`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -277,3 +277,23 @@ def split_by_finding(text: str, mask: np.ndarray, vocabulary: MaskVocabulary
         return None
     rest = np.logical_or.reduce([t for i, t in enumerate(targets) if i != own])
     return positive[own], " ".join(s for i, s in enumerate(positive) if i != own), targets[own], rest
+
+
+def staying_parts(text: str, mask: np.ndarray, vocabulary: MaskVocabulary,
+                  swap: Callable[[str], str]) -> np.ndarray | None:
+    """What of a report's mask [H, W] stays where it is when `swap` (`places.swap_sides`,
+    `places.swap_levels`) changes the report's place words: the parts of the sentences it leaves as
+    they are (the heart of "Mild cardiomegaly." under a side swap); the rest moves with the words.
+    bool [H, W] (empty: the whole mask moves); None where moving and staying sentences both
+    describe drawn findings and `sentence_targets` cannot tell their parts apart. A mask whose
+    report describes no drawn finding moves whole (the rule: it draws the described lesion)."""
+    mask = np.asarray(mask) > 0
+    positive = [s for s, label in label_sentences(text) if label == POSITIVE]
+    stays = [swap(s) == s for s in positive]
+    targets = sentence_targets(positive, mask, vocabulary)
+    if targets is None:
+        drawn = [stay for s, stay in zip(positive, stays) if vocabulary.describes_drawn(s)]
+        if not any(drawn):
+            return np.zeros_like(mask)
+        return mask.copy() if all(drawn) else None
+    return np.any([t for t, stay in zip(targets, stays) if stay] or [np.zeros_like(mask)], axis=0)

@@ -30,7 +30,7 @@ from ..core.anatomy import SIDES
 from ..text.places import names_level, names_side, swap_levels, swap_sides
 from ..text.reader import ReportReader
 from ..text.sentences import null_text, split_by_lesion
-from ..text.vocabulary import split_by_finding
+from ..text.vocabulary import split_by_finding, staying_parts
 from .paste import copy_is_free, level_shift, paste_copy
 
 
@@ -103,6 +103,24 @@ def _sentence_splits(ctx: MethodContext) -> list[tuple | None]:
     return [split_by_finding(r, m, ctx.vocabulary) for r, m in zip(ctx.reports, ctx.masks)]
 
 
+def _staying(ctx: MethodContext, swap: Callable[[str], str]) -> list[np.ndarray | None | bool]:
+    """Per case, what of its mask stays where it is when `swap` changes the text's place words
+    (`text.vocabulary.staying_parts`: the heart of "Mild cardiomegaly." where the masks draw it):
+    None when the whole mask moves (always, without the masks' vocabulary), bool [S, S], or False
+    where the parts cannot be told apart (the case gets no place-swapped item)."""
+    if ctx.vocabulary is None:
+        return [None] * len(ctx.reports)
+    kept = [staying_parts(r, m, ctx.vocabulary, swap) for r, m in zip(ctx.reports, ctx.masks)]
+    return [False if k is None else k if k.any() else None for k in kept]
+
+
+def _with_staying(item: Item, target: torch.Tensor, staying: np.ndarray | None) -> torch.Tensor:
+    """`target` [1, S, S] with the parts that stay (`_staying`) asked for: 1 there."""
+    if staying is None:
+        return target
+    return torch.where(torch.from_numpy(staying)[None], torch.ones_like(target), target)
+
+
 def _lesion_and_beside(ctx: MethodContext) -> list[tuple[str, str]]:
     # a report whose sentences cannot be told apart asks with its own text (the sentence method
     # leaves it as it is)
@@ -152,52 +170,71 @@ class Paste(TextMethod):
     """The lesion copied to its mirror place (a text that names one side) or to the other level of
     its lung (a text that names one), where that place is free; half the time to both when both
     are. Then the text as written asks for the original, or the place-swapped text for a copy,
-    with equal chance: the lesions look alike, only the place in the words tells."""
+    with equal chance: the lesions look alike, only the place in the words tells. Where the masks
+    draw a finding whose words the swap leaves (the heart of "Mild cardiomegaly."), only the
+    moving part is copied and the swapped text is asked with the copy and that finding."""
 
     name, setting, texts, group = "paste", "paste_prob", ("flipped", "leveled"), "place"
 
     def plan(self, ctx, rows):
         plans = []
+        sided, leveled = _staying(ctx, swap_sides), _staying(ctx, swap_levels)
         for i, text in enumerate(ctx.texts):
             mask = torch.from_numpy(np.asarray(ctx.masks[i]))
-            moves: list[tuple[str | int, int]] = []
-            if names_side(text) in SIDES and copy_is_free(mask, "mirror"):
-                moves.append(("mirror", rows["flipped"][i]))
-            shift = level_shift(names_level(text), mask.shape[-2])
-            if copy_is_free(mask, shift):
-                moves.append((shift, rows["leveled"][i]))
+            moves: list[tuple[str | int, int, np.ndarray | None]] = []
+            for how, row, staying in (("mirror", rows["flipped"][i], sided[i]),
+                                      (level_shift(names_level(text), mask.shape[-2]),
+                                       rows["leveled"][i], leveled[i])):
+                if staying is False or (how == "mirror" and names_side(text) not in SIDES):
+                    continue
+                stays = None if staying is None else torch.from_numpy(staying)
+                moving = mask if stays is None else mask * ~stays
+                if (stays is None or moving.any()) and copy_is_free(moving, how, avoid=stays):
+                    moves.append((how, row, staying))  # (nothing moving: a swap's item, not a copy)
             plans.append(moves or None)
         return plans
 
     def apply(self, item, plan):
-        """Copy the lesion to one of the planned places, or to all (half the time, when there are
-        two: three lesions alike, as in a layout where side and level both matter); then ask for
-        one lesion by its text. The lesions not asked for are marked `hard`."""
+        """Copy the moving part to one of the planned places, or to all (half the time, when there
+        are two that move the same part: three lesions alike, as in a layout where side and level
+        both matter); then ask for one lesion by its text. The lesions not asked for are marked
+        `hard`."""
         image, mask = item.image, item.mask
-        chosen = plan if len(plan) > 1 and torch.rand(()) < 0.5 else [plan[int(torch.randint(len(plan), ()))]]
-        lesions, pasted = [(mask, item.text)], image
-        for how, other_text in chosen:  # every copy is taken from the original picture
-            pasted, copy = paste_copy(image, mask, how, onto=pasted)
-            lesions.append((copy, other_text))
-        target, text = lesions[int(torch.randint(len(lesions), ()))]
+        alike = all(_same(staying, plan[0][2]) for _, _, staying in plan)
+        chosen = plan if len(plan) > 1 and alike and torch.rand(()) < 0.5 else [plan[int(torch.randint(len(plan), ()))]]
+        asked, lesions, pasted = [(mask, item.text)], [mask], image
+        for how, other_text, staying in chosen:  # every copy is taken from the original picture
+            moving = mask if staying is None else mask * torch.from_numpy(~staying)[None].to(mask.dtype)
+            pasted, copy = paste_copy(image, moving, how, onto=pasted)
+            lesions.append(copy)
+            asked.append((_with_staying(item, copy, staying), other_text))
+        target, text = asked[int(torch.randint(len(asked), ()))]
         out = target.clone()
-        for other, _ in lesions:
-            if other is not target:
-                out = torch.where((other > 0) & (target == 0), torch.full_like(out, item.hard), out)
+        for lesion in lesions:
+            out = torch.where((lesion > 0) & (target == 0), torch.full_like(out, item.hard), out)
         return Item(pasted, out, text, item.hard)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is b or (a is not None and b is not None and np.array_equal(a, b))
 
 
 @register
 class SwapSides(TextMethod):
-    """The text with its sides swapped, an empty target: nothing lies where it points."""
+    """The text with its sides swapped: nothing lies where it points, so the target is empty but
+    for the findings whose words name no side (the heart of "Mild cardiomegaly.", where the masks
+    draw it)."""
 
     name, setting, texts, group = "swap", "swap_prob", ("flipped",), "place"
 
     def plan(self, ctx, rows):
-        return [row if names_side(t) in SIDES else None for t, row in zip(ctx.texts, rows["flipped"])]
+        return [(row, staying) if names_side(t) in SIDES and staying is not False else None
+                for t, row, staying in zip(ctx.texts, rows["flipped"], _staying(ctx, swap_sides))]
 
     def apply(self, item, plan):
-        return item.emptied(plan)
+        row, staying = plan
+        empty = item.emptied(row)
+        return Item(item.image, _with_staying(item, empty.mask, staying), row, item.hard)
 
 
 def disjoint_cases(masks: np.ndarray) -> list[list[int]]:

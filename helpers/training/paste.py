@@ -36,16 +36,19 @@ def level_shift(level: str | None, size: int) -> int:
     return {"upper": 1, "lower": -1}.get(level or "", 0) * round(LEVEL_SHIFT * size)
 
 
-def copy_is_free(mask: torch.Tensor, how: str | int, margin: int = 2) -> bool:
+def copy_is_free(mask: torch.Tensor, how: str | int, margin: int = 2,
+                 avoid: torch.Tensor | None = None) -> bool:
     """Whether the lesion under `mask` [H, W] moved by `how` (see `_moved`) stays whole inside the
-    image and keeps `margin` pixels away from the original."""
+    image and keeps `margin` pixels away from the original and from `avoid` [H, W] (other drawn
+    parts that stay where they are)."""
     if how == 0:
         return False
     m = mask.float()[None, None]
     copy = _moved(m, how)
     if copy.sum() < m.sum():
         return False
-    grown = torch.nn.functional.max_pool2d(m, 2 * margin + 1, stride=1, padding=margin)
+    kept = m if avoid is None else torch.maximum(m, avoid.float()[None, None])
+    grown = torch.nn.functional.max_pool2d(kept, 2 * margin + 1, stride=1, padding=margin)
     return not bool((grown * copy).any())
 
 

@@ -21,11 +21,11 @@ from helpers.data.sources import demo_options, fetch_dataset
 from helpers.inference.segmenter import Segmenter
 from helpers.model.record import ModelRecord
 from helpers.pipeline import prepare
-from helpers.text.places import place_code
+from helpers.text.places import place_code, swap_levels, swap_sides
 from helpers.text.regions import HEART_BOX, Place, components, near_peak, sentence_place
 from helpers.text.sentences import POSITIVE, finding_terms, label_sentences, names_lesion
 from helpers.text.vocabulary import (DRAWN, MIN_EVIDENCE, NOT_DRAWN, MaskVocabulary, learn_vocabulary,
-                                     sentence_targets, vocabulary_of_cases)
+                                     sentence_targets, staying_parts, vocabulary_of_cases)
 from helpers.viz.report_view import LOW_CONFIDENCE_NOTE, report_html, table_lines
 
 S = 32  # side of the hand-made masks below
@@ -266,6 +266,39 @@ def test_parts_that_cannot_be_told_apart_ask_the_whole_report():
     assert sentence_targets(["Right upper nodule.", "Left basal opacity."], RIGHT_UPPER, LUNGS) is None  # one part
     touching = np.maximum(HEART, blob(18, 24, 19, 25))  # the heart and a lesion in one part
     assert sentence_targets(["Mild cardiomegaly.", "Left lower lobe opacity."], touching, HEARTS) is None
+
+
+def test_a_place_swap_moves_the_parts_of_the_sentences_whose_words_it_changes():
+    mask, report = np.maximum(RIGHT_UPPER, HEART), "Mild cardiomegaly. Right upper lobe nodule."
+    for swap in (swap_sides, swap_levels):
+        assert np.array_equal(staying_parts(report, mask, HEARTS, swap), HEART > 0)  # the heart stays
+    assert not staying_parts("Right upper lobe nodule.", RIGHT_UPPER, HEARTS, swap_sides).any()
+    assert not staying_parts(report, RIGHT_UPPER, LUNGS, swap_sides).any()  # the heart not drawn
+    assert np.array_equal(staying_parts("Mild cardiomegaly.", HEART, HEARTS, swap_sides), HEART > 0)
+    touching = np.maximum(HEART, blob(18, 24, 19, 25))  # which part moves cannot be told
+    assert staying_parts("Mild cardiomegaly. Left lower lobe opacity.", touching, HEARTS, swap_sides) is None
+
+
+def test_a_mask_moves_with_the_words_of_its_findings_and_the_union_demos_heart_stays(demos):
+    """The place training's copies and swaps (`training.methods`) ask `staying_parts`. On the
+    default demo (lesions drawn) a mask moves whole when a swap changes its lesion's words and
+    stays whole when not ("a mass in the lingula" beside "leads in the right atrium"); on the
+    union demo the heart stays while the lesion moves."""
+    for union in (False, True):
+        cases = load_catalog(demos[union]).cases.dropna(subset=["mask_path"])
+        vocabulary, stays = learned(demos[union]), 0
+        for text, path in zip(cases["text"], cases["mask_path"]):
+            mask = load_mask(path, 64) > 0
+            drawn = [s for s, label in label_sentences(text) if label == POSITIVE and vocabulary.describes_drawn(s)]
+            for swap in (swap_sides, swap_levels):
+                kept = staying_parts(text, mask, vocabulary, swap)
+                if not union:
+                    moved = any(swap(s) != s for s in drawn)
+                    assert np.array_equal(kept, np.zeros_like(mask) if moved else mask), text
+                elif kept is not None and kept.any() and not np.array_equal(kept, mask):
+                    stays += 1
+                    assert all(Place(heart=True).contains(x, y) for _, x, y in components(kept)), text
+        assert (stays > 0) == union
 
 
 # ---------------------------------------------------------------------------------- low confidence

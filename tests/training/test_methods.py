@@ -12,6 +12,7 @@ from helpers.core.checkpoint import load_checkpoint
 from helpers.core.settings import FinetuneConfig, setting
 from helpers.model.losses import UNDESCRIBED
 from helpers.text.reader import ReportReader
+from helpers.text.vocabulary import DRAWN, MaskVocabulary, TermEvidence
 from helpers.training import methods
 from helpers.training.datasets import LabeledCases, labeled_arrays
 from helpers.training.finetune import finetune
@@ -34,10 +35,12 @@ from tests.training import lower_lesion, one_lesion
 RIGHT = "Nodule in the right lung."  # names one side (the patient's right: the image's left)
 
 
-def cases_with(shares: dict[str, float], images, masks, texts, rows, undescribed=False) -> LabeledCases:
+def cases_with(shares: dict[str, float], images, masks, texts, rows, undescribed=False,
+               vocabulary=None) -> LabeledCases:
     """LabeledCases whose items use the registry's methods `shares` (name -> share), planned on
-    `texts` with the text rows `rows` (kind -> one row per case; "report": the cases' own)."""
-    context = MethodContext(list(texts), list(texts), masks, ReportReader("raw"))
+    `texts` with the text rows `rows` (kind -> one row per case; "report": the cases' own) and
+    the masks' `vocabulary` (None: the rule, a mask draws the described lesion)."""
+    context = MethodContext(list(texts), list(texts), masks, ReportReader("raw"), vocabulary)
     uses = method_uses([(METHODS[name], share) for name, share in shares.items()], context, rows)
     return LabeledCases(images, masks, rows["report"], uses, undescribed=undescribed)
 
@@ -181,6 +184,36 @@ def test_paste_to_both_places_makes_three_lesions_and_asks_for_one():
             assert (mask[0, places[k][0], places[k][1]] == UNDESCRIBED).all()
         seen.add((len(shown), text))
     assert {n for n, _ in seen} == {2, 3} and {t for _, t in seen} == {0, 1, 2}
+
+
+def test_where_the_masks_draw_the_heart_paste_copies_the_lesion_alone_and_swap_keeps_the_heart():
+    """A mask that holds a lesion and the heart ("Mild cardiomegaly." drawn): the copy is of the
+    lesion, and the side-swapped text is asked with the copy and the heart, whose words name no
+    side; the swap empties the lesion and keeps the heart. Under the rule (no vocabulary) the
+    whole mask would be copied, heart included: its mirror place is not free, so nothing is."""
+    images, masks = one_lesion()  # the lesion at rows 10:18, columns 4:12
+    heart = np.zeros_like(masks[0])
+    heart[20:28, 14:19] = 1  # central, low
+    images[0][heart > 0] = 200
+    both = np.maximum(masks, heart[None])
+    vocabulary = MaskVocabulary({"cardiomegal": TermEvidence("cardiomegal", status=DRAWN)}, n_cases=1)
+    report, rows = "Mild cardiomegaly. Nodule in the right lung.", {"report": [0], "flipped": [1], "leveled": [3]}
+    lesion, copy = (slice(10, 18), slice(4, 12)), (slice(10, 18), slice(20, 28))
+    torch.manual_seed(0)
+    paste = cases_with({"paste": 1.0}, images, both, [report], rows, True, vocabulary)
+    seen = set()
+    for _ in range(20):
+        image, mask, text = paste[0]
+        assert (image[0][copy] > 0.5).all() and (mask[0][heart > 0] == 1).all()  # the heart: asked
+        asked, other = (lesion, copy) if text == 0 else (copy, lesion)
+        assert (mask[0][asked] == 1).all() and (mask[0][other] == UNDESCRIBED).all()
+        seen.add(text)
+    assert seen == {0, 1}
+    context = MethodContext([report], [report], both, ReportReader("raw"))
+    assert METHODS["paste"].plan(context, rows) == [None]
+    _, mask, text = cases_with({"swap": 1.0}, images, both, [report], rows, True, vocabulary)[0]
+    assert text == 1 and (mask[0][heart > 0] == 1).all() and (mask[0][lesion] == UNDESCRIBED).all()
+    assert int((mask == 1).sum()) == int(heart.sum())
 
 
 def _task(cfg, cases, tmp_path, text_dir):
