@@ -168,7 +168,7 @@ def cmd_ablate(args) -> None:
 
     from .evaluation.scores import normal_reports
     from .evaluation.ablation import CASES_FILE, differences_to, run_ablations
-    from .pipeline import demo_probe, prepare
+    from .pipeline import demo_crowded, demo_probe, demo_reports, prepare
 
     prep = prepare(args.data, args.mode, masks=args.masks, out_dir=args.out)
     prep.require_masks()
@@ -178,14 +178,17 @@ def cmd_ablate(args) -> None:
                                 phase1_encoders=prep.paths.phase1_encoders(),
                                 cache_dir=prep.paths.cache, text_cache_dir=prep.paths.text_models,
                                 probe=demo_probe(prep), normal_texts=normal_reports(prep.catalog.reports),
+                                reports=demo_reports(prep), crowded=demo_crowded(prep),
                                 progress=args.progress)
     print(table.round(3).to_string(index=False))
     table.to_csv(prep.paths.ablations / "ablation_table.csv", index=False)
     runs.to_csv(prep.paths.ablations / "ablation_runs.csv", index=False)
     per_case = pd.read_csv(prep.paths.ablations / CASES_FILE)
-    diffs = differences_to(per_case, table["variant"].iloc[0], n_boot=settings.bootstrap)
-    print(f"Dice of {table['variant'].iloc[0]} minus each other variant, paired on (seed, case), "
-          "with a bootstrap 95% interval:")
+    main = table["variant"].iloc[0]
+    diffs = pd.concat([differences_to(part, main, n_boot=settings.bootstrap).assign(cases=cases)
+                       for cases, part in (("all", per_case), ("alone", per_case[per_case["alone"]]))])
+    print(f"Dice of {main} minus each other variant, paired on (seed, case), with a bootstrap 95% "
+          "interval, on all test cases and on those whose image shows no undescribed lesion (alone):")
     print(diffs.round(3).to_string(index=False))
     diffs.to_csv(prep.paths.ablations / "ablation_differences.csv", index=False)
 

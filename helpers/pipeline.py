@@ -320,6 +320,14 @@ def demo_probe(prep: Prepared, split: str = "test") -> pd.DataFrame | None:
     return synthetic.probe_items(prep.catalog.root, prep.cases[prep.cases["split"] == split])
 
 
+def demo_crowded(prep: Prepared) -> set[str]:
+    """The image paths of a demo dataset's labeled cases that show an undescribed lesion too
+    (empty for other datasets, which do not say)."""
+    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
+        return set()
+    return synthetic.crowded_images(prep.catalog.root, prep.cases)
+
+
 def demo_reports(prep: Prepared, split: str = "test", seed: int = 0,
                  required: bool = False) -> pd.DataFrame | None:
     """The per-sentence test of a demo dataset's `split`: reports that describe two or three

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -24,8 +24,13 @@ from ..core.layout import BEST_FILE, LAST_FILE, history_file
 from ..model.metrics import bootstrap_ci
 from ..training.finetune import finetune
 from ..training.methods import active_methods, image_only
+from .sentence_scores import other_findings, per_sentence
 
 CASES_FILE = "ablation_cases.csv"
+# the per-run figures beside Dice, IoU and pointing, each averaged over the seeds
+RUN_EXTRAS = ("dice_alone", "dice_fallback", "moved_share", "mirror_follows", "normal_empty", "other_empty",
+              "probe_follows", "probe_same_kind", "probe_same_lung", "probe_empty", "probe_empty_fallback",
+              "sentence_on_own", "sentence_dice", "not_lesion_dice", "not_lesion_on_own")
 SCORES_FILE, SCORED_CASES_FILE = "scores.json", "scores_cases.csv"  # one row's results, kept
 
 
@@ -86,7 +91,8 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                   settings: AblationConfig, *, phase1_encoders: dict[str, str] | None = None,
                   main_checkpoint: str | Path | None = None, cache_dir: str | Path | None = None,
                   text_cache_dir: str | Path | None = None, probe: pd.DataFrame | None = None,
-                  normal_texts: Sequence[str] = (), progress: bool = True
+                  normal_texts: Sequence[str] = (), reports: pd.DataFrame | None = None,
+                  crowded: Collection[str] = (), progress: bool = True
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and evaluate every variant for every seed on the test split.
 
@@ -95,7 +101,10 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
     same training settings and seed are trained once (e.g. text vs shuffled test text).
     `probe` (items of `scores.two_lesion_probe`) adds the share of texts the mask follows;
     every row with the cases' own texts also gets the mirror probe (`scores.mirror_probe`) and,
-    given `normal_texts`, the share of test images left empty when asked with a normal report.
+    given `normal_texts`, the share of test images left empty when asked with a normal report;
+    given `reports` (items of `sentence_scores.per_sentence`), each sentence's mask on its own
+    finding. `crowded`: the image paths that hold a lesion their report does not describe; the
+    per-case table marks the others `alone` (their Dice is `dice_alone`).
 
     Each row's results are kept in its folder (`scores.json`, `scores_cases.csv`), so a run that
     was cut off continues with the first row not scored. Where the run folder is on Drive (Colab)
@@ -129,12 +138,13 @@ def run_ablations(cases: pd.DataFrame, out_dir: str | Path, base: FinetuneConfig
                 trained[key] = Segmenter.from_checkpoint(path, device=cfg.device,
                                                          text_cache_dir=text_cache_dir)
             scored = _score(trained[key], variant, seed, test, settings.bootstrap, cache_dir,
-                            normal_texts, probe)
+                            normal_texts, probe, reports)
             if not main:
                 _keep_scores(_run_dir(out, variant, seed), cfg, variant, *scored)
         row, cases_eval = scored
-        runs.append(row)
-        per_case.append(cases_eval.assign(variant=variant.name, seed=seed))
+        alone = ~cases_eval["case_id"].map(dict(zip(test["case_id"], test["image_path"]))).isin(set(crowded))
+        runs.append({**row, "dice_alone": float(cases_eval.loc[alone, "dice"].mean())})
+        per_case.append(cases_eval.assign(variant=variant.name, seed=seed, alone=alone))
     runs_frame, cases_frame = pd.DataFrame(runs), pd.concat(per_case, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     cases_frame.to_csv(out / CASES_FILE, index=False)  # for paired comparisons of variants
@@ -155,13 +165,15 @@ def _train(cfg: FinetuneConfig, cases: pd.DataFrame, run_dir: Path, cache_dir, t
 
 
 def _score(seg: Segmenter, variant: Variant, seed: int, test: pd.DataFrame, n_boot: int, cache_dir,
-           normal_texts: Sequence[str], probe: pd.DataFrame | None) -> tuple[dict, pd.DataFrame]:
+           normal_texts: Sequence[str], probe: pd.DataFrame | None, reports: pd.DataFrame | None
+           ) -> tuple[dict, pd.DataFrame]:
     """One row of the table (and its per-case scores): `variant`'s texts on the test cases."""
     cases_eval, summary = evaluate(seg, test, texts=variant.texts, cache_dir=cache_dir,
                                    n_boot=n_boot, seed=seed)
     row = {"variant": variant.name, "seed": seed, **{k: summary[k] for k in
-           ("dice", "iou", "pointing_hit", "pooled_dice", "n")}}
+           ("dice", "iou", "pointing_hit", "pooled_dice", "n", "dice_fallback")}}
     if variant.texts == "report":
+        row["other_empty"] = other_findings(seg, test, cache_dir=cache_dir)[1]["empty_share"]
         row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
         row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
         if normal_texts:
@@ -171,6 +183,14 @@ def _score(seg: Segmenter, variant: Variant, seed: int, test: pd.DataFrame, n_bo
             found = two_lesion_probe(seg, probe, cache_dir=cache_dir)[1]
             row["probe_follows"] = found["follows_share"]
             row["probe_same_kind"] = found.get("follows_share_same_kind", float("nan"))
+            row["probe_same_lung"] = found["follows_share_same_lung"]
+            row["probe_empty"], row["probe_empty_fallback"] = found["empty_share"], found["empty_share_fallback"]
+        if reports is not None and len(reports):
+            read = per_sentence(seg, reports, cache_dir=cache_dir, n_boot=n_boot, seed=seed)[1]
+            row["sentence_on_own"], row["sentence_dice"] = read["on_own_share"], read["dice"]
+            if "not_lesion" in read:  # the heart's sentence, where the masks draw it
+                row["not_lesion_dice"] = read["not_lesion"]["dice"]
+                row["not_lesion_on_own"] = read["not_lesion"]["on_own_share"]
     return row, cases_eval
 
 
@@ -237,7 +257,7 @@ def summarize_runs(runs: pd.DataFrame, per_case: pd.DataFrame, n_boot: int = 100
             mean, lo, hi = bootstrap_ci(group[metric].to_numpy(), n_boot=n_boot, seed=0)
             sd = seeds[metric].std(ddof=1) if len(seeds) > 1 else float("nan")
             row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
-        for extra in ("moved_share", "mirror_follows", "normal_empty", "probe_follows", "probe_same_kind"):
+        for extra in RUN_EXTRAS:
             if extra in seeds:
                 row[extra] = seeds[extra].mean()
                 row[f"{extra}_sd"] = seeds[extra].std(ddof=1) if len(seeds) > 1 else float("nan")

@@ -23,6 +23,7 @@ from ..inference.segmenter import EMPTY_AREA, Segmenter
 from ..data.io import load_masks
 from ..model.metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
 from ..text.places import names_side, swap_sides
+from ..text.regions import Place
 from ..training.paste import mirror_overlaps, paste_mirror
 from ..text.sentences import describes_finding
 
@@ -194,9 +195,11 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
 
     items: one row per (image, text) with `image_path`, `text`, `mask_path` (the described
     lesion) and `other_mask_path` (the other lesion), e.g. `data.demo.generate.probe_items` for the demo.
-    Returns (items with `mass_described`, `mass_other`, `follows`, and of the mask, as
-    thresholded and with the low-confidence fallback: `empty`, `hit` (more of it on the described
-    lesion than on the other); summary with `follows_share` and those shares).
+    Returns (items with `mass_described`, `mass_other`, `follows`, `same_lung` and of the mask,
+    as thresholded and with the low-confidence fallback: `empty`, `hit` (more of it on the
+    described lesion than on the other); summary with `follows_share`, those shares, and
+    `follows_share_` of the pairs in one lung / in other lungs (and of one kind / of other kinds
+    given a `same_kind` column)).
     """
     columns = ["image_path", "text", "mask_path", "other_mask_path"]
     missing = [c for c in columns if c not in items.columns]
@@ -217,17 +220,33 @@ def two_lesion_probe(segmenter: Segmenter, items: pd.DataFrame, *,
         table[f"empty{name}"] = ~masks.flatten(1).any(1).numpy()
         table[f"hit{name}"] = ((masks * own).flatten(1).sum(1) > (masks * others).flatten(1).sum(1)).numpy()
     table["low_confidence"] = table["empty"] & ~table["empty_fallback"]
+    table["same_lung"] = same_lung(own, others)
     summary = {"n_items": len(table), "n_images": table["image_path"].nunique(),
                "follows_share": float(table["follows"].mean())}
     summary.update({f"{k}_share{f}": float(table[k + f].mean())
                     for k in ("empty", "hit") for f in ("", "_fallback")})
     summary["low_confidence_share"] = float(table["low_confidence"].mean())
-    if "same_kind" in table:  # lesions of one kind: only the place tells them apart
-        for name, part in (("same_kind", table[table["same_kind"]]),
-                           ("other_kind", table[~table["same_kind"].astype(bool)])):
+    # lesions of one kind, or in one lung (only the level words tell): the harder pairs
+    for column in ("same_kind", "same_lung") if "same_kind" in table else ("same_lung",):
+        for name, part in ((column, table[table[column].astype(bool)]),
+                           (column.replace("same", "other"), table[~table[column].astype(bool)])):
             summary[f"follows_share_{name}"] = float(part["follows"].mean()) if len(part) else float("nan")
             summary[f"n_items_{name}"] = len(part)
     return table, summary
+
+
+def same_lung(masks: torch.Tensor, others: torch.Tensor) -> np.ndarray:
+    """bool [N]: whether each pair of masks [N, S, S] lies in one lung, their centroids in one
+    half of the image and neither on the heart (`regions.HEART_BOX`)."""
+    def centroid(m: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        m = m.float()
+        total = m.flatten(1).sum(1).clamp(min=1)
+        ys, xs = (torch.arange(n, dtype=torch.float32) + 0.5 for n in m.shape[-2:])
+        return (((m.sum(1) * xs).sum(1) / total / m.shape[-1]).numpy(),
+                ((m.sum(2) * ys).sum(1) / total / m.shape[-2]).numpy())
+    (xa, ya), (xb, yb) = centroid(masks), centroid(others)
+    heart = Place(heart=True)
+    return ((xa < 0.5) == (xb < 0.5)) & ~heart.contains(xa, ya) & ~heart.contains(xb, yb)
 
 
 def mirror_probe(segmenter: Segmenter, cases: pd.DataFrame, *,

@@ -100,7 +100,8 @@ def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | 
     Returns (one row per sentence: dice, on_own, located, area, mass_own, mass_other, kept and the
     fallback's columns; a summary with `dice` and `on_own_share` and 95% intervals that resample
     whole reports, `located_share` and `dice_fallback`, `located_share_fallback`,
-    `low_confidence_share`).
+    `low_confidence_share`; `not_lesion`: n, dice, dice_fallback and on_own_share of the
+    sentences that name no lung lesion, e.g. the heart's where the masks draw it).
     """
     missing = [c for c in REPORT_ITEM_COLUMNS if c not in items.columns]
     if missing:
@@ -145,4 +146,9 @@ def per_sentence(segmenter: Segmenter, items: pd.DataFrame, *, cache_dir: str | 
     for name, values in (("dice", table["dice"]), ("on_own_share", table["on_own"])):
         mean, lo, hi = cluster_ci(values.to_numpy(float), table["report_id"].to_numpy(), n_boot, seed)
         summary.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
+    apart = table[[not names_lesion(str(t)) for t in table["sentence"]]]
+    if len(apart):  # e.g. "Mild cardiomegaly." where the masks draw the heart
+        summary["not_lesion"] = {"n": len(apart), "dice": float(apart["dice"].mean()),
+                                 "dice_fallback": float(apart["dice_fallback"].mean()),
+                                 "on_own_share": float(apart["on_own"].mean())}
     return table, summary

@@ -138,8 +138,17 @@ def test_the_ablation_keeps_its_scores_in_the_run_folder_not_its_weights(cases, 
     assert list(runs["variant"]) == [v.name for v in ablation.ablation_variants(base, settings)]
     assert not list(out.rglob("*.pth")) and len(list(out.rglob("history_best_model.csv"))) == 2
     assert len(list(out.rglob(ablation.SCORES_FILE))) == len(runs)
+    assert runs["dice_alone"].tolist() == pytest.approx(runs["dice"].tolist())  # no image said to show another lesion
+    crowded = set(cases.loc[cases["split"] == "test", "image_path"][:2])
+    per_case = pd.read_csv(out / ablation.CASES_FILE)
+    assert per_case["alone"].all()
     shutil.rmtree(tmp_path / "local")
     monkeypatch.setattr(ablation, "finetune", lambda *a, **k: pytest.fail("trained again"))
     _, again = ablation.run_ablations(cases, out, base, settings, text_cache_dir=text_dir,
                                       progress=False)
     pd.testing.assert_frame_equal(again, runs)
+    _, crowd = ablation.run_ablations(cases, out, base, settings, text_cache_dir=text_dir,
+                                      crowded=crowded, progress=False)
+    alone = pd.read_csv(out / ablation.CASES_FILE).query("alone")
+    assert len(alone) == len(per_case) - 2 * len(runs)
+    assert crowd["dice_alone"].tolist() == pytest.approx(alone.groupby("variant", sort=False)["dice"].mean().tolist())

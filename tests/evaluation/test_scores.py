@@ -219,6 +219,7 @@ def test_two_lesion_probe_counts_where_the_mass_lies(tmp_path):
     assert table["follows"].tolist() == [True, False] and summary["follows_share"] == 0.5
     assert table["hit"].tolist() == [True, False] and not table["empty"].any()  # the mask: the left half
     assert summary["hit_share"] == summary["hit_share_fallback"] == 0.5 and summary["low_confidence_share"] == 0
+    assert not table["same_lung"].any() and summary["n_items_other_lung"] == 2  # one in each lung
     with pytest.raises(ValueError, match="other_mask_path"):
         two_lesion_probe(LeftOnly(), items.drop(columns="other_mask_path"))
 
@@ -283,3 +284,27 @@ def test_counterfactual_counts_a_mask_that_moves_or_empties(tmp_path):
     assert fixed["moved_share"] == 0.0 and fixed["follows_share"] == 0.0
     _, checks = counterfactual_sides(OnlyWhereTheLesionIs(), cases)
     assert checks["emptied_share"] == 1.0 and checks["follows_share"] == 1.0
+
+
+def test_pairs_in_one_lung_have_their_centroids_in_one_half_and_off_the_heart():
+    from helpers.evaluation.scores import same_lung
+
+    def at(x0, x1, y0, y1):
+        m = torch.zeros(32, 32)
+        m[y0:y1, x0:x1] = 1
+        return m
+
+    upper, lower, other, heart = at(2, 10, 4, 10), at(2, 10, 20, 28), at(22, 30, 4, 10), at(14, 19, 19, 25)
+    pairs = [(upper, lower), (lower, upper), (upper, other), (heart, other), (other, heart)]
+    found = same_lung(torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs]))
+    assert found.tolist() == [True, True, False, False, False]
+
+
+def test_per_sentence_scores_the_sentences_that_name_no_lesion_apart(two_lesion_report):
+    items = two_lesion_report.assign(report=lambda t: t["report"].str.replace(
+        "Opacity in the left upper lobe.", "Enlarged heart on the left."),
+        sentence=lambda t: t["sentence"].replace("Opacity in the left upper lobe.", "Enlarged heart on the left."))
+    table, summary = per_sentence(SideReader(), items, n_boot=50)
+    assert summary["not_lesion"]["n"] == 1 and summary["not_lesion"]["on_own_share"] == 1.0
+    assert summary["not_lesion"]["dice"] == pytest.approx(table["dice"].iloc[1])
+    assert "not_lesion" not in per_sentence(SideReader(), two_lesion_report, n_boot=50)[1]

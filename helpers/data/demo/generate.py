@@ -283,6 +283,14 @@ def lesion_groups(root: str | Path, cases: pd.DataFrame) -> list[tuple[str, str,
     return groups
 
 
+def crowded_images(root: str | Path, cases: pd.DataFrame) -> set[str]:
+    """The image paths of labeled `cases` (columns `filename`, `image_path`) whose image shows a
+    lesion its report does not describe (a distractor)."""
+    lesions = pd.read_csv(Path(root) / LESIONS_CSV, keep_default_na=False)
+    crowded = set(lesions.loc[lesions["role"] == "distractor", "filename"])
+    return set(cases.loc[cases["filename"].isin(crowded), "image_path"])
+
+
 def probe_items(root: str | Path, cases: pd.DataFrame) -> pd.DataFrame:
     """The two-lesion probe of a demo dataset for its labeled `cases` (see `lesion_groups`): each
     image asked about its described lesion and about each other lesion with the sentence that
