@@ -241,7 +241,8 @@ class AblationConfig:
     with_upsampling: bool = setting(True, 'also train upsampling="transpose" once')
     with_init: bool = setting(True, "also compare Phase-1 initialisation with none, per objective")
     with_place: bool = setting(True, "also train the main model without the place training")
-    place_each: bool = setting(False, "also train it without each place-training method in turn")
+    place_each: bool = setting(False, "also train it without each place-training method in turn, and "
+                                      "with the epoch chosen by validation Dice alone")
     bootstrap: int = setting(1000, "bootstrap resamples of the 95% intervals")
 
 

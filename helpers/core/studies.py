@@ -47,8 +47,8 @@ class Study:
 
 
 STUDIES = {
-    "place": Study("the place training: the default, its controls, no place training and each text "
-                   "method left out, 3 seeds",
+    "place": Study("the place training: the default, its controls, no place training, each text "
+                   "method left out and the epoch chosen by Dice alone, 3 seeds",
                    ablation={"seeds": (0, 1, 2), "fusions": (), "text_modes": (), "place_each": True,
                              **_ALONE}),
     "fusions": Study("the earlier study of fusions and text modes, without the place training: "

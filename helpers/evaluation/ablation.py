@@ -53,7 +53,8 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
                       phase1_encoders: dict[str, str] | None = None) -> list[Variant]:
     """The ablations: text vs shuffled text vs image only; the fusions, each with the text modes;
     mismatched-text negatives; the text methods of a group (`training.methods`: the place training,
-    none of it and each method left out; the per-sentence training) and the place prior;
+    none of it and each method left out; the per-sentence training), the epoch chosen without the
+    place probe, and the place prior;
     Phase-1 initialisation vs none and per objective; transposed-conv upsampling."""
     # the image-only control reads no text: no place prior, no text method (`methods.image_only`)
     control = dataclasses.asdict(image_only(dataclasses.replace(base, fusion="none")))
@@ -72,6 +73,8 @@ def ablation_variants(base: FinetuneConfig, settings: AblationConfig,
     if settings.place_each:  # each method left out; the place training's when it has several
         variants += [Variant(f"without {m.setting}", {m.setting: 0.0}) for m in grouped
                      if m.group != "place" or len(place) > 1]
+        if base.select_on_probe:  # the epoch the place probe helps choose
+            variants.append(Variant("epoch by Dice alone", {"select_on_probe": False}))
     if settings.with_place and place:
         variants.append(Variant("no place training", {name: 0.0 for name in place}))
     if settings.with_place and base.place_prior:

@@ -20,18 +20,19 @@ def test_ablation_variants_and_summary():
     assert [v.name for v in variants] == [
         "text (concat, raw)", "shuffled test text (concat, raw)", "image only (none)",
         "text (concat, positive)", "text (film, raw)", "text (film, positive)", "negatives 0.25",
-        "without null_rate", "without paste_prob", "without sentence_prob", "no place training",
-        "no place prior",
+        "without null_rate", "without paste_prob", "without sentence_prob", "epoch by Dice alone",
+        "no place training", "no place prior",
         "no Phase-1 init", "Phase-1 reconstruct init", "transpose upsampling"]
     assert variants[5].overrides == {"fusion": "film", "text_mode": "positive"}
     assert [v.texts for v in variants[:3]] == ["report", "shuffled", "report"]
     assert variants[9].overrides == {"sentence_prob": 0.0}
-    assert variants[10].overrides == {"null_rate": 0.0, "paste_prob": 0.0}
+    assert variants[10].overrides == {"select_on_probe": False}
+    assert variants[11].overrides == {"null_rate": 0.0, "paste_prob": 0.0}
     assert variants[2].overrides == {"fusion": "none", "place_prior": False, "null_rate": 0.0,
                                      "paste_prob": 0.0, "sentence_prob": 0.0}  # reads no text
-    assert variants[11].overrides == {"place_prior": False}
+    assert variants[12].overrides == {"place_prior": False}
     alone = ablation_variants(dataclasses.replace(base, null_rate=0.0, place_prior=False,
-                                                  sentence_prob=0.0), AblationConfig(
+                                                  sentence_prob=0.0, select_on_probe=False), AblationConfig(
         fusions=(), with_init=False, with_upsampling=False, place_each=True))
     assert [v.name for v in alone][-1] == "no place training"  # one method: no "without" rows
     assert alone[-1].overrides == {"paste_prob": 0.0}
