@@ -48,7 +48,7 @@ _EXPORTS = {
     "run_ablations": "helpers.evaluation.ablation",
     "run_bench": "helpers.evaluation.bench",
     **dict.fromkeys(("prepare", "describe", "ensure_phase1", "ensure_phase2", "demo_probe",
-                     "demo_reports", "folder_size", "relative"), "helpers.pipeline"),
+                     "demo_reports", "demo_crowded", "folder_size", "relative"), "helpers.pipeline"),
     "run_notebooks": "helpers.notebooks",
     **dict.fromkeys(("export_model", "open_model"), "helpers.share"),
 }
