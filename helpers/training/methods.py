@@ -114,7 +114,7 @@ def _staying(ctx: MethodContext, swap: Callable[[str], str]) -> list[np.ndarray 
     return [False if k is None else k if k.any() else None for k in kept]
 
 
-def _with_staying(item: Item, target: torch.Tensor, staying: np.ndarray | None) -> torch.Tensor:
+def _with_staying(target: torch.Tensor, staying: np.ndarray | None) -> torch.Tensor:
     """`target` [1, S, S] with the parts that stay (`_staying`) asked for: 1 there."""
     if staying is None:
         return target
@@ -190,7 +190,7 @@ class Paste(TextMethod):
                 stays = None if staying is None else torch.from_numpy(staying)
                 moving = mask if stays is None else mask * ~stays
                 if (stays is None or moving.any()) and copy_is_free(moving, how, avoid=stays):
-                    moves.append((how, row, staying))  # (nothing moving: a swap's item, not a copy)
+                    moves.append((how, row, staying))  # a copy of nothing would be a swap
             plans.append(moves or None)
         return plans
 
@@ -207,7 +207,7 @@ class Paste(TextMethod):
             moving = mask if staying is None else mask * torch.from_numpy(~staying)[None].to(mask.dtype)
             pasted, copy = paste_copy(image, moving, how, onto=pasted)
             lesions.append(copy)
-            asked.append((_with_staying(item, copy, staying), other_text))
+            asked.append((_with_staying(copy, staying), other_text))
         target, text = asked[int(torch.randint(len(asked), ()))]
         out = target.clone()
         for lesion in lesions:
@@ -234,7 +234,7 @@ class SwapSides(TextMethod):
     def apply(self, item, plan):
         row, staying = plan
         empty = item.emptied(row)
-        return Item(item.image, _with_staying(item, empty.mask, staying), row, item.hard)
+        return Item(item.image, _with_staying(empty.mask, staying), row, item.hard)
 
 
 def disjoint_cases(masks: np.ndarray) -> list[list[int]]:
