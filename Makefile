@@ -72,10 +72,17 @@ RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 
 # The studies (`--study`: helpers/core/studies.py), two trainings side by side (one core
 # each): the place training at both distractor settings (~5 h on 2 CPU cores) and with the tiny
-# CLIP on one seed; the earlier study of fusions and text modes (~2 h): the grid, the default
-# against the baseline on 3 seeds, and the Phase-1 rows.
+# CLIP on one seed; with masks that draw the heart too (demo:union, ~2 h): the default and the
+# image-only control on 3 seeds (seeds 1 and 2 beside seed 0's rows), each place item left out
+# on seed 0; the earlier study of fusions and text modes (~2 h): the grid, the default against
+# the baseline on 3 seeds, and the Phase-1 rows.
+UNION = $(STUDY) --study place --data demo:union --out runs/study-union --text-model $(MINILM)
 ablate: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps -r requirements-measure.txt
+	$(PY) -m helpers prepare --data demo:union --mode demo --out runs/study-union
+	$(RUN1) ablate $(UNION) --seeds 1 2 --no-place-each --no-with-place & \
+	$(RUN1) ablate $(UNION) --seeds 0 --no-with-place; wait
+	$(RUN1) ablate $(UNION) --seeds 0 1 2 --no-place-each --no-with-place
 	$(RUN1) ablate $(STUDY) --study place --data demo --out runs/study-realistic --text-model $(MINILM) & \
 	$(RUN1) ablate $(STUDY) --study place --data demo:forced --out runs/study-forced --text-model $(MINILM); wait
 	$(RUN1) ablate $(STUDY) --study place --seeds 0 --no-place-each --data demo --out runs/study-realistic-tiny \
