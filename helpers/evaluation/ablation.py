@@ -28,7 +28,7 @@ from .sentence_scores import other_findings, per_sentence
 
 CASES_FILE = "ablation_cases.csv"
 # the per-run figures beside Dice, IoU and pointing, each averaged over the seeds
-RUN_EXTRAS = ("dice_alone", "dice_fallback", "moved_share", "mirror_follows", "normal_empty", "other_empty",
+RUN_EXTRAS = ("dice_alone", "dice_fallback", "moved", "emptied", "follows", "mirror_follows", "normal_empty", "other_empty",
               "probe_follows", "probe_same_kind", "probe_same_lung", "probe_empty", "probe_empty_fallback",
               "sentence_on_own", "sentence_dice", "not_lesion_dice", "not_lesion_on_own")
 SCORES_FILE, SCORED_CASES_FILE = "scores.json", "scores_cases.csv"  # one row's results, kept
@@ -177,7 +177,8 @@ def _score(seg: Segmenter, variant: Variant, seed: int, test: pd.DataFrame, n_bo
            ("dice", "iou", "pointing_hit", "pooled_dice", "n", "dice_fallback")}}
     if variant.texts == "report":
         row["other_empty"] = other_findings(seg, test, cache_dir=cache_dir)[1]["empty_share"]
-        row["moved_share"] = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]["moved_share"]
+        swap = counterfactual_sides(seg, test, cache_dir=cache_dir)[1]
+        row.update({k: swap[f"{k}_share"] for k in ("moved", "emptied", "follows")})
         row["mirror_follows"] = mirror_probe(seg, test, cache_dir=cache_dir)[1]["follows_share"]
         if normal_texts:
             row["normal_empty"] = empty_on_normal(seg, test, normal_texts,

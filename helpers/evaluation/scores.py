@@ -17,13 +17,14 @@ import torch
 
 from ..data.split import model_split
 from ..core.anatomy import IMAGE_HALVES, SIDES, image_half
-from ..training.datasets import labeled_arrays
+from ..training.datasets import LabeledArrays, labeled_arrays
 from ..inference.results import save_results
 from ..inference.segmenter import EMPTY_AREA, Segmenter
 from ..data.io import load_masks
 from ..model.metrics import bootstrap_ci, dice_per_image, follows_text, iou_per_image, pointing_hits, pooled_dice
 from ..text.places import names_side, swap_sides
 from ..text.regions import Place
+from ..text.vocabulary import MaskVocabulary, staying_parts
 from ..training.paste import mirror_overlaps, paste_mirror
 from ..text.sentences import describes_finding
 
@@ -149,7 +150,10 @@ def best_median_worst(scores: pd.Series) -> list:
 def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
                          cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """For each case whose text names one side: predict with the text as written and with left and
-    right swapped, and record on which image half the predicted mass lies.
+    right swapped, and record on which image half the predicted mass lies. A case whose mask holds
+    a drawn finding that stays where it is under the swap (`vocabulary.staying_parts`: the heart
+    of "Mild cardiomegaly.", or a lesion whose own sentence names no side) is left out
+    (`n_left_out`): its mask should neither move nor empty.
 
     `moved_share`: share of those cases whose prediction moves to the other half when the words are
     swapped; `correct_side_share`: share whose original prediction lies on the side the text names;
@@ -160,11 +164,20 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
     sided = cases[[expected_image_side(t) is not None for t in cases["text"]]]
     columns = ["case_id", "text", "expected_side", "side", "swapped_side", "moved", "emptied"]
     if sided.empty:
-        return pd.DataFrame(columns=columns), {"n_sided": 0, "moved_share": float("nan"),
+        return pd.DataFrame(columns=columns), {"n_sided": 0, "n_left_out": 0, "moved_share": float("nan"),
                                                "correct_side_share": float("nan"),
                                                "emptied_share": float("nan"),
                                                "follows_share": float("nan")}
     arrays = labeled_arrays(sided, segmenter.image_size, cache_dir)
+    vocabulary = getattr(segmenter, "vocabulary", None) or MaskVocabulary()
+    moving = np.array([(k := staying_parts(t, m, vocabulary, swap_sides)) is not None and not k.any()
+                       for t, m in zip(arrays.cases["text"], arrays.masks)], dtype=bool)
+    n_left_out = int((~moving).sum())
+    if not moving.any():
+        return pd.DataFrame(columns=columns), {"n_sided": 0, "n_left_out": n_left_out,
+                                               "moved_share": float("nan"), "correct_side_share": float("nan"),
+                                               "emptied_share": float("nan"), "follows_share": float("nan")}
+    arrays = LabeledArrays(arrays.cases[moving].reset_index(drop=True), arrays.images[moving], arrays.masks[moving])
     texts = list(arrays.cases["text"])
     both = []
     for variant in (texts, [swap_sides(t) for t in texts]):
@@ -179,7 +192,7 @@ def counterfactual_sides(segmenter: Segmenter, cases: pd.DataFrame, *,
     table["emptied"] = swapped_area < EMPTY_AREA
     table["emptied_fallback"] = swapped_mask.flatten(1).float().mean(1).numpy() < EMPTY_AREA
     return table[columns + ["emptied_fallback"]], {
-        "n_sided": len(table), "moved_share": float(table["moved"].mean()),
+        "n_sided": len(table), "n_left_out": n_left_out, "moved_share": float(table["moved"].mean()),
         "correct_side_share": float((table["side"] == table["expected_side"]).mean()),
         "emptied_share": float(table["emptied"].mean()),
         "follows_share": float((table["moved"] | table["emptied"]).mean()),

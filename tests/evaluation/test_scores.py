@@ -284,6 +284,10 @@ def test_counterfactual_counts_a_mask_that_moves_or_empties(tmp_path):
     assert fixed["moved_share"] == 0.0 and fixed["follows_share"] == 0.0
     _, checks = counterfactual_sides(OnlyWhereTheLesionIs(), cases)
     assert checks["emptied_share"] == 1.0 and checks["follows_share"] == 1.0
+    # a lesion whose own sentence names no side stays where it is when the side words are swapped
+    still = _lesion_cases(tmp_path, ["Right rib fracture. Opacity in the lingula.", "Right upper lobe nodule."])
+    table, summary = counterfactual_sides(ReadsSide(), still)
+    assert list(table["case_id"]) == ["c1"] and (summary["n_sided"], summary["n_left_out"]) == (1, 1)
 
 
 def test_pairs_in_one_lung_have_their_centroids_in_one_half_and_off_the_heart():
