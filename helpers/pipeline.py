@@ -312,20 +312,20 @@ def folder_size(folder: str | Path) -> str:
             "(on Drive, replaced files wait in the trash and count against the quota)")
 
 
+def _is_demo(prep: Prepared) -> bool:
+    return (prep.catalog.root / synthetic.LESIONS_CSV).is_file()  # what each lesion of an image is
+
+
 def demo_probe(prep: Prepared, split: str = "test") -> pd.DataFrame | None:
     """The two-lesion probe items of a demo dataset's `split` (None for other datasets, which
     have no second lesion's mask)."""
-    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
-        return None
-    return synthetic.probe_items(prep.catalog.root, prep.cases[prep.cases["split"] == split])
+    return synthetic.probe_items(prep.catalog.root, prep.cases[prep.cases["split"] == split]) if _is_demo(prep) else None
 
 
 def demo_crowded(prep: Prepared) -> set[str]:
     """The image paths of a demo dataset's labeled cases that show an undescribed lesion too
     (empty for other datasets, which do not say)."""
-    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
-        return set()
-    return synthetic.crowded_images(prep.catalog.root, prep.cases)
+    return synthetic.crowded_images(prep.catalog.root, prep.cases) if _is_demo(prep) else set()
 
 
 def demo_reports(prep: Prepared, split: str = "test", seed: int = 0,
@@ -333,11 +333,10 @@ def demo_reports(prep: Prepared, split: str = "test", seed: int = 0,
     """The per-sentence test of a demo dataset's `split`: reports that describe two or three
     lesions of one image (`synthetic.report_items`). Other datasets have none: None, or with
     `required` a ValueError."""
-    if not (prep.catalog.root / synthetic.LESIONS_CSV).is_file():
+    if not _is_demo(prep):
         if required:
-            raise ValueError("the per-sentence test needs reports that describe several masked "
-                             f"lesions of one image: the demo data has them ({synthetic.LESIONS_CSV}), "
-                             f"{prep.catalog.root} has not")
+            raise ValueError("the per-sentence test needs reports that describe several masked lesions of "
+                             f"one image: the demo data has them ({synthetic.LESIONS_CSV}), {prep.catalog.root} not")
         return None
     return synthetic.report_items(prep.catalog.root, prep.cases[prep.cases["split"] == split], seed)
 
