@@ -7,7 +7,7 @@
 #              the unit tests and every notebook (requirements-colab.txt).
 # `make gpu-check`: on a GPU, a few steps of both phases, the resume and inference (< 5 min, offline)
 #              -> runs/gpu-check.json; without a GPU it says so and does nothing.
-# `make ablate`: the studies of docs/studies/ (3 seeds, two text encoders) on the demo data: ~7 h on 2 CPU cores.
+# `make ablate`: the studies of docs/studies/ (3 seeds, two text encoders) on the demo data: ~9 h on 2 CPU cores.
 # They create or update .venv and install requirements-dev.txt (runtime + test tools) first.
 PYTHON ?= python3
 VENV := .venv
@@ -71,7 +71,7 @@ STUDY = --mode demo --no-progress
 RUN1 = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m helpers
 
 # The studies (`--study`: helpers/core/studies.py), two trainings side by side (one core
-# each): the place training at both distractor settings (~5 h on 2 CPU cores) and with the tiny
+# each): the place training at both distractor settings (~6 h on 2 CPU cores) and with the tiny
 # CLIP on one seed; with masks that draw the heart too (demo:union, ~2 h): the default and the
 # image-only control on 3 seeds (seeds 1 and 2 beside seed 0's rows), each place item left out
 # on seed 0; the earlier study of fusions and text modes (~2 h): the grid, the default against
