@@ -66,3 +66,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"Checkpoint {path} holds a {type(payload).__name__}, not a dict "
                               "of weights and settings. Use a checkpoint written by this project.")
     return payload
+
+
+def checked_version(version: object, newest: int, path: str | Path, kind: str, fix: str,
+                    error: type[CheckpointError] = CheckpointError) -> int:
+    """`version`, the `kind` of a file's format ("record version", "format"), when it is an int
+    from 1 to `newest`; else `error` naming `path`: `fix` for an invalid one, an update of the
+    project for a newer one."""
+    if not isinstance(version, int) or version < 1:
+        raise error(f"{path} has an invalid {kind} {version!r}: {fix}.")
+    if version > newest:
+        raise error(f"{path} was written by a newer version of this project ({kind} {version}; "
+                    f"this one reads up to {newest}). Update the project (git pull) to load it.")
+    return version

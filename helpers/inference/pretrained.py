@@ -36,7 +36,7 @@ from huggingface_hub import create_repo, get_token, snapshot_download, upload_fo
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..core.checkpoint import CheckpointError
+from ..core.checkpoint import CheckpointError, checked_version
 from ..core.layout import (BEST_FILE, MODEL_CARD_FILE, MODEL_CONFIG_FILE, MODEL_TEXT_ENCODER_DIR,
                            MODEL_WEIGHTS_FILE)
 from ..model.record import ModelRecord
@@ -177,13 +177,8 @@ def read_config(folder: Path) -> dict:
         raise PretrainedError(f"{path} is not the config of a model of this project (its format is "
                               f"{config.get('format') if isinstance(config, dict) else None!r}, expected "
                               f"{FORMAT!r}): {EXPORT_HELP}.")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise PretrainedError(f"{path} has an invalid format_version {version!r}: copy the folder again.")
-    if version > FORMAT_VERSION:
-        raise PretrainedError(f"{folder} was written by a newer version of this project (format "
-                              f"{version}; this one reads up to {FORMAT_VERSION}). Update the project "
-                              "(git pull) to load it.")
+    checked_version(config.get("format_version"), FORMAT_VERSION, path, "format_version",
+                    "copy the folder again", PretrainedError)
     if not isinstance(config.get("record"), dict) or not isinstance(config.get("text_encoder"), dict):
         raise PretrainedError(f"{path} lacks its record or text_encoder entry: copy the folder again.")
     return config

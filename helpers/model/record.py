@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..core.checkpoint import CheckpointError, checked_version, load_checkpoint, save_checkpoint
 from ..core.layout import DatasetError
 
 VERSION = 2  # the record layout this code writes and the newest it reads
@@ -117,14 +117,7 @@ class ModelRecord:
 
 def _version(payload: dict, path: str | Path, what: str) -> int:
     """The record version of a loaded file (1 when it has none: written before the records)."""
-    version = payload.get("version", 1)
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path} has an invalid record version {version!r}: it {what}.")
-    if version > VERSION:
-        raise CheckpointError(f"{path} was written by a newer version of this project (record "
-                              f"version {version}; this one reads up to {VERSION}). Update the "
-                              "project (git pull) to load it.")
-    return version
+    return checked_version(payload.get("version", 1), VERSION, path, "record version", f"it {what}")
 
 
 @dataclass

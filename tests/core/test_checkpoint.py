@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.core.checkpoint import CheckpointError, checked_version, load_checkpoint, save_checkpoint
 
 
 class Untrusted:
@@ -47,3 +47,16 @@ def test_unwritable_folder_is_explained(tmp_path):
     blocker.write_text("a file where a folder should be")
     with pytest.raises(CheckpointError, match="runs.*not writable.*writable output folder"):
         save_checkpoint({"epoch": 1}, blocker / "best_model.pth")
+
+
+def test_a_format_version_is_read_up_to_the_newest_and_else_named_with_its_fix():
+    assert checked_version(2, 2, "m.pth", "record version", "train again") == 2
+    for bad in (0, "2", None):
+        with pytest.raises(CheckpointError, match=r"m.pth has an invalid record version .*: train again"):
+            checked_version(bad, 2, "m.pth", "record version", "train again")
+
+    class FolderError(CheckpointError):
+        pass
+
+    with pytest.raises(FolderError, match=r"newer version .*format 3; this one reads up to 2.*git pull"):
+        checked_version(3, 2, "config.json", "format", "copy it again", FolderError)
